@@ -1,0 +1,139 @@
+//! The HTTP client every channel uses, guarded against SSRF.
+//!
+//! * Every address a host name resolves to is checked against the [`NetPolicy`] by the
+//!   client's own resolver, at connect time, so a DNS answer that changes between check and
+//!   use (rebinding) cannot slip through.
+//! * IP-literal hosts never reach a resolver, so they are checked before the request.
+//! * No proxies (a proxy would connect on our behalf), no redirects (a 3xx is an answer).
+
+use crate::ChannelError;
+use herald_core::netpolicy::NetPolicy;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// An address refused by the SSRF policy.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "blocked by the SSRF policy: {host} is a {reason} (exempt networks with HERALD_ALLOW_NETWORKS)"
+)]
+pub struct SsrfBlocked {
+    pub host: String,
+    pub reason: &'static str,
+}
+
+struct GuardedResolver {
+    policy: Arc<NetPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut allowed = Vec::with_capacity(addrs.len());
+            let mut reason = "address without public route";
+            for a in addrs {
+                match policy.check(a.ip()) {
+                    Ok(()) => allowed.push(a),
+                    Err(r) => reason = r,
+                }
+            }
+            if allowed.is_empty() {
+                return Err(Box::new(SsrfBlocked { host, reason })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// A `reqwest::Client` that only connects where the policy allows.
+#[derive(Clone)]
+pub struct GuardedClient {
+    client: reqwest::Client,
+    policy: Arc<NetPolicy>,
+}
+
+static CRYPTO: Once = Once::new();
+
+/// Installs rustls' ring provider as the process default (once; idempotent). reqwest is
+/// built without one, so every client in the process needs this first.
+pub fn install_crypto_provider() {
+    CRYPTO.call_once(|| {
+        // Another component may have installed one already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl GuardedClient {
+    pub fn new(policy: NetPolicy) -> Result<Self, ChannelError> {
+        install_crypto_provider();
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .dns_resolver(GuardedResolver {
+                policy: policy.clone(),
+            })
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .user_agent(crate::USER_AGENT)
+            .build()
+            .map_err(|e| ChannelError::Client(e.to_string()))?;
+        Ok(GuardedClient { client, policy })
+    }
+
+    /// Checks a URL before a request: scheme, and the host if it is an IP literal.
+    pub fn check_url(&self, url: &str) -> Result<reqwest::Url, UrlProblem> {
+        let u = reqwest::Url::parse(url)
+            .map_err(|e| UrlProblem::Invalid(format!("invalid URL: {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(UrlProblem::Invalid(
+                "only http and https URLs are allowed".into(),
+            ));
+        }
+        let ip: Option<IpAddr> = match u.host() {
+            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(UrlProblem::Invalid("the URL has no host".into())),
+        };
+        if let Some(ip) = ip {
+            self.policy.check(ip).map_err(|reason| {
+                UrlProblem::Blocked(SsrfBlocked {
+                    host: ip.to_string(),
+                    reason,
+                })
+            })?;
+        }
+        Ok(u)
+    }
+
+    pub fn inner(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+#[derive(Debug)]
+pub enum UrlProblem {
+    Invalid(String),
+    Blocked(SsrfBlocked),
+}
+
+/// Whether a reqwest error was caused by the SSRF policy.
+pub fn ssrf_cause(err: &reqwest::Error) -> Option<&SsrfBlocked> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(b) = e.downcast_ref::<SsrfBlocked>() {
+            return Some(b);
+        }
+        source = e.source();
+    }
+    None
+}

@@ -1,0 +1,80 @@
+//! # herald-channels
+//!
+//! One module per destination kind. Each turns a message into the provider's request, sends
+//! it through the SSRF-guarded client ([`client::GuardedClient`]) and classifies the answer
+//! into a [`SendReport`]: delivered, retry (maybe not before a given time, maybe pausing the
+//! whole destination) or permanent (maybe disabling the destination).
+//!
+//! ```no_run
+//! # async fn demo(message: herald_core::message::Message, spec: herald_core::destination::DestinationSpec) {
+//! use herald_channels::{Channels, Attempt};
+//! use herald_core::netpolicy::NetPolicy;
+//!
+//! let channels = Channels::new(NetPolicy::strict()).unwrap();
+//! let report = channels.send(&Attempt { message: &message, destination: "ops", spec: &spec, number: 1 }).await;
+//! println!("{:?}", report.verdict);
+//! # }
+//! ```
+
+pub mod client;
+pub mod http;
+pub mod response;
+pub mod secrets;
+pub mod webhook;
+
+use herald_core::delivery::{SendReport, Verdict};
+use herald_core::destination::{DestinationSpec, KindSpec};
+use herald_core::message::Message;
+use herald_core::netpolicy::NetPolicy;
+use herald_core::template::TemplateEngine;
+use std::sync::Arc;
+
+pub use client::GuardedClient;
+
+/// `user-agent` of every outbound request.
+pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
+
+/// One attempt to deliver a message to a destination.
+pub struct Attempt<'a> {
+    pub message: &'a Message,
+    pub destination: &'a str,
+    pub spec: &'a DestinationSpec,
+    /// 1-based attempt number.
+    pub number: u32,
+}
+
+/// Everything channels share: the guarded HTTP client and the template engine.
+#[derive(Clone)]
+pub struct Channels {
+    pub http: GuardedClient,
+    pub templates: Arc<TemplateEngine>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl Channels {
+    pub fn new(policy: NetPolicy) -> Result<Self, ChannelError> {
+        Ok(Channels {
+            http: GuardedClient::new(policy)?,
+            templates: Arc::new(TemplateEngine::new()),
+        })
+    }
+
+    /// Sends one attempt. Never panics and never returns an error: every failure is a
+    /// classified [`SendReport`].
+    pub async fn send(&self, a: &Attempt<'_>) -> SendReport {
+        let kind = match secrets::resolve_kind(&a.spec.kind) {
+            Ok(k) => k,
+            // The operator can fix a missing variable or file; keep the message meanwhile.
+            Err(e) => return SendReport::failed(Verdict::retry(), "secret_ref", e),
+        };
+        match &kind {
+            KindSpec::Webhook(w) => webhook::send(self, w, a).await,
+            KindSpec::Http(h) => http::send(self, h, a).await,
+        }
+    }
+}

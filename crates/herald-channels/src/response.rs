@@ -1,0 +1,209 @@
+//! Sending one HTTP request and classifying what came back (DESIGN §5). Channels whose
+//! providers answer differently refine [`classify_http`].
+
+use crate::Channels;
+use crate::client::{UrlProblem, ssrf_cause};
+use herald_core::classify::{StatusClass, classify_status};
+use herald_core::delivery::{SendReport, Verdict, excerpt};
+use herald_core::retry_after::parse_retry_after;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use std::time::{Duration, SystemTime};
+
+/// Most of a response body read (the excerpt keeps 4 KiB of it).
+const MAX_BODY: usize = 64 * 1024;
+
+/// A provider's answer.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    /// The `Retry-After` header, if present and valid.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+    }
+
+    fn report(&self, verdict: Verdict, class: Option<&str>, error: Option<String>) -> SendReport {
+        SendReport {
+            verdict,
+            status_code: Some(self.status),
+            error_class: class.map(str::to_string),
+            error,
+            response_excerpt: excerpt(&self.body),
+        }
+    }
+
+    pub fn delivered(&self) -> SendReport {
+        self.report(Verdict::Delivered, None, None)
+    }
+
+    pub fn retry(&self, after: Option<Duration>, pause: bool, error: String) -> SendReport {
+        self.report(
+            Verdict::Retry {
+                after,
+                pause_destination: pause,
+            },
+            Some("http_status"),
+            Some(error),
+        )
+    }
+
+    pub fn permanent(&self, disable: Option<String>, error: String) -> SendReport {
+        self.report(
+            Verdict::Permanent {
+                disable_destination: disable,
+            },
+            Some("http_status"),
+            Some(error),
+        )
+    }
+}
+
+/// A request ready to send.
+pub struct Outgoing<'a> {
+    pub method: reqwest::Method,
+    pub url: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// Sends the request; a transport failure comes back as a classified report.
+pub async fn send(ch: &Channels, out: Outgoing<'_>) -> Result<HttpAnswer, SendReport> {
+    let url = match ch.http.check_url(out.url) {
+        Ok(u) => u,
+        Err(UrlProblem::Invalid(e)) => {
+            return Err(SendReport::failed(Verdict::permanent(), "config", e));
+        }
+        Err(UrlProblem::Blocked(b)) => {
+            return Err(SendReport::failed(
+                Verdict::permanent(),
+                "ssrf_blocked",
+                b.to_string(),
+            ));
+        }
+    };
+    let mut headers = HeaderMap::with_capacity(out.headers.len());
+    for (k, v) in &out.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            SendReport::failed(
+                Verdict::permanent(),
+                "config",
+                format!("invalid header name {k:?}"),
+            )
+        })?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            SendReport::failed(
+                Verdict::permanent(),
+                "config",
+                format!("invalid value for header {k}"),
+            )
+        })?;
+        headers.insert(name, value);
+    }
+    let request = ch
+        .http
+        .inner()
+        .request(out.method, url)
+        .headers(headers)
+        .body(out.body)
+        .timeout(out.timeout);
+    let mut resp = request.send().await.map_err(transport_report)?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_BODY.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= MAX_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            // The status is what counts; a body cut short still classifies.
+            Err(_) => break,
+        }
+    }
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Classifies a transport-level failure.
+pub fn transport_report(e: reqwest::Error) -> SendReport {
+    if let Some(blocked) = ssrf_cause(&e) {
+        return SendReport::failed(Verdict::permanent(), "ssrf_blocked", blocked.to_string());
+    }
+    let (class, verdict) = if e.is_timeout() {
+        ("timeout", Verdict::retry())
+    } else if e.is_connect() {
+        ("connect", Verdict::retry())
+    } else if e.is_builder() {
+        ("config", Verdict::permanent())
+    } else {
+        ("network", Verdict::retry())
+    };
+    SendReport::failed(verdict, class, describe(&e))
+}
+
+/// The error with its causes, without the URL (which may carry a secret, e.g. a Slack or
+/// Discord webhook).
+fn describe(e: &reqwest::Error) -> String {
+    let mut parts = vec![e.without_url_ref().to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(url) = self.url() {
+            s = s.replace(url.as_str(), "<url>");
+        }
+        s
+    }
+}
+
+/// The default classification of an HTTP answer (DESIGN §5): 2xx delivered; 408, 425,
+/// 429, 5xx retry (429 pauses the destination until `Retry-After`); 410 permanent and
+/// disables the destination; other 3xx/4xx permanent.
+pub fn classify_http(ans: &HttpAnswer) -> SendReport {
+    match classify_status(ans.status) {
+        StatusClass::Delivered => ans.delivered(),
+        StatusClass::Retry => ans.retry(
+            ans.retry_after(),
+            ans.status == 429,
+            format!("HTTP {}", ans.status),
+        ),
+        StatusClass::Gone => ans.permanent(
+            Some(format!("the receiver answered HTTP 410 Gone")),
+            "HTTP 410 Gone".into(),
+        ),
+        StatusClass::Permanent => ans.permanent(None, format!("HTTP {}", ans.status)),
+    }
+}

@@ -1,0 +1,74 @@
+//! The audit log: read it in order, verify the hash chain.
+
+use super::extract::parse_query;
+use super::problem::{ApiResult, Problem};
+use crate::auth::{Caller, Scope};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::Uri;
+use herald_core::audit::{AuditEntry, ChainVerifier, Verification};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Entries with `seq` greater than this (default 0).
+    pub after: Option<i64>,
+    /// 1–1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    /// `after` for the next page; null on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// Audit entries, oldest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = AuditPage), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+) -> ApiResult<Json<AuditPage>> {
+    caller.require(Scope::Read)?;
+    let p: AuditParams = parse_query(&uri)?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let items = state
+        .store
+        .list_audit(p.after.unwrap_or(0).max(0), limit)
+        .await?;
+    let next_after = if items.len() as u32 == limit {
+        items.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { items, next_after }))
+}
+
+/// Verifies the whole chain from the first entry.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", responses((status = 200, body = Verification)), security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Verification>> {
+    caller.require(Scope::Read)?;
+    let mut v = ChainVerifier::new();
+    let mut after = 0;
+    loop {
+        let page = state.store.list_audit(after, 1000).await?;
+        if page.is_empty() {
+            return Ok(Json(v.finish()));
+        }
+        for e in &page {
+            if let Err(reason) = v.push(e) {
+                return Ok(Json(v.broken(e.seq, reason)));
+            }
+        }
+        after = page.last().map(|e| e.seq).unwrap_or(after);
+    }
+}

@@ -1,0 +1,230 @@
+//! `PUT/GET/DELETE /destinations/{name}`, `GET /destinations`, health and test sends.
+
+use super::extract::ApiJson;
+use super::problem::{ApiError, ApiResult, Problem};
+use super::views::AttemptView;
+use crate::auth::{Caller, Scope};
+use crate::destinations::{self, DestinationEntry};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use herald_channels::Attempt;
+use herald_core::clock::{now_ms, rfc3339};
+use herald_core::delivery::AttemptOutcome;
+use herald_core::destination::DestinationSpec;
+use herald_core::ids;
+use herald_core::message::{Message, MessageBody};
+use herald_store::NewAudit;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::time::Instant;
+use utoipa::ToSchema;
+
+/// A destination as shown: its settings (secrets masked) and its state.
+#[derive(Serialize, ToSchema)]
+pub struct DestinationView {
+    #[serde(flatten)]
+    pub spec: DestinationSpec,
+    pub disabled_reason: Option<String>,
+    pub paused_until: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Shown once, when Herald generated the webhook secret in this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_secret: Option<String>,
+}
+
+fn view(e: &DestinationEntry) -> DestinationView {
+    DestinationView {
+        spec: e.public_spec(),
+        disabled_reason: e.disabled_reason(),
+        paused_until: e.paused_until().filter(|p| *p > now_ms()).map(rfc3339),
+        created_at: rfc3339(e.created_at),
+        updated_at: rfc3339(e.updated_at),
+        generated_secret: None,
+    }
+}
+
+fn find(state: &AppState, name: &str) -> ApiResult<std::sync::Arc<DestinationEntry>> {
+    state
+        .destinations
+        .get(name)
+        .ok_or_else(|| ApiError::NotFound(format!("no destination {name:?}")))
+}
+
+/// Create or replace a destination (201 created, 200 replaced).
+#[utoipa::path(put, path = "/api/v1/destinations/{name}", tag = "destinations", params(("name" = String, Path)),
+    request_body = DestinationSpec,
+    responses((status = 200, body = DestinationView), (status = 201, body = DestinationView), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn put(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(spec): ApiJson<DestinationSpec>,
+) -> ApiResult<(StatusCode, Json<DestinationView>)> {
+    caller.require(Scope::Admin)?;
+    let out = destinations::put(&state, &name, spec, &caller.actor()).await?;
+    let mut v = view(&out.entry);
+    v.generated_secret = out.generated_secret;
+    Ok((
+        if out.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(v),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DestinationList {
+    pub items: Vec<DestinationView>,
+}
+
+/// List destinations.
+#[utoipa::path(get, path = "/api/v1/destinations", tag = "destinations", responses((status = 200, body = DestinationList)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<DestinationList>> {
+    caller.require(Scope::Read)?;
+    Ok(Json(DestinationList {
+        items: state.destinations.all().iter().map(|e| view(e)).collect(),
+    }))
+}
+
+/// Read a destination (secrets masked).
+#[utoipa::path(get, path = "/api/v1/destinations/{name}", tag = "destinations", params(("name" = String, Path)),
+    responses((status = 200, body = DestinationView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DestinationView>> {
+    caller.require(Scope::Read)?;
+    let e = find(&state, &name)?;
+    Ok(Json(view(&e)))
+}
+
+/// Delete a destination; its unfinished deliveries are discarded.
+#[utoipa::path(delete, path = "/api/v1/destinations/{name}", tag = "destinations", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Admin)?;
+    if destinations::delete(&state, &name, &caller.actor()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no destination {name:?}")))
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DestinationHealth {
+    pub name: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub paused_until: Option<String>,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+}
+
+/// A destination's state and queue.
+#[utoipa::path(get, path = "/api/v1/destinations/{name}/health", tag = "destinations", params(("name" = String, Path)),
+    responses((status = 200, body = DestinationHealth), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn health(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DestinationHealth>> {
+    caller.require(Scope::Read)?;
+    let e = find(&state, &name)?;
+    let counts = state.store.queue_counts(&name).await?;
+    Ok(Json(DestinationHealth {
+        name: e.name.clone(),
+        enabled: e.enabled(),
+        disabled_reason: e.disabled_reason(),
+        paused_until: e.paused_until().filter(|p| *p > now_ms()).map(rfc3339),
+        pending: counts.pending,
+        in_flight: counts.in_flight,
+        dead: counts.dead,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestResult {
+    pub destination: String,
+    pub message_id: String,
+    pub attempt: AttemptView,
+}
+
+/// Send a test message now (not queued, not retried) and return the attempt.
+#[utoipa::path(post, path = "/api/v1/destinations/{name}/test", tag = "destinations", params(("name" = String, Path)),
+    responses((status = 200, body = TestResult), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TestResult>> {
+    caller.require(Scope::Admin)?;
+    let e = find(&state, &name)?;
+    let now = now_ms();
+    let message = Message {
+        id: ids::new_id(ids::MESSAGE),
+        event_type: "herald.test".into(),
+        idempotency_key: None,
+        created_at: now,
+        body: MessageBody {
+            title: Some("Herald test message".into()),
+            text: Some(format!(
+                "This is a test message from Herald to the destination \"{name}\"."
+            )),
+            ..Default::default()
+        },
+    };
+    let t0 = Instant::now();
+    let report = state
+        .channels
+        .send(&Attempt {
+            message: &message,
+            destination: &e.name,
+            spec: &e.spec,
+            number: 1,
+        })
+        .await;
+    let attempt = AttemptView {
+        number: 1,
+        started_at: rfc3339(now),
+        duration_ms: t0.elapsed().as_millis() as i64,
+        outcome: report.verdict.outcome(),
+        status_code: report.status_code,
+        error_class: report.error_class,
+        error: report.error,
+        response_excerpt: report.response_excerpt,
+    };
+    let detail: Value = json!({"message_id": message.id, "outcome": attempt.outcome, "status_code": attempt.status_code});
+    state
+        .store
+        .append_audit(vec![NewAudit {
+            at: now,
+            actor: caller.actor(),
+            action: "destination.tested".into(),
+            resource: name.clone(),
+            detail,
+        }])
+        .await?;
+    if attempt.outcome != AttemptOutcome::Delivered {
+        tracing::info!(destination = %name, error = ?attempt.error, "test send did not deliver");
+    }
+    Ok(Json(TestResult {
+        destination: name,
+        message_id: message.id,
+        attempt,
+    }))
+}

@@ -1,0 +1,131 @@
+//! The HTTP API (DESIGN §6): one module per resource; handlers extract, call the domain and
+//! map the result. Every error leaves as problem+json.
+
+pub mod audit;
+pub mod deliveries;
+pub mod destinations;
+pub mod dlq;
+pub mod extract;
+pub mod health;
+pub mod messages;
+pub mod openapi;
+pub mod problem;
+pub mod tokens;
+pub mod views;
+
+use crate::state::AppState;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use extract::BodyLimit;
+use problem::{ApiError, Problem, problem_response};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let max_message = state.config.max_message_bytes;
+    let messages = Router::new()
+        .route("/messages", post(messages::create))
+        .route("/messages/batch", post(messages::batch))
+        .layer(DefaultBodyLimit::max(max_message))
+        .layer(axum::Extension(BodyLimit(max_message)));
+    let v1 = Router::new()
+        .route("/messages/{id}", get(messages::get))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}", get(deliveries::get))
+        .route("/destinations", get(destinations::list))
+        .route(
+            "/destinations/{name}",
+            put(destinations::put)
+                .get(destinations::get)
+                .delete(destinations::delete),
+        )
+        .route("/destinations/{name}/health", get(destinations::health))
+        .route("/destinations/{name}/test", post(destinations::test))
+        .route("/dlq", get(dlq::list))
+        .route("/dlq/{queue}/replay", post(dlq::replay_all))
+        .route("/dlq/{queue}/replay/{item_id}", post(dlq::replay_one))
+        .route(
+            "/dlq/{queue}/{item_id}",
+            axum::routing::delete(dlq::discard),
+        )
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::Extension(BodyLimit(max_body)))
+        .merge(messages);
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/api/openapi.json", get(openapi::spec))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(problems_everywhere))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Turns any error response that is not already problem+json (the framework's own
+/// rejections: 405, 413 on raw bodies, path errors) into one.
+async fn problems_everywhere(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let slug = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::NOT_FOUND => "not-found",
+        s if s.is_server_error() => "internal",
+        _ => "bad-request",
+    };
+    let p = Problem {
+        kind: format!("urn:herald:problem:{slug}"),
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
+        status: status.as_u16(),
+        detail: if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            text
+        },
+        errors: None,
+    };
+    let mut out = problem_response(&p);
+    for (k, v) in parts.headers.iter() {
+        if k == header::ALLOW || k == "x-request-id" {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
+}
+
+/// An empty 204.
+pub fn no_content() -> Response {
+    (StatusCode::NO_CONTENT, Body::empty()).into_response()
+}

@@ -1,0 +1,278 @@
+//! API tokens: `hrld_<id>_<secret>`, URL-safe so they fit in a Sentry-style DSN. Only a
+//! SHA-256 of the secret is stored; verification looks the token up by id and compares the
+//! hashes in constant time. Scopes: `send`, `read`, `admin` (admin implies the others).
+
+use crate::api::problem::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use herald_store::{Store, TokenRecord};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+const PREFIX: &str = "hrld_";
+const ID_LEN: usize = 12;
+const SECRET_LEN: usize = 32;
+/// How long a verified token is trusted before the store is asked again (revocation on
+/// another node takes effect within this time; on this node at once).
+const CACHE_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Submit messages and error reports.
+    Send,
+    /// Read messages, deliveries, destinations, the DLQ and the audit log.
+    Read,
+    /// Everything, including destinations, DLQ changes and tokens.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Send => "send",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        [Scope::Send, Scope::Read, Scope::Admin]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+/// Who is calling, after authentication.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token_id: Option<String>,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    pub fn can(&self, scope: Scope) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.can(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this token lacks the `{}` scope",
+                scope.as_str()
+            )))
+        }
+    }
+
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        match &self.token_id {
+            Some(id) => format!("token:{}:{id}", self.name),
+            None => format!("token:{}", self.name),
+        }
+    }
+}
+
+/// A newly made token: the full secret is shown once.
+pub struct NewToken {
+    pub record: TokenRecord,
+    pub token: String,
+}
+
+fn random(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Makes a token record and its secret.
+pub fn new_token(name: &str, scopes: &[Scope], now: i64) -> NewToken {
+    let id = random(ID_LEN).to_ascii_lowercase();
+    let secret = random(SECRET_LEN);
+    NewToken {
+        token: format!("{PREFIX}{id}_{secret}"),
+        record: TokenRecord {
+            id,
+            name: name.to_string(),
+            hash: hash_secret(&secret),
+            scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+        },
+    }
+}
+
+/// Splits `hrld_<id>_<secret>`.
+fn split_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == ID_LEN && !secret.is_empty()).then_some((id, secret))
+}
+
+/// Verifies bearer tokens, with a short cache and batched last-used updates.
+pub struct Authenticator {
+    admin_token: Option<String>,
+    cache: Mutex<HashMap<String, (TokenRecord, Instant)>>,
+    last_used: Mutex<HashMap<String, i64>>,
+}
+
+impl Authenticator {
+    pub fn new(admin_token: Option<String>) -> Self {
+        Authenticator {
+            admin_token,
+            cache: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Caller, ApiError> {
+        if let Some(admin) = &self.admin_token {
+            if bool::from(admin.as_bytes().ct_eq(token.as_bytes())) {
+                return Ok(Caller {
+                    token_id: None,
+                    name: "admin".into(),
+                    scopes: vec![Scope::Admin],
+                });
+            }
+        }
+        let invalid = || ApiError::Unauthorized("the token is not valid".into());
+        let (id, secret) = split_token(token).ok_or_else(invalid)?;
+        let cached = self
+            .cache
+            .lock()
+            .expect("auth cache lock")
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(r, _)| r.clone());
+        let record = match cached {
+            Some(r) => r,
+            None => {
+                let r = store.get_token(id).await?.ok_or_else(invalid)?;
+                self.cache
+                    .lock()
+                    .expect("auth cache lock")
+                    .insert(id.to_string(), (r.clone(), Instant::now()));
+                r
+            }
+        };
+        let presented = hash_secret(secret);
+        if !bool::from(presented.as_bytes().ct_eq(record.hash.as_bytes()))
+            || record.revoked_at.is_some()
+        {
+            return Err(invalid());
+        }
+        self.last_used
+            .lock()
+            .expect("auth last-used lock")
+            .insert(record.id.clone(), herald_core::clock::now_ms());
+        Ok(Caller {
+            token_id: Some(record.id),
+            name: record.name,
+            scopes: record
+                .scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s))
+                .collect(),
+        })
+    }
+
+    /// Forgets a token at once (after revocation).
+    pub fn forget(&self, id: &str) {
+        self.cache.lock().expect("auth cache lock").remove(id);
+    }
+
+    /// Writes last-used times gathered since the previous flush.
+    pub async fn flush_last_used(&self, store: &dyn Store) {
+        let used: Vec<(String, i64)> =
+            std::mem::take(&mut *self.last_used.lock().expect("auth last-used lock"))
+                .into_iter()
+                .collect();
+        if !used.is_empty() {
+            if let Err(e) = store.touch_tokens(used).await {
+                tracing::warn!(error = %e, "could not record token use");
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into())
+        })?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into())
+            })?;
+        state
+            .auth
+            .authenticate(state.store.as_ref(), token.trim())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_have_the_documented_shape() {
+        let t = new_token("ci", &[Scope::Send], 0);
+        assert!(t.token.starts_with("hrld_"));
+        assert!(
+            t.token[5..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        );
+        let (id, secret) = split_token(&t.token).unwrap();
+        assert_eq!(id, t.record.id);
+        assert_eq!(hash_secret(secret), t.record.hash);
+        assert!(split_token("hrld_short_x").is_none());
+        assert!(split_token("Bearer x").is_none());
+    }
+
+    #[test]
+    fn admin_implies_every_scope() {
+        let c = Caller {
+            token_id: None,
+            name: "a".into(),
+            scopes: vec![Scope::Admin],
+        };
+        assert!(c.can(Scope::Send) && c.can(Scope::Read));
+        let r = Caller {
+            token_id: None,
+            name: "r".into(),
+            scopes: vec![Scope::Read],
+        };
+        assert!(r.require(Scope::Send).is_err());
+    }
+}

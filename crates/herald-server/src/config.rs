@@ -1,0 +1,148 @@
+//! Server configuration: one struct, defaults written once, read from (later wins) the
+//! built-in defaults, the TOML file (`--config`/`HERALD_CONFIG`), `HERALD_*` environment
+//! variables and command-line flags. Documented in `docs/configuration.md`.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use herald_core::destination::DestinationSpec;
+use herald_core::duration::HumanDuration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variables read into [`Config`] (as `HERALD_<NAME>`).
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "admin_token",
+    "allow_networks",
+    "master_key",
+    "log_format",
+    "concurrency",
+    "sqlite_synchronous",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the SQLite database and the master key file live.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` (default: `<data_dir>/herald.db`).
+    pub database_url: Option<String>,
+    /// A fixed admin token (otherwise one is created and printed on first start).
+    pub admin_token: Option<String>,
+    /// CIDRs exempt from the SSRF guard, e.g. `127.0.0.0/8` for local testing.
+    pub allow_networks: String,
+    /// Base64 of 32 bytes; otherwise `<data_dir>/master.key` (created 0600 on first start).
+    pub master_key: Option<String>,
+    /// `full` (default: an accepted message survives power loss) or `normal`.
+    pub sqlite_synchronous: String,
+    /// `text` (default) or `json`.
+    pub log_format: String,
+    /// Attempts running at once, across all destinations.
+    pub concurrency: u32,
+    /// Default cap on one destination's attempts running at once.
+    pub destination_concurrency: u32,
+    /// How long a claimed delivery stays leased (at least the destination's timeout + 10 s).
+    pub lease: HumanDuration,
+    /// Longest wait a provider's Retry-After may impose.
+    pub max_retry_after: HumanDuration,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl: HumanDuration,
+    /// Message bodies and attempts are pruned after this long.
+    pub retention: HumanDuration,
+    /// Request body cap, except `POST /messages`.
+    pub max_body_bytes: usize,
+    /// Request body cap of `POST /messages` and `/messages/batch` (attachments).
+    pub max_message_bytes: usize,
+    /// Cap on the decoded attachments of one message.
+    pub max_attachment_bytes: usize,
+    /// How long a graceful shutdown waits for attempts in flight.
+    pub shutdown_grace: HumanDuration,
+    /// Destinations declared as code; applied on start.
+    pub destinations: BTreeMap<String, DestinationSpec>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("herald-data"),
+            database_url: None,
+            admin_token: None,
+            allow_networks: String::new(),
+            master_key: None,
+            sqlite_synchronous: "full".into(),
+            log_format: "text".into(),
+            concurrency: 256,
+            destination_concurrency: 16,
+            lease: HumanDuration(Duration::from_secs(30)),
+            max_retry_after: HumanDuration(Duration::from_secs(3600)),
+            idempotency_ttl: HumanDuration(Duration::from_secs(24 * 3600)),
+            retention: HumanDuration(Duration::from_secs(30 * 86400)),
+            max_body_bytes: 1 << 20,
+            max_message_bytes: 16 << 20,
+            max_attachment_bytes: herald_core::message::DEFAULT_MAX_ATTACHMENT_BYTES,
+            shutdown_grace: HumanDuration(Duration::from_secs(15)),
+            destinations: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `HERALD_*` variables.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            f = f.merge(Toml::file_exact(path));
+        }
+        f.merge(Env::prefixed("HERALD_").only(ENV_KEYS))
+    }
+
+    /// Loads the configuration, with a message naming the bad key on error.
+    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+        let cfg: Config = Self::figment(file)
+            .extract()
+            .map_err(|e| format!("configuration: {e}"))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks values whose type alone does not guarantee validity.
+    pub fn check(&self) -> Result<(), String> {
+        if !matches!(self.sqlite_synchronous.as_str(), "full" | "normal") {
+            return Err("configuration: sqlite_synchronous must be \"full\" or \"normal\"".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err("configuration: log_format must be \"text\" or \"json\"".into());
+        }
+        if self.concurrency == 0 || self.destination_concurrency == 0 {
+            return Err(
+                "configuration: concurrency and destination_concurrency must be at least 1".into(),
+            );
+        }
+        herald_core::netpolicy::NetPolicy::with_allowed(&self.allow_networks)
+            .map_err(|e| format!("configuration: allow_networks: {e}"))?;
+        Ok(())
+    }
+
+    /// The SQLite file this configuration points at.
+    pub fn sqlite_path(&self) -> Result<PathBuf, String> {
+        match &self.database_url {
+            None => Ok(self.data_dir.join("herald.db")),
+            Some(url) => {
+                if let Some(p) = url.strip_prefix("sqlite://") {
+                    Ok(PathBuf::from(p))
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    Err("database_url: Postgres is not supported by this build yet; use sqlite://PATH".into())
+                } else {
+                    Err(format!("database_url: expected sqlite://PATH, got {url:?}"))
+                }
+            }
+        }
+    }
+}

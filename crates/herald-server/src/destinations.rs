@@ -1,0 +1,228 @@
+//! Destinations as the server holds them: validated, sealed at rest, and cached decrypted
+//! in memory for routing and dispatching.
+
+use crate::api::problem::ApiError;
+use crate::state::AppState;
+use herald_core::crypto::SecretBox;
+use herald_core::destination::{DestinationSpec, KindSpec};
+use herald_store::{DestinationRow, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A destination ready to use.
+#[derive(Debug)]
+pub struct DestinationEntry {
+    pub name: String,
+    pub spec: DestinationSpec,
+    enabled: AtomicBool,
+    disabled_reason: RwLock<Option<String>>,
+    /// Epoch ms until which no attempt is made (Retry-After); 0 when not paused.
+    paused_until: AtomicI64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl DestinationEntry {
+    fn from_row(row: DestinationRow, secrets: &SecretBox) -> Result<Self, String> {
+        let plain = secrets
+            .open(&row.sealed_spec)
+            .map_err(|e| format!("destination {}: {e}", row.name))?;
+        let spec: DestinationSpec = serde_json::from_slice(&plain)
+            .map_err(|e| format!("destination {}: stored settings unreadable: {e}", row.name))?;
+        Ok(DestinationEntry {
+            name: row.name,
+            spec,
+            enabled: AtomicBool::new(row.enabled),
+            disabled_reason: RwLock::new(row.disabled_reason),
+            paused_until: AtomicI64::new(row.paused_until.unwrap_or(0)),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn disabled_reason(&self) -> Option<String> {
+        self.disabled_reason
+            .read()
+            .expect("destination lock")
+            .clone()
+    }
+
+    pub fn paused_until(&self) -> Option<i64> {
+        Some(self.paused_until.load(Ordering::Relaxed)).filter(|p| *p > 0)
+    }
+
+    pub fn is_paused(&self, now: i64) -> bool {
+        self.paused_until.load(Ordering::Relaxed) > now
+    }
+
+    pub fn pause_until(&self, until: i64) {
+        self.paused_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    pub fn disable(&self, reason: String) {
+        self.enabled.store(false, Ordering::Relaxed);
+        *self.disabled_reason.write().expect("destination lock") = Some(reason);
+    }
+
+    /// The spec as shown on read: secrets masked, `enabled` as it is now.
+    pub fn public_spec(&self) -> DestinationSpec {
+        let mut s = self.spec.masked();
+        s.name = Some(self.name.clone());
+        s.enabled = self.enabled();
+        s
+    }
+}
+
+/// Every destination, decrypted, by name.
+#[derive(Default)]
+pub struct DestinationCache {
+    map: RwLock<HashMap<String, Arc<DestinationEntry>>>,
+}
+
+impl DestinationCache {
+    /// Replaces the cache with what the store holds.
+    pub async fn reload(&self, store: &dyn Store, secrets: &SecretBox) -> Result<(), String> {
+        let rows = store.list_destinations().await.map_err(|e| e.to_string())?;
+        let mut map = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let e = DestinationEntry::from_row(row, secrets)?;
+            map.insert(e.name.clone(), Arc::new(e));
+        }
+        *self.map.write().expect("destination cache lock") = map;
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<DestinationEntry>> {
+        self.map
+            .read()
+            .expect("destination cache lock")
+            .get(name)
+            .cloned()
+    }
+
+    /// All destinations, sorted by name.
+    pub fn all(&self) -> Vec<Arc<DestinationEntry>> {
+        let mut v: Vec<_> = self
+            .map
+            .read()
+            .expect("destination cache lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn insert(&self, e: DestinationEntry) -> Arc<DestinationEntry> {
+        let e = Arc::new(e);
+        self.map
+            .write()
+            .expect("destination cache lock")
+            .insert(e.name.clone(), e.clone());
+        e
+    }
+
+    fn remove(&self, name: &str) {
+        self.map
+            .write()
+            .expect("destination cache lock")
+            .remove(name);
+    }
+}
+
+/// The result of a put.
+pub struct PutOutcome {
+    pub created: bool,
+    pub entry: Arc<DestinationEntry>,
+    /// A webhook secret generated for this destination, shown once.
+    pub generated_secret: Option<String>,
+}
+
+/// Validates and stores a destination, then refreshes the cache and wakes the dispatcher.
+pub async fn put(
+    state: &AppState,
+    name: &str,
+    mut spec: DestinationSpec,
+    actor: &str,
+) -> Result<PutOutcome, ApiError> {
+    spec.validate(name, &state.channels.templates)
+        .map_err(ApiError::Validation)?;
+    let generated_secret = spec.complete();
+    spec.name = None;
+    let now = herald_core::clock::now_ms();
+    let created_at = state
+        .destinations
+        .get(name)
+        .map(|e| e.created_at)
+        .unwrap_or(now);
+    let json = serde_json::to_vec(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let row = DestinationRow {
+        name: name.to_string(),
+        kind: spec.kind.name().to_string(),
+        sealed_spec: state.secrets.seal(&json),
+        enabled: spec.enabled,
+        disabled_reason: None,
+        paused_until: None,
+        created_at,
+        updated_at: now,
+    };
+    let created = state.store.put_destination(row.clone(), actor).await?;
+    let entry = DestinationEntry::from_row(
+        DestinationRow {
+            paused_until: state.destinations.get(name).and_then(|e| e.paused_until()),
+            ..row
+        },
+        &state.secrets,
+    )
+    .map_err(ApiError::Internal)?;
+    let entry = state.destinations.insert(entry);
+    state.dispatcher.wake();
+    Ok(PutOutcome {
+        created,
+        entry,
+        generated_secret,
+    })
+}
+
+/// Deletes a destination (its unfinished deliveries are discarded).
+pub async fn delete(state: &AppState, name: &str, actor: &str) -> Result<bool, StoreError> {
+    let deleted = state
+        .store
+        .delete_destination(name, actor, herald_core::clock::now_ms())
+        .await?;
+    if deleted {
+        state.destinations.remove(name);
+    }
+    Ok(deleted)
+}
+
+/// Applies the destinations declared in the configuration file, writing only those that
+/// changed.
+pub async fn apply_config(state: &AppState) -> Result<(), String> {
+    for (name, spec) in &state.config.destinations {
+        let mut spec = spec.clone();
+        spec.name = None;
+        let existing = state.destinations.get(name);
+        // A secret generated on an earlier start is kept, not generated anew.
+        if let (KindSpec::Webhook(w), Some(e)) = (&mut spec.kind, &existing) {
+            if let (None, KindSpec::Webhook(old)) = (&w.secret, &e.spec.kind) {
+                w.secret = old.secret.clone();
+            }
+        }
+        if existing.is_some_and(|e| e.spec == spec) {
+            continue;
+        }
+        put(state, name, spec, "config")
+            .await
+            .map_err(|e| match e {
+                ApiError::Validation(v) => format!("destination {name}: {}", v.summary()),
+                other => format!("destination {name}: {other}"),
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! Accepting messages: validate → route → one durable commit (message, deliveries,
+//! idempotency record, audit entry) → wake the dispatcher → 202.
+
+use crate::api::problem::ApiError;
+use crate::state::AppState;
+use herald_core::audit::canonical_json;
+use herald_core::ids;
+use herald_core::message::{Message, MessageBody, MessageInput};
+use herald_core::template::context;
+use herald_store::{AcceptOutcome, IdempotencyRecord, NewDelivery, NewMessage};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// The 202 body of `POST /api/v1/messages`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageAccepted {
+    pub id: String,
+    pub event_type: String,
+    pub deliveries: Vec<DeliveryRef>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryRef {
+    pub id: String,
+    pub destination: String,
+    pub status: String,
+}
+
+/// The answer for one submitted message.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The 202 body (replayed verbatim for an idempotent repeat).
+    pub body: Value,
+    pub replayed: bool,
+}
+
+/// One message to submit: the parsed input and the `Idempotency-Key` header, if any.
+pub struct Submission {
+    pub input: MessageInput,
+    pub header_key: Option<String>,
+}
+
+/// Validates, routes and stores messages in one commit. Results are in input order.
+pub async fn submit(
+    state: &AppState,
+    subs: Vec<Submission>,
+    actor: &str,
+) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+    let now = herald_core::clock::now_ms();
+    let mut results: Vec<Option<Result<Accepted, ApiError>>> = Vec::with_capacity(subs.len());
+    let mut batch = Vec::new();
+    let mut slots = Vec::new();
+    for sub in subs {
+        match prepare(state, sub, now, actor) {
+            Ok((msg, body)) => {
+                slots.push((results.len(), body));
+                results.push(None);
+                batch.push(msg);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    if !batch.is_empty() {
+        let outcomes = state.store.accept_messages(batch).await?;
+        let mut any_new = false;
+        for ((slot, body), outcome) in slots.into_iter().zip(outcomes) {
+            results[slot] = Some(match outcome {
+                AcceptOutcome::Accepted => {
+                    any_new = true;
+                    Ok(Accepted {
+                        body,
+                        replayed: false,
+                    })
+                }
+                AcceptOutcome::Replayed { response } => serde_json::from_str(&response)
+                    .map(|body| Accepted {
+                        body,
+                        replayed: true,
+                    })
+                    .map_err(|e| {
+                        ApiError::Internal(format!("stored idempotent response unreadable: {e}"))
+                    }),
+                AcceptOutcome::KeyConflict => Err(ApiError::Unprocessable(
+                    "this Idempotency-Key was already used with a different request body".into(),
+                )),
+            });
+        }
+        if any_new {
+            state.dispatcher.wake();
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every slot is filled"))
+        .collect())
+}
+
+fn prepare(
+    state: &AppState,
+    sub: Submission,
+    now: i64,
+    actor: &str,
+) -> Result<(NewMessage, Value), ApiError> {
+    let (event_type, key, body) = sub
+        .input
+        .validate(sub.header_key.as_deref(), state.config.max_attachment_bytes)
+        .map_err(ApiError::Validation)?;
+    let message = Message {
+        id: ids::new_id(ids::MESSAGE),
+        event_type,
+        idempotency_key: key,
+        created_at: now,
+        body,
+    };
+    let destinations = route(state, &message)?;
+    let deliveries: Vec<NewDelivery> = destinations
+        .into_iter()
+        .map(|d| NewDelivery {
+            id: ids::new_id(ids::DELIVERY),
+            destination: d,
+        })
+        .collect();
+    let accepted = MessageAccepted {
+        id: message.id.clone(),
+        event_type: message.event_type.clone(),
+        deliveries: deliveries
+            .iter()
+            .map(|d| DeliveryRef {
+                id: d.id.clone(),
+                destination: d.destination.clone(),
+                status: "pending".into(),
+            })
+            .collect(),
+    };
+    let response =
+        serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body_json =
+        serde_json::to_string(&message.body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let idempotency = message
+        .idempotency_key
+        .as_ref()
+        .map(|key| IdempotencyRecord {
+            key: key.clone(),
+            request_hash: request_hash(&message.event_type, &message.body),
+            response: response.to_string(),
+            expires_at: now + state.config.idempotency_ttl.0.as_millis() as i64,
+        });
+    Ok((
+        NewMessage {
+            id: message.id,
+            event_type: message.event_type,
+            body: body_json,
+            created_at: now,
+            deliveries,
+            idempotency,
+            actor: actor.to_string(),
+        },
+        response,
+    ))
+}
+
+/// SHA-256 over the canonical form of what was asked, so key order and whitespace do not
+/// make an identical request look different.
+fn request_hash(event_type: &str, body: &MessageBody) -> String {
+    let v = json!({"event_type": event_type, "body": body});
+    hex::encode(Sha256::digest(canonical_json(&v).as_bytes()))
+}
+
+/// The destinations a message goes to: its explicit `to`, or every enabled destination
+/// whose `events` and `filter` accept it.
+fn route(state: &AppState, message: &Message) -> Result<Vec<String>, ApiError> {
+    if let Some(to) = &message.body.to {
+        let unknown: Vec<&str> = to
+            .iter()
+            .filter(|n| state.destinations.get(n).is_none())
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ApiError::field(
+                "to",
+                format!("unknown destination(s): {}", unknown.join(", ")),
+            ));
+        }
+        return Ok(to.clone());
+    }
+    let mut out = Vec::new();
+    for d in state.destinations.all() {
+        if !d.enabled() || !d.spec.accepts_event(&message.event_type) {
+            continue;
+        }
+        if let Some(filter) = &d.spec.filter {
+            let ctx = context(message, &d.name, d.spec.kind.name(), 1);
+            match state.channels.templates.eval_bool(filter, &ctx) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(destination = %d.name, error = %e, "filter failed; message not routed there");
+                    continue;
+                }
+            }
+        }
+        out.push(d.name.clone());
+    }
+    Ok(out)
+}

@@ -1,0 +1,184 @@
+//! # herald-server
+//!
+//! The running Herald: the v1 HTTP API ([`api`]), authentication ([`auth`]), ingest
+//! ([`ingest`]), the dispatcher ([`dispatcher`]) and the glue that starts and stops them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! let mut config = herald_server::config::Config::default();
+//! config.listen = "127.0.0.1:0".into();
+//! let herald = herald_server::start(config).await?;
+//! println!("listening on {}", herald.addr);
+//! herald.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod destinations;
+pub mod dispatcher;
+pub mod ingest;
+pub mod keys;
+pub mod state;
+
+pub use herald_channels::client::install_crypto_provider;
+
+use auth::{Authenticator, Scope, new_token};
+use config::Config;
+use destinations::DestinationCache;
+use dispatcher::Dispatcher;
+use herald_channels::Channels;
+use herald_core::netpolicy::NetPolicy;
+use herald_store::Store;
+use herald_store::sqlite::{SqliteOptions, SqliteStore};
+use state::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often expired idempotency keys and old messages are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// A started Herald.
+pub struct Herald {
+    pub addr: SocketAddr,
+    /// The admin token created on first start (print it: it is shown only once).
+    pub created_admin_token: Option<String>,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    dispatcher: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
+}
+
+/// Opens the store, applies configuration and starts serving.
+pub async fn start(config: Config) -> Result<Herald, String> {
+    config.check()?;
+    let config = Arc::new(config);
+    let policy = NetPolicy::with_allowed(&config.allow_networks)?;
+    let path = config.sqlite_path()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let secrets = keys::load_master_key(config.master_key.as_deref(), &config.data_dir)?;
+    let opts = SqliteOptions {
+        synchronous_full: config.sqlite_synchronous == "full",
+        ..Default::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&path, opts)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+    );
+    keys::verify_key(store.as_ref(), &secrets).await?;
+
+    let state = AppState {
+        store: store.clone(),
+        secrets: Arc::new(secrets),
+        channels: Channels::new(policy).map_err(|e| e.to_string())?,
+        destinations: Arc::new(DestinationCache::default()),
+        dispatcher: Dispatcher::new(),
+        auth: Arc::new(Authenticator::new(config.admin_token.clone())),
+        config: config.clone(),
+    };
+    state
+        .destinations
+        .reload(store.as_ref(), &state.secrets)
+        .await?;
+    destinations::apply_config(&state).await?;
+    let created_admin_token = bootstrap_admin(&state).await?;
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = watch::channel(false);
+    let app = api::router(state.clone());
+    let mut rx = stopped.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let dispatcher = state.dispatcher.spawn(state.clone());
+    let upkeep = tokio::spawn(upkeep(state.clone(), stopped));
+    tracing::info!(%addr, db = %path.display(), "herald is serving");
+    Ok(Herald {
+        addr,
+        created_admin_token,
+        state,
+        stop,
+        server,
+        dispatcher,
+        upkeep,
+    })
+}
+
+/// Creates the first admin token when the store has none and no fixed token is configured.
+async fn bootstrap_admin(state: &AppState) -> Result<Option<String>, String> {
+    if state.config.admin_token.is_some() {
+        return Ok(None);
+    }
+    let tokens = state.store.list_tokens().await.map_err(|e| e.to_string())?;
+    if tokens
+        .iter()
+        .any(|t| t.revoked_at.is_none() && t.scopes.iter().any(|s| s == "admin"))
+    {
+        return Ok(None);
+    }
+    let t = new_token("admin", &[Scope::Admin], herald_core::clock::now_ms());
+    state
+        .store
+        .create_token(t.record, "system")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(t.token))
+}
+
+async fn upkeep(state: AppState, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let now = herald_core::clock::now_ms();
+        let cutoff = now - state.config.retention.0.as_millis() as i64;
+        match state.store.prune(now, cutoff).await {
+            Ok(n) if n > 0 => tracing::info!(
+                removed = n,
+                "pruned expired idempotency keys and old messages"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+    }
+}
+
+impl Herald {
+    /// Graceful shutdown: stop taking requests, let attempts in flight finish (up to the
+    /// grace period, then release their leases), record token use, close the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        self.state
+            .dispatcher
+            .shutdown(&self.state, self.state.config.shutdown_grace.0)
+            .await;
+        let _ = self.dispatcher.await;
+        let _ = self.upkeep.await;
+        self.state
+            .auth
+            .flush_last_used(self.state.store.as_ref())
+            .await;
+        self.state.store.close().await;
+        tracing::info!("herald stopped");
+    }
+}

@@ -1,0 +1,21 @@
+//! What every handler and the dispatcher share.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::destinations::DestinationCache;
+use crate::dispatcher::Dispatcher;
+use herald_channels::Channels;
+use herald_core::crypto::SecretBox;
+use herald_store::Store;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<SecretBox>,
+    pub channels: Channels,
+    pub destinations: Arc<DestinationCache>,
+    pub dispatcher: Dispatcher,
+    pub auth: Arc<Authenticator>,
+    pub config: Arc<Config>,
+}

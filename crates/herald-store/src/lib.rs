@@ -1,0 +1,114 @@
+//! # herald-store
+//!
+//! Where Herald keeps everything: the [`Store`] trait, with one method per state
+//! transition, and its SQLite implementation ([`sqlite::SqliteStore`]).
+//!
+//! Every method that changes state runs as one transaction that also appends its audit
+//! entries, so the delivery state and the audit chain can never disagree. The SQLite store
+//! funnels writes through one writer task that commits many callers' work together (group
+//! commit): each caller's future resolves only after the shared commit is durable.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), herald_store::StoreError> {
+//! use herald_store::{Store, sqlite::SqliteStore};
+//! let store = SqliteStore::open(std::path::Path::new("herald-data/herald.db"), Default::default()).await?;
+//! store.ping().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use herald_core::audit::AuditEntry;
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the transaction could not be committed: {0}")]
+    Commit(String),
+    #[error("the store is closed")]
+    Closed,
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Herald's storage. Implementations must make each method atomic and durable before it
+/// returns.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<()>;
+
+    // ----- messages -------------------------------------------------------------------
+
+    /// Accepts messages with their deliveries, idempotency records and audit entries, all
+    /// in one durable commit. Outcomes are in input order.
+    async fn accept_messages(&self, batch: Vec<NewMessage>) -> Result<Vec<AcceptOutcome>>;
+    async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>>;
+    async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>>;
+    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>>;
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRecord>>;
+    async fn queue_counts(&self, destination: &str) -> Result<QueueCounts>;
+
+    // ----- destinations ---------------------------------------------------------------
+
+    /// Creates or replaces a destination; `true` when it was created.
+    async fn put_destination(&self, row: DestinationRow, actor: &str) -> Result<bool>;
+    async fn get_destination(&self, name: &str) -> Result<Option<DestinationRow>>;
+    async fn list_destinations(&self) -> Result<Vec<DestinationRow>>;
+    /// Deletes a destination; its pending deliveries are discarded. `false` if unknown.
+    async fn delete_destination(&self, name: &str, actor: &str, now: i64) -> Result<bool>;
+
+    // ----- dispatching ----------------------------------------------------------------
+
+    /// Leases due deliveries of the requested queues (and first returns expired leases to
+    /// pending).
+    async fn claim(&self, req: ClaimRequest) -> Result<ClaimResult>;
+    /// Records an attempt and moves the delivery on. `false` when the lease was lost (a
+    /// newer claim owns the delivery): nothing is written.
+    async fn finish_attempt(&self, f: FinishAttempt) -> Result<bool>;
+    /// Gives leased deliveries back (graceful shutdown) without counting an attempt.
+    async fn release(&self, leases: Vec<(String, String)>, now: i64) -> Result<()>;
+
+    // ----- dead-letter queue ----------------------------------------------------------
+
+    async fn list_dead(&self, q: &DlqQuery) -> Result<Vec<DeadItem>>;
+    async fn replay_dead(&self, queue: &str, id: &str, actor: &str, now: i64) -> Result<DlqChange>;
+    async fn replay_all_dead(
+        &self,
+        queue: &str,
+        filter: &ReplayFilter,
+        actor: &str,
+        now: i64,
+    ) -> Result<u64>;
+    async fn discard_dead(&self, queue: &str, id: &str, actor: &str, now: i64)
+    -> Result<DlqChange>;
+
+    // ----- tokens ---------------------------------------------------------------------
+
+    async fn create_token(&self, t: TokenRecord, actor: &str) -> Result<()>;
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    async fn revoke_token(&self, id: &str, actor: &str, now: i64) -> Result<bool>;
+    async fn touch_tokens(&self, used: Vec<(String, i64)>) -> Result<()>;
+
+    // ----- audit, metadata, upkeep ----------------------------------------------------
+
+    async fn append_audit(&self, entries: Vec<NewAudit>) -> Result<()>;
+    /// Entries with `seq > after`, oldest first.
+    async fn list_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>>;
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    /// Sets a value only if the key is absent; returns the value now stored.
+    async fn init_meta(&self, key: &str, value: &str) -> Result<String>;
+    /// Removes expired idempotency keys and terminal messages older than `older_than`.
+    async fn prune(&self, now: i64, older_than: i64) -> Result<u64>;
+    /// Finishes queued writes and closes.
+    async fn close(&self);
+}

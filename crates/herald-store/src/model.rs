@@ -1,0 +1,232 @@
+//! What goes in and out of a [`Store`](crate::Store): plain rows, no behaviour.
+
+use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
+use serde_json::Value;
+
+/// A message to accept, with one delivery per routed destination.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub event_type: String,
+    /// JSON of [`herald_core::message::MessageBody`].
+    pub body: String,
+    pub created_at: i64,
+    pub deliveries: Vec<NewDelivery>,
+    pub idempotency: Option<IdempotencyRecord>,
+    /// Who submitted it (token name), for the audit log.
+    pub actor: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub destination: String,
+}
+
+/// The idempotency record stored with a message.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// SHA-256 of the canonical request, to tell a replay from a different body.
+    pub request_hash: String,
+    /// The 202 body to replay verbatim.
+    pub response: String,
+    pub expires_at: i64,
+}
+
+/// What happened to one message of an accept call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    Accepted,
+    /// Same key, same body: the stored response.
+    Replayed {
+        response: String,
+    },
+    /// Same key, different body.
+    KeyConflict,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    pub id: String,
+    pub event_type: String,
+    pub idempotency_key: Option<String>,
+    pub body: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub message_id: String,
+    pub destination: String,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    /// Attempts made before the last replay; the retry budget counts from here.
+    pub budget_base: u32,
+    pub next_attempt_at: Option<i64>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub fallback_of: Option<String>,
+    pub dead_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub number: u32,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub outcome: AttemptOutcome,
+    pub status_code: Option<u16>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub response_excerpt: String,
+}
+
+/// A destination row. The spec is sealed by the caller; the store never sees secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationRow {
+    pub name: String,
+    pub kind: String,
+    pub sealed_spec: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub paused_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Filters for listing deliveries, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub destination: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    pub message_id: Option<String>,
+    /// Only ids older than this one (the previous page's last id).
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+/// One destination the dispatcher wants work for.
+#[derive(Debug, Clone)]
+pub struct QueueClaim {
+    pub destination: String,
+    /// How many deliveries it may take now.
+    pub capacity: u32,
+    pub lease_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub now: i64,
+    /// Unique per claim call; a finish must present it.
+    pub lease_token: String,
+    pub queues: Vec<QueueClaim>,
+}
+
+/// A delivery leased to a worker, with its message.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery: DeliveryRecord,
+    pub message: MessageRecord,
+    pub lease_token: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClaimResult {
+    pub claimed: Vec<ClaimedDelivery>,
+    /// The earliest `next_attempt_at` still in the future among the requested queues.
+    pub next_due_at: Option<i64>,
+    /// Deliveries whose lease had expired and went back to pending.
+    pub recovered: u64,
+}
+
+/// The state a delivery moves to after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextState {
+    Delivered,
+    Retry { at: i64 },
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+pub struct FinishAttempt {
+    pub delivery_id: String,
+    pub lease_token: String,
+    pub destination: String,
+    pub attempt: AttemptRecord,
+    pub next: NextState,
+    /// Pause every delivery of the destination until then (a 429 with Retry-After).
+    pub pause_destination_until: Option<i64>,
+    /// Disable the destination for this reason (410, webhook gone).
+    pub disable_destination: Option<String>,
+    pub now: i64,
+}
+
+/// A dead delivery as the DLQ shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadItem {
+    pub id: String,
+    pub queue: String,
+    pub message_id: String,
+    pub event_type: String,
+    pub attempt_count: u32,
+    pub last_error: Option<String>,
+    pub last_status_code: Option<u16>,
+    pub dead_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DlqQuery {
+    pub queue: Option<String>,
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+/// Which dead deliveries a bulk replay takes.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub event_type: Option<String>,
+    /// Dead since (epoch ms).
+    pub since: Option<i64>,
+}
+
+/// The result of an operation on one DLQ item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlqChange {
+    Done,
+    NotFound,
+    /// The delivery exists in this queue but is not dead.
+    NotDead,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub hash: String,
+    pub scopes: Vec<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// An audit entry to append; the store assigns `seq` and the hashes.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    pub detail: Value,
+}
+
+/// Counts per status for one destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub pending: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+}

@@ -1,0 +1,197 @@
+//! Every command-line flag, in one place (help text included).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Durable outbound messages: webhooks, chat, email, SMS."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach a running Herald.
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// Herald's base URL.
+    #[arg(
+        long,
+        env = "HERALD_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// An API token.
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run Herald (embedded SQLite by default).
+    Serve(ServeArgs),
+    /// Send a message.
+    Send {
+        #[command(flatten)]
+        remote: Remote,
+        /// The message text.
+        text: Option<String>,
+        /// Destination names (comma-separated); routed by event type when absent.
+        #[arg(long, value_delimiter = ',')]
+        to: Vec<String>,
+        #[arg(long, default_value = "message")]
+        event_type: String,
+        #[arg(long)]
+        title: Option<String>,
+        /// info, warning, error or critical.
+        #[arg(long, default_value = "info")]
+        severity: String,
+        /// A JSON object.
+        #[arg(long)]
+        payload: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Manage destinations.
+    Destinations {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        action: DestinationAction,
+    },
+    /// List deliveries, or show one with its attempts.
+    Deliveries {
+        #[command(flatten)]
+        remote: Remote,
+        /// Show this delivery with its attempts.
+        id: Option<String>,
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        message_id: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// The dead-letter queue.
+    Dlq {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// API tokens.
+    Tokens {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// The audit log.
+    Audit {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory [default: ./herald-data].
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://PATH [default: <data-dir>/herald.db].
+    #[arg(long, env = "HERALD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// A TOML configuration file.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "HERALD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum DestinationAction {
+    /// List destinations.
+    List,
+    /// Show one destination (secrets masked).
+    Get { name: String },
+    /// Create or replace a destination from a JSON file (`-` for standard input).
+    Put {
+        name: String,
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Delete a destination.
+    Delete { name: String },
+    /// Send a test message now and show the attempt.
+    Test { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum DlqAction {
+    /// List dead deliveries.
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Replay one dead delivery, or every one in the queue with --all.
+    Replay {
+        queue: String,
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// With --all: only this event type.
+        #[arg(long)]
+        event_type: Option<String>,
+        /// With --all: only deliveries dead since this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Discard one dead delivery.
+    Discard { queue: String, id: String },
+}
+
+#[derive(Subcommand)]
+pub enum TokenAction {
+    /// Create a token (shown once).
+    Create {
+        name: String,
+        /// send, read, admin (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "send")]
+        scopes: Vec<String>,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditAction {
+    /// Verify the chain of a server, or of an exported file (offline) with --file.
+    Verify {
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write the chain as JSON Lines.
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}

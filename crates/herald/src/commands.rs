@@ -1,0 +1,619 @@
+//! What each command does.
+
+use crate::cli::{
+    AuditAction, Cli, Command, DestinationAction, DlqAction, Remote, ServeArgs, TokenAction,
+};
+use crate::client::Api;
+use crate::table::{cell, print};
+use herald_core::audit::{AuditEntry, ChainVerifier};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+pub async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Send {
+            remote,
+            text,
+            to,
+            event_type,
+            title,
+            severity,
+            payload,
+            idempotency_key,
+        } => {
+            let api = Api::new(&remote)?;
+            let mut body = json!({"event_type": event_type, "severity": severity});
+            if let Some(t) = text {
+                body["text"] = json!(t);
+            }
+            if let Some(t) = title {
+                body["title"] = json!(t);
+            }
+            if !to.is_empty() {
+                body["to"] = json!(to);
+            }
+            if let Some(p) = payload {
+                body["payload"] =
+                    serde_json::from_str(&p).map_err(|e| format!("--payload is not JSON: {e}"))?;
+            }
+            if let Some(k) = idempotency_key {
+                body["idempotency_key"] = json!(k);
+            }
+            let (_, v) = api
+                .call(Method::POST, "/api/v1/messages", Some(&body))
+                .await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                println!("accepted {}", cell(&v, "id"));
+                let rows = v["deliveries"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|d| vec![cell(d, "id"), cell(d, "destination"), cell(d, "status")])
+                    .collect();
+                print(&["delivery", "destination", "status"], rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Destinations { remote, action } => destinations(&remote, action).await,
+        Command::Deliveries {
+            remote,
+            id,
+            destination,
+            status,
+            message_id,
+            limit,
+        } => {
+            let api = Api::new(&remote)?;
+            if let Some(id) = id {
+                let (_, v) = api
+                    .call(Method::GET, &format!("/api/v1/deliveries/{id}"), None)
+                    .await?;
+                if remote.json {
+                    println!("{v}");
+                } else {
+                    for k in [
+                        "id",
+                        "message_id",
+                        "destination",
+                        "status",
+                        "attempt_count",
+                        "next_attempt_at",
+                        "last_status_code",
+                        "last_error",
+                    ] {
+                        println!("{k:<17} {}", cell(&v, k));
+                    }
+                    println!();
+                    let rows = v["attempts"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                cell(a, "number"),
+                                cell(a, "started_at"),
+                                cell(a, "duration_ms"),
+                                cell(a, "outcome"),
+                                cell(a, "status_code"),
+                                cell(a, "error"),
+                            ]
+                        })
+                        .collect();
+                    print(&["#", "started", "ms", "outcome", "status", "error"], rows);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut q = vec![format!("limit={limit}")];
+            for (k, v) in [
+                ("destination", destination),
+                ("status", status),
+                ("message_id", message_id),
+            ] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", encode(&v)));
+                }
+            }
+            let (_, v) = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/deliveries?{}", q.join("&")),
+                    None,
+                )
+                .await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                let rows = items(&v)
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            cell(d, "id"),
+                            cell(d, "destination"),
+                            cell(d, "status"),
+                            cell(d, "attempt_count"),
+                            cell(d, "last_status_code"),
+                            cell(d, "created_at"),
+                        ]
+                    })
+                    .collect();
+                print(
+                    &[
+                        "id",
+                        "destination",
+                        "status",
+                        "attempts",
+                        "last status",
+                        "created",
+                    ],
+                    rows,
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { remote, action } => dlq(&remote, action).await,
+        Command::Tokens { remote, action } => tokens(&remote, action).await,
+        Command::Audit { remote, action } => audit(&remote, action).await,
+    }
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    let mut figment = herald_server::config::Config::figment(args.config.as_deref());
+    if let Some(v) = args.listen {
+        figment = figment.merge(("listen", v));
+    }
+    if let Some(v) = args.data_dir {
+        figment = figment.merge(("data_dir", v));
+    }
+    if let Some(v) = args.database_url {
+        figment = figment.merge(("database_url", v));
+    }
+    if let Some(v) = args.log_format {
+        figment = figment.merge(("log_format", v));
+    }
+    let config: herald_server::config::Config = figment
+        .extract()
+        .map_err(|e| format!("configuration: {e}"))?;
+    config.check()?;
+    init_tracing(&config.log_format);
+    let herald = herald_server::start(config).await?;
+    println!("Herald is listening on http://{}", herald.addr);
+    if let Some(t) = &herald.created_admin_token {
+        println!("Admin token (shown once; keep it safe): {t}");
+    }
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    eprintln!("herald: shutting down");
+    herald.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn destinations(remote: &Remote, action: DestinationAction) -> Result<ExitCode, String> {
+    let api = Api::new(remote)?;
+    match action {
+        DestinationAction::List => {
+            let (_, v) = api.call(Method::GET, "/api/v1/destinations", None).await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                let rows = items(&v)
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            cell(d, "name"),
+                            cell(d, "kind"),
+                            cell(d, "enabled"),
+                            cell(d, "paused_until"),
+                            cell(d, "disabled_reason"),
+                        ]
+                    })
+                    .collect();
+                print(
+                    &[
+                        "name",
+                        "kind",
+                        "enabled",
+                        "paused until",
+                        "disabled because",
+                    ],
+                    rows,
+                );
+            }
+        }
+        DestinationAction::Get { name } => {
+            let (_, v) = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/destinations/{}", encode(&name)),
+                    None,
+                )
+                .await?;
+            println!(
+                "{}",
+                if remote.json {
+                    v.to_string()
+                } else {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                }
+            );
+        }
+        DestinationAction::Put { name, file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| format!("reading standard input: {e}"))?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+            };
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
+            let (status, v) = api
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/destinations/{}", encode(&name)),
+                    Some(&body),
+                )
+                .await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{} destination {name}",
+                    if status.as_u16() == 201 {
+                        "created"
+                    } else {
+                        "updated"
+                    }
+                );
+                if let Some(s) = v.get("generated_secret").and_then(Value::as_str) {
+                    println!("signing secret (shown once): {s}");
+                }
+            }
+        }
+        DestinationAction::Delete { name } => {
+            api.call(
+                Method::DELETE,
+                &format!("/api/v1/destinations/{}", encode(&name)),
+                None,
+            )
+            .await?;
+            if !remote.json {
+                println!("deleted destination {name}");
+            }
+        }
+        DestinationAction::Test { name } => {
+            let (_, v) = api
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/destinations/{}/test", encode(&name)),
+                    None,
+                )
+                .await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                let a = &v["attempt"];
+                println!(
+                    "outcome {} status {} in {} ms",
+                    cell(a, "outcome"),
+                    cell(a, "status_code"),
+                    cell(a, "duration_ms")
+                );
+                if a["error"].is_string() {
+                    println!("error: {}", cell(a, "error"));
+                }
+                if a["outcome"] != "delivered" {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dlq(remote: &Remote, action: DlqAction) -> Result<ExitCode, String> {
+    let api = Api::new(remote)?;
+    match action {
+        DlqAction::List { queue, limit } => {
+            let mut path = format!("/api/v1/dlq?limit={limit}");
+            if let Some(q) = queue {
+                path.push_str(&format!("&queue={}", encode(&q)));
+            }
+            let (_, v) = api.call(Method::GET, &path, None).await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                let rows = items(&v)
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            cell(d, "id"),
+                            cell(d, "queue"),
+                            cell(d, "event_type"),
+                            cell(d, "attempt_count"),
+                            cell(d, "last_status_code"),
+                            cell(d, "dead_at"),
+                            cell(d, "last_error"),
+                        ]
+                    })
+                    .collect();
+                print(
+                    &[
+                        "id",
+                        "queue",
+                        "event",
+                        "attempts",
+                        "last status",
+                        "dead since",
+                        "last error",
+                    ],
+                    rows,
+                );
+            }
+        }
+        DlqAction::Replay {
+            queue,
+            id,
+            all,
+            event_type,
+            since,
+        } => {
+            let (_, v) = match (id, all) {
+                (Some(id), false) => {
+                    api.call(
+                        Method::POST,
+                        &format!("/api/v1/dlq/{}/replay/{}", encode(&queue), encode(&id)),
+                        None,
+                    )
+                    .await?
+                }
+                (None, true) => {
+                    let body = json!({"event_type": event_type, "since": since});
+                    api.call(
+                        Method::POST,
+                        &format!("/api/v1/dlq/{}/replay", encode(&queue)),
+                        Some(&body),
+                    )
+                    .await?
+                }
+                _ => return Err("give one delivery id, or --all".into()),
+            };
+            if remote.json {
+                println!("{v}");
+            } else if let Some(n) = v.get("replayed") {
+                println!("replayed {n} deliveries of {queue}");
+            } else {
+                println!("replayed {}", cell(&v, "id"));
+            }
+        }
+        DlqAction::Discard { queue, id } => {
+            api.call(
+                Method::DELETE,
+                &format!("/api/v1/dlq/{}/{}", encode(&queue), encode(&id)),
+                None,
+            )
+            .await?;
+            if !remote.json {
+                println!("discarded {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tokens(remote: &Remote, action: TokenAction) -> Result<ExitCode, String> {
+    let api = Api::new(remote)?;
+    match action {
+        TokenAction::Create { name, scopes } => {
+            let (_, v) = api
+                .call(
+                    Method::POST,
+                    "/api/v1/tokens",
+                    Some(&json!({"name": name, "scopes": scopes})),
+                )
+                .await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "token {} ({}) created; shown once:\n{}",
+                    cell(&v, "id"),
+                    cell(&v, "scopes"),
+                    cell(&v, "token")
+                );
+            }
+        }
+        TokenAction::List => {
+            let (_, v) = api.call(Method::GET, "/api/v1/tokens", None).await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                let rows = items(&v)
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            cell(t, "id"),
+                            cell(t, "name"),
+                            cell(t, "scopes"),
+                            cell(t, "created_at"),
+                            cell(t, "last_used_at"),
+                            cell(t, "revoked_at"),
+                        ]
+                    })
+                    .collect();
+                print(
+                    &["id", "name", "scopes", "created", "last used", "revoked"],
+                    rows,
+                );
+            }
+        }
+        TokenAction::Revoke { id } => {
+            api.call(
+                Method::DELETE,
+                &format!("/api/v1/tokens/{}", encode(&id)),
+                None,
+            )
+            .await?;
+            if !remote.json {
+                println!("revoked {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(remote: &Remote, action: AuditAction) -> Result<ExitCode, String> {
+    match action {
+        AuditAction::Verify { file: Some(path) } => {
+            let f = std::fs::File::open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let mut v = ChainVerifier::new();
+            for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+                let line = line.map_err(|e| format!("reading {}: {e}", path.display()))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let entry: AuditEntry = match serde_json::from_str(&line) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let seq = serde_json::from_str::<Value>(&line)
+                            .ok()
+                            .and_then(|v| v["seq"].as_i64());
+                        return report(
+                            remote,
+                            v.broken(
+                                seq.unwrap_or(-1),
+                                format!("line {}: not an audit entry: {e}", i + 1),
+                            ),
+                        );
+                    }
+                };
+                if let Err(reason) = v.push(&entry) {
+                    return report(remote, v.broken(entry.seq, reason));
+                }
+            }
+            report(remote, v.finish())
+        }
+        AuditAction::Verify { file: None } => {
+            let api = Api::new(remote)?;
+            let (_, v) = api.call(Method::GET, "/api/v1/audit/verify", None).await?;
+            let verification: herald_core::audit::Verification =
+                serde_json::from_value(v.clone()).map_err(|e| format!("unexpected answer: {e}"))?;
+            report(remote, verification)
+        }
+        AuditAction::Export { out } => {
+            let api = Api::new(remote)?;
+            let mut sink: Box<dyn Write> = match &out {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .map_err(|e| format!("cannot create {}: {e}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            let mut after = 0i64;
+            let mut n = 0u64;
+            loop {
+                let (_, v) = api
+                    .call(
+                        Method::GET,
+                        &format!("/api/v1/audit?after={after}&limit=1000"),
+                        None,
+                    )
+                    .await?;
+                let page = items(&v);
+                for e in &page {
+                    writeln!(sink, "{e}").map_err(|e| format!("writing: {e}"))?;
+                    n += 1;
+                }
+                match v["next_after"].as_i64() {
+                    Some(next) => after = next,
+                    None => break,
+                }
+            }
+            sink.flush().map_err(|e| format!("writing: {e}"))?;
+            if let Some(p) = out {
+                eprintln!("exported {n} audit entries to {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report(remote: &Remote, v: herald_core::audit::Verification) -> Result<ExitCode, String> {
+    if remote.json {
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+    } else if v.ok {
+        println!("audit chain intact: {} entries, head {}", v.entries, v.head);
+    } else {
+        println!(
+            "audit chain BROKEN at seq {}: {} ({} entries verified before it)",
+            v.broken_at.unwrap_or(-1),
+            v.reason.clone().unwrap_or_default(),
+            v.entries
+        );
+    }
+    Ok(if v.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
