@@ -1,0 +1,142 @@
+//! An in-process Herald on a random loopback port with a fresh data directory, and an API
+//! client bound to it.
+
+use herald_server::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+
+pub const ADMIN_TOKEN: &str = "hrld_testadmintok_0123456789abcdefABCDEF0123456789";
+
+pub struct TestHerald {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub herald: Option<herald_server::Herald>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHerald {
+    /// Loopback exempt from the SSRF guard (the receivers are local fakes).
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the default test configuration, adjusted by `f`.
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            admin_token: Some(ADMIN_TOKEN.into()),
+            allow_networks: "127.0.0.0/8,::1/128".into(),
+            sqlite_synchronous: "normal".into(),
+            ..Config::default()
+        };
+        f(&mut config);
+        Self::start_config(config, dir).await
+    }
+
+    /// Starts on a given configuration and data directory (e.g. to restart on the same data).
+    pub async fn start_config(config: Config, dir: tempfile::TempDir) -> Self {
+        herald_server::install_crypto_provider();
+        let herald = herald_server::start(config).await.expect("herald starts");
+        TestHerald {
+            base: format!("http://{}", herald.addr),
+            token: ADMIN_TOKEN.into(),
+            http: reqwest::Client::new(),
+            herald: Some(herald),
+            dir,
+        }
+    }
+
+    /// Stops gracefully and returns the data directory for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(h) = self.herald.take() {
+            h.shutdown().await;
+        }
+        self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Calls the API with the admin token; returns the status and the JSON body (or Null).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(&self.token.clone(), method, path, body).await
+    }
+
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("herald answers");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn put_destination(&self, name: &str, spec: Value) -> Value {
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &format!("/api/v1/destinations/{name}"),
+                Some(spec),
+            )
+            .await;
+        assert!(
+            status.is_success(),
+            "PUT destination {name}: {status} {body}"
+        );
+        body
+    }
+
+    /// Submits a message and returns the 202 body.
+    pub async fn send(&self, msg: Value) -> Value {
+        let (status, body) = self.call(Method::POST, "/api/v1/messages", Some(msg)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "POST /messages: {body}");
+        body
+    }
+
+    pub async fn delivery(&self, id: &str) -> Value {
+        let (status, body) = self
+            .call(Method::GET, &format!("/api/v1/deliveries/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET delivery {id}: {body}");
+        body
+    }
+
+    /// Waits until a delivery reaches `status`, returning its view with attempts.
+    pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        crate::eventually(
+            timeout,
+            &format!("delivery {id} to be {status}"),
+            || async {
+                let d = self.delivery(id).await;
+                (d["status"] == status).then_some(d)
+            },
+        )
+        .await
+    }
+
+    /// The id of the first delivery of a 202 body.
+    pub fn first_delivery(accepted: &Value) -> String {
+        accepted["deliveries"][0]["id"]
+            .as_str()
+            .expect("a delivery id")
+            .to_string()
+    }
+}
