@@ -201,7 +201,7 @@ pub fn classify_http(ans: &HttpAnswer) -> SendReport {
             format!("HTTP {}", ans.status),
         ),
         StatusClass::Gone => ans.permanent(
-            Some(format!("the receiver answered HTTP 410 Gone")),
+            Some("the receiver answered HTTP 410 Gone".to_string()),
             "HTTP 410 Gone".into(),
         ),
         StatusClass::Permanent => ans.permanent(None, format!("HTTP {}", ans.status)),

@@ -108,10 +108,10 @@ impl ChainVerifier {
 
     /// Checks the next entry; `Err(reason)` at the first that does not fit.
     pub fn push(&mut self, e: &AuditEntry) -> Result<(), String> {
-        if let Some(prev) = self.prev_seq {
-            if e.seq != prev + 1 {
-                return Err(format!("sequence jumps from {prev} to {}", e.seq));
-            }
+        if let Some(prev) = self.prev_seq
+            && e.seq != prev + 1
+        {
+            return Err(format!("sequence jumps from {prev} to {}", e.seq));
         }
         if e.prev_hash != self.prev_hash {
             return Err("prev_hash does not match the previous entry's hash".into());
@@ -164,6 +164,11 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Ve
         }
     }
     v.finish()
+}
+
+/// Canonical JSON text of a value (object keys sorted at every depth), for hashing.
+pub fn canonical_json(v: &Value) -> String {
+    sorted(v).to_string()
 }
 
 #[cfg(test)]
@@ -246,9 +251,4 @@ mod tests {
         );
         assert_eq!(a, b);
     }
-}
-
-/// Canonical JSON text of a value (object keys sorted at every depth), for hashing.
-pub fn canonical_json(v: &Value) -> String {
-    sorted(v).to_string()
 }

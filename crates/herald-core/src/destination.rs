@@ -276,13 +276,13 @@ impl DestinationSpec {
         if !is_valid_name(name) {
             errs.push("name", "must match [a-z0-9][a-z0-9_-]{0,63}");
         }
-        if let Some(n) = &self.name {
-            if n != name {
-                errs.push(
-                    "name",
-                    format!("{n:?} does not match the name in the path ({name:?})"),
-                );
-            }
+        if let Some(n) = &self.name
+            && n != name
+        {
+            errs.push(
+                "name",
+                format!("{n:?} does not match the name in the path ({name:?})"),
+            );
         }
         if self.events.is_empty() {
             errs.push(
@@ -303,18 +303,18 @@ impl DestinationSpec {
                 );
             }
         }
-        if let Some(f) = &self.filter {
-            if let Err(e) = templates.check_expression(f) {
-                errs.push("filter", format!("does not compile: {e}"));
-            }
+        if let Some(f) = &self.filter
+            && let Err(e) = templates.check_expression(f)
+        {
+            errs.push("filter", format!("does not compile: {e}"));
         }
         if let Err(e) = RetryPolicy::from_spec(self.retry.as_ref(), "retry") {
             errs.0.extend(e.0);
         }
-        if let Some(t) = self.timeout {
-            if t.0.is_zero() || t.0 > MAX_TIMEOUT {
-                errs.push("timeout", "must be between 1ms and 5m");
-            }
+        if let Some(t) = self.timeout
+            && (t.0.is_zero() || t.0 > MAX_TIMEOUT)
+        {
+            errs.push("timeout", "must be between 1ms and 5m");
         }
         if self.max_in_flight == Some(0) || self.max_in_flight.is_some_and(|m| m > 1000) {
             errs.push("max_in_flight", "must be between 1 and 1000");
@@ -350,20 +350,20 @@ impl DestinationSpec {
             KindSpec::Http(h) => {
                 check_url(&h.url, "url", &mut errs);
                 check_headers(&h.headers, "headers", &mut errs);
-                if let Some(m) = &h.method {
-                    if !matches!(m.as_str(), "POST" | "PUT" | "PATCH") {
-                        errs.push("method", "must be POST, PUT or PATCH");
-                    }
+                if let Some(m) = &h.method
+                    && !matches!(m.as_str(), "POST" | "PUT" | "PATCH")
+                {
+                    errs.push("method", "must be POST, PUT or PATCH");
                 }
-                if let Some(b) = &h.body {
-                    if b != "payload" {
-                        errs.push("body", "must be \"payload\" (or use body_template)");
-                    }
+                if let Some(b) = &h.body
+                    && b != "payload"
+                {
+                    errs.push("body", "must be \"payload\" (or use body_template)");
                 }
-                if let Some(t) = &h.body_template {
-                    if let Err(e) = templates.check_template(t) {
-                        errs.push("body_template", format!("does not compile: {e}"));
-                    }
+                if let Some(t) = &h.body_template
+                    && let Err(e) = templates.check_template(t)
+                {
+                    errs.push("body_template", format!("does not compile: {e}"));
                 }
             }
         }
@@ -373,12 +373,12 @@ impl DestinationSpec {
     /// Fills in generated values (a webhook secret when none was given). Returns the
     /// generated secret so the caller can show it once.
     pub fn complete(&mut self) -> Option<String> {
-        if let KindSpec::Webhook(w) = &mut self.kind {
-            if w.secret.is_none() {
-                let s = SigningKey::generate();
-                w.secret = Some(Secrets::One(s.clone()));
-                return Some(s);
-            }
+        if let KindSpec::Webhook(w) = &mut self.kind
+            && w.secret.is_none()
+        {
+            let s = SigningKey::generate();
+            w.secret = Some(Secrets::One(s.clone()));
+            return Some(s);
         }
         None
     }

@@ -137,13 +137,13 @@ impl MessageInput {
             (Some(h), _) => Some(h.to_string()),
             (None, b) => b,
         };
-        if let Some(k) = &key {
-            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || k.chars().any(char::is_control) {
-                errs.push(
-                    "idempotency_key",
-                    "must be 1–255 characters without control characters",
-                );
-            }
+        if let Some(k) = &key
+            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || k.chars().any(char::is_control))
+        {
+            errs.push(
+                "idempotency_key",
+                "must be 1–255 characters without control characters",
+            );
         }
         if self.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT) {
             errs.push("text", format!("at most {MAX_TEXT} bytes"));

@@ -74,11 +74,11 @@ impl TemplateEngine {
 
 fn describe(e: minijinja::Error) -> String {
     let mut s = e.to_string();
-    if let Some(detail) = e.detail() {
-        if !s.contains(detail) {
-            s.push_str(": ");
-            s.push_str(detail);
-        }
+    if let Some(detail) = e.detail()
+        && !s.contains(detail)
+    {
+        s.push_str(": ");
+        s.push_str(detail);
     }
     s
 }

@@ -145,14 +145,14 @@ impl Authenticator {
     }
 
     pub async fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Caller, ApiError> {
-        if let Some(admin) = &self.admin_token {
-            if bool::from(admin.as_bytes().ct_eq(token.as_bytes())) {
-                return Ok(Caller {
-                    token_id: None,
-                    name: "admin".into(),
-                    scopes: vec![Scope::Admin],
-                });
-            }
+        if let Some(admin) = &self.admin_token
+            && bool::from(admin.as_bytes().ct_eq(token.as_bytes()))
+        {
+            return Ok(Caller {
+                token_id: None,
+                name: "admin".into(),
+                scopes: vec![Scope::Admin],
+            });
         }
         let invalid = || ApiError::Unauthorized("the token is not valid".into());
         let (id, secret) = split_token(token).ok_or_else(invalid)?;
@@ -206,10 +206,10 @@ impl Authenticator {
             std::mem::take(&mut *self.last_used.lock().expect("auth last-used lock"))
                 .into_iter()
                 .collect();
-        if !used.is_empty() {
-            if let Err(e) = store.touch_tokens(used).await {
-                tracing::warn!(error = %e, "could not record token use");
-            }
+        if !used.is_empty()
+            && let Err(e) = store.touch_tokens(used).await
+        {
+            tracing::warn!(error = %e, "could not record token use");
         }
     }
 }

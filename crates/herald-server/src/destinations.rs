@@ -209,10 +209,10 @@ pub async fn apply_config(state: &AppState) -> Result<(), String> {
         spec.name = None;
         let existing = state.destinations.get(name);
         // A secret generated on an earlier start is kept, not generated anew.
-        if let (KindSpec::Webhook(w), Some(e)) = (&mut spec.kind, &existing) {
-            if let (None, KindSpec::Webhook(old)) = (&w.secret, &e.spec.kind) {
-                w.secret = old.secret.clone();
-            }
+        if let (KindSpec::Webhook(w), Some(e)) = (&mut spec.kind, &existing)
+            && let (None, KindSpec::Webhook(old)) = (&w.secret, &e.spec.kind)
+        {
+            w.secret = old.secret.clone();
         }
         if existing.is_some_and(|e| e.spec == spec) {
             continue;

@@ -347,16 +347,6 @@ async fn scopes_are_enforced_on_every_route() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "airflow")
-            .unwrap()["last_used_at"]
-            .is_null()
-            || true
-    );
     let (status, _) = h
         .call(Method::DELETE, &format!("/api/v1/tokens/{send_id}"), None)
         .await;

@@ -22,6 +22,8 @@ use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,6 +61,7 @@ enum Msg {
 /// State owned by the writer task.
 pub struct Writer {
     conn: SqliteConnection,
+    stats: Arc<WriterStats>,
     /// `(seq, hash)` of the last audit entry.
     audit_head: (i64, String),
 }
@@ -67,6 +70,16 @@ pub struct Writer {
 pub struct SqliteStore {
     jobs: mpsc::Sender<Msg>,
     reads: SqlitePool,
+    stats: Arc<WriterStats>,
+}
+
+/// Counters of the writer, to see group commit at work.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Jobs (store calls) those commits carried.
+    pub jobs: AtomicU64,
 }
 
 impl SqliteStore {
@@ -105,8 +118,28 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel::<Msg>(4096);
-        tokio::spawn(run_writer(Writer { conn, audit_head }, rx));
-        Ok(SqliteStore { jobs: tx, reads })
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(run_writer(
+            Writer {
+                conn,
+                stats: stats.clone(),
+                audit_head,
+            },
+            rx,
+        ));
+        Ok(SqliteStore {
+            jobs: tx,
+            reads,
+            stats,
+        })
+    }
+
+    /// `(commits, jobs)` so far: jobs per commit is the group-commit factor.
+    pub fn writer_stats(&self) -> (u64, u64) {
+        (
+            self.stats.commits.load(Ordering::Relaxed),
+            self.stats.jobs.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `f` inside the next group commit and returns its result once that commit is
@@ -162,12 +195,12 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
             .await?;
         tx.commit().await?;
     }
-    if let Some(max) = applied.iter().max() {
-        if *max > MIGRATIONS.last().map(|m| m.0).unwrap_or(0) {
-            return Err(StoreError::Migration(format!(
-                "the database has schema v{max}, newer than this Herald knows; upgrade Herald"
-            )));
-        }
+    if let Some(max) = applied.iter().max()
+        && *max > MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+    {
+        return Err(StoreError::Migration(format!(
+            "the database has schema v{max}, newer than this Herald knows; upgrade Herald"
+        )));
     }
     Ok(())
 }
@@ -245,7 +278,13 @@ async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
         replies.push(reply);
     }
     match exec(&mut w.conn, "COMMIT").await {
-        Ok(()) => replies.into_iter().for_each(|r| r(None)),
+        Ok(()) => {
+            w.stats.commits.fetch_add(1, Ordering::Relaxed);
+            w.stats
+                .jobs
+                .fetch_add(replies.len() as u64, Ordering::Relaxed);
+            replies.into_iter().for_each(|r| r(None));
+        }
         Err(e) => {
             let msg = e.to_string();
             tracing::error!(error = %msg, "store: commit failed");

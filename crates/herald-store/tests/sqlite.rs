@@ -1,0 +1,225 @@
+//! The SQLite store on real files: group commit, leases, the audit chain, idempotency.
+
+use herald_core::audit::verify_chain;
+use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
+use herald_core::ids::{DELIVERY, MESSAGE, new_id};
+use herald_store::sqlite::{SqliteOptions, SqliteStore};
+use herald_store::*;
+use std::sync::Arc;
+
+async fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    Arc::new(
+        SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+fn message(dest: &str, key: Option<(&str, &str)>) -> NewMessage {
+    let id = new_id(MESSAGE);
+    NewMessage {
+        id: id.clone(),
+        event_type: "test".into(),
+        body: r#"{"text":"hi"}"#.into(),
+        created_at: herald_core::clock::now_ms(),
+        deliveries: vec![NewDelivery {
+            id: new_id(DELIVERY),
+            destination: dest.into(),
+        }],
+        idempotency: key.map(|(k, h)| IdempotencyRecord {
+            key: k.into(),
+            request_hash: h.into(),
+            response: format!("{{\"id\":\"{id}\"}}"),
+            expires_at: i64::MAX,
+        }),
+        actor: "test".into(),
+    }
+}
+
+fn claim(now: i64, token: &str, dest: &str, n: u32, lease_ms: i64) -> ClaimRequest {
+    ClaimRequest {
+        now,
+        lease_token: token.into(),
+        queues: vec![QueueClaim {
+            destination: dest.into(),
+            capacity: n,
+            lease_ms,
+        }],
+    }
+}
+
+fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
+    AttemptRecord {
+        number: 0,
+        started_at: 0,
+        duration_ms: 1,
+        outcome,
+        status_code: Some(200),
+        error_class: None,
+        error: None,
+        response_excerpt: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_commits_and_keep_one_valid_audit_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                s.accept_messages(vec![message("hook", None)])
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), vec![AcceptOutcome::Accepted]);
+    }
+    let (commits, jobs) = store.writer_stats();
+    println!("group commit: {jobs} store calls in {commits} commits");
+    assert!(jobs >= 200);
+    assert!(
+        commits < jobs,
+        "concurrent callers must share commits ({commits} commits for {jobs} jobs)"
+    );
+    let audit = store.list_audit(0, 1000).await.unwrap();
+    assert_eq!(audit.len(), 200);
+    assert!(verify_chain(&audit).ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store
+        .accept_messages(vec![message("hook", None)])
+        .await
+        .unwrap();
+    let now = herald_core::clock::now_ms();
+    let first = store
+        .claim(claim(now, "lease-a", "hook", 10, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(first.claimed.len(), 1);
+    let id = first.claimed[0].delivery.id.clone();
+    assert!(
+        store
+            .claim(claim(now, "lease-x", "hook", 10, 1_000))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty(),
+        "leased: not claimable"
+    );
+
+    // The first worker stalls past its lease; another takes over.
+    let later = now + 5_000;
+    let second = store
+        .claim(claim(later, "lease-b", "hook", 10, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(second.recovered, 1);
+    assert_eq!(second.claimed.len(), 1);
+
+    let finish = |token: &str, next: NextState| FinishAttempt {
+        delivery_id: id.clone(),
+        lease_token: token.into(),
+        destination: "hook".into(),
+        attempt: attempt(AttemptOutcome::Delivered),
+        next,
+        pause_destination_until: None,
+        disable_destination: None,
+        now: later,
+    };
+    assert!(
+        !store
+            .finish_attempt(finish("lease-a", NextState::Dead))
+            .await
+            .unwrap(),
+        "the stale worker is refused"
+    );
+    assert!(
+        store
+            .finish_attempt(finish("lease-b", NextState::Delivered))
+            .await
+            .unwrap()
+    );
+    let d = store.get_delivery(&id).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(d.attempt_count, 1);
+    assert_eq!(store.list_attempts(&id).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_or_conflict_within_one_batch_and_across_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let a = message("hook", Some(("k1", "h1")));
+    let out = store
+        .accept_messages(vec![
+            a.clone(),
+            message("hook", Some(("k1", "h1"))),
+            message("hook", Some(("k1", "h2"))),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out[0], AcceptOutcome::Accepted);
+    assert_eq!(
+        out[1],
+        AcceptOutcome::Replayed {
+            response: format!("{{\"id\":\"{}\"}}", a.id)
+        }
+    );
+    assert_eq!(out[2], AcceptOutcome::KeyConflict);
+    let again = store
+        .accept_messages(vec![message("hook", Some(("k1", "h1")))])
+        .await
+        .unwrap();
+    assert!(matches!(again[0], AcceptOutcome::Replayed { .. }));
+    assert_eq!(
+        store
+            .list_deliveries(&DeliveryQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_reopening_and_leases_of_a_dead_process_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store
+        .accept_messages(vec![message("hook", None)])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(claim(
+            herald_core::clock::now_ms(),
+            "l",
+            "hook",
+            1,
+            3_600_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(claimed.claimed.len(), 1);
+    drop(store); // no close: as if the process died
+
+    let store = open(&dir).await;
+    let again = store
+        .claim(claim(herald_core::clock::now_ms(), "l2", "hook", 1, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(again.claimed.len(), 1, "the old lease was released on open");
+    assert!(verify_chain(&store.list_audit(0, 100).await.unwrap()).ok);
+    store.close().await;
+    assert!(store.ping().await.is_err(), "a closed store says so");
+}
