@@ -29,10 +29,12 @@ pub mod duration;
 pub mod error;
 pub mod glob;
 pub mod ids;
+pub mod kinds;
 pub mod message;
 pub mod netpolicy;
 pub mod retry;
 pub mod retry_after;
+pub mod secret_ref;
 pub mod signature;
 pub mod template;
 

@@ -1,0 +1,91 @@
+//! `${env:NAME}` and `${file:PATH}` references inside string fields, and masking of the
+//! secrets that are written inline instead.
+
+const MASK: &str = "****";
+
+/// Whether `s` contains a `${env:…}` or `${file:…}` reference.
+pub fn has_reference(s: &str) -> bool {
+    s.contains("${env:") || s.contains("${file:")
+}
+
+/// A piece of a string field: literal text or a reference to resolve at send time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment<'a> {
+    Literal(&'a str),
+    Env(&'a str),
+    File(&'a str),
+}
+
+/// Splits a string field into literals and references; an unterminated or unknown
+/// `${…}` is an error.
+pub fn parse_references(s: &str) -> Result<Vec<Segment<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        if start > 0 {
+            out.push(Segment::Literal(&rest[..start]));
+        }
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unterminated `${` reference".to_string())?;
+        let inner = &after[..end];
+        let seg = if let Some(name) = inner.strip_prefix("env:") {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "`${{env:{name}}}`: variable names are [A-Za-z0-9_]+"
+                ));
+            }
+            Segment::Env(name)
+        } else if let Some(path) = inner.strip_prefix("file:") {
+            if !path.starts_with('/') {
+                return Err(format!("`${{file:{path}}}`: the path must be absolute"));
+            }
+            Segment::File(path)
+        } else {
+            return Err(format!(
+                "`${{{inner}}}`: references are ${{env:NAME}} or ${{file:/path}}"
+            ));
+        };
+        out.push(seg);
+        rest = &after[end + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Segment::Literal(rest));
+    }
+    Ok(out)
+}
+
+/// Whether a header (by name) typically carries a credential.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "auth",
+        "token",
+        "secret",
+        "key",
+        "cookie",
+        "password",
+        "signature",
+        "session",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// A secret value as shown on read: references stay visible (they are not secrets),
+/// inline values are masked but for a short tail that helps tell them apart.
+pub fn mask(value: &str) -> String {
+    if has_reference(value) {
+        return value.to_string();
+    }
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() >= 20 {
+        format!(
+            "{MASK}{}",
+            chars[chars.len() - 4..].iter().collect::<String>()
+        )
+    } else {
+        MASK.to_string()
+    }
+}

@@ -1,0 +1,171 @@
+//! The `herald` command against a running Herald: what an operator types.
+
+use herald_testkit::herald::TestHerald;
+use herald_testkit::receiver::{FakeReceiver, Reply};
+use serde_json::{Value, json};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn herald(h: &TestHerald, args: &[&str]) -> Output {
+    herald_at(&h.base, &h.token, args)
+}
+
+fn herald_at(url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("HERALD_URL", url)
+        .env("HERALD_TOKEN", token)
+        .output()
+        .expect("run herald")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "herald failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_registers_sends_lists_and_replays_from_the_command_line() {
+    let rx = FakeReceiver::start().await;
+    rx.push(Reply::status(400));
+    let h = TestHerald::start().await;
+    let spec = h.dir.path().join("hook.json");
+    std::fs::write(
+        &spec,
+        json!({"kind": "webhook", "url": rx.url("/hook")}).to_string(),
+    )
+    .unwrap();
+    let out = stdout(&herald(
+        &h,
+        &[
+            "destinations",
+            "put",
+            "hook",
+            "--file",
+            spec.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        out.contains("created destination hook") && out.contains("whsec_"),
+        "{out}"
+    );
+
+    let list: Value =
+        serde_json::from_str(&stdout(&herald(&h, &["destinations", "list", "--json"]))).unwrap();
+    assert_eq!(list["items"][0]["name"], "hook");
+    let table = stdout(&herald(&h, &["destinations", "list"]));
+    assert!(
+        table.starts_with("NAME") && table.contains("webhook"),
+        "{table}"
+    );
+
+    let sent: Value = serde_json::from_str(&stdout(&herald(
+        &h,
+        &[
+            "send",
+            "배포 실패",
+            "--to",
+            "hook",
+            "--severity",
+            "error",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    let id = sent["deliveries"][0]["id"].as_str().unwrap().to_string();
+    h.wait_status(&id, "dead", Duration::from_secs(15)).await;
+
+    let dlq = stdout(&herald(&h, &["dlq", "list", "--queue", "hook"]));
+    assert!(dlq.contains(&id), "{dlq}");
+    let replayed = stdout(&herald(&h, &["dlq", "replay", "hook", &id]));
+    assert!(replayed.contains("replayed"), "{replayed}");
+    h.wait_status(&id, "delivered", Duration::from_secs(15))
+        .await;
+    assert_eq!(
+        rx.wait_for(2, Duration::from_secs(5)).await[1].json()["text"],
+        "배포 실패"
+    );
+
+    let shown = stdout(&herald(&h, &["deliveries", &id]));
+    assert!(
+        shown.contains("delivered") && shown.contains("permanent"),
+        "{shown}"
+    );
+    let listed: Value = serde_json::from_str(&stdout(&herald(
+        &h,
+        &["deliveries", "--status", "delivered", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_messages_when_the_server_is_unreachable_or_the_token_wrong() {
+    let port = herald_testkit::process::free_port();
+    let o = herald_at(
+        &format!("http://127.0.0.1:{port}"),
+        "x",
+        &["destinations", "list"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot reach Herald"),
+        "{o:?}"
+    );
+
+    let h = TestHerald::start().await;
+    let o = herald_at(&h.base, "hrld_aaaaaaaaaaaa_nope", &["deliveries"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("token was refused"),
+        "{o:?}"
+    );
+    let o = herald(&h, &["send", "x", "--to", "nowhere"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("to: unknown destination"),
+        "{o:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_audit_chain_verifies_offline_and_tampering_is_found_to_the_entry() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/")}))
+        .await;
+    for i in 0..3 {
+        h.send(json!({"text": format!("m{i}"), "to": ["hook"]}))
+            .await;
+    }
+    rx.wait_for(3, Duration::from_secs(15)).await;
+    let file = h.dir.path().join("chain.jsonl");
+    let o = herald(&h, &["audit", "export", "--out", file.to_str().unwrap()]);
+    stdout(&o);
+    let ok = stdout(&herald(
+        &h,
+        &["audit", "verify", "--file", file.to_str().unwrap()],
+    ));
+    assert!(ok.contains("intact"), "{ok}");
+    assert!(stdout(&herald(&h, &["audit", "verify"])).contains("intact"));
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert!(lines.len() >= 7);
+    let mut entry: Value = serde_json::from_str(&lines[3]).unwrap();
+    entry["actor"] = json!("someone-else");
+    lines[3] = entry.to_string();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let o = herald(&h, &["audit", "verify", "--file", file.to_str().unwrap()]);
+    assert!(!o.status.success(), "a broken chain exits non-zero");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("BROKEN at seq {}", entry["seq"])),
+        "{out}"
+    );
+}
