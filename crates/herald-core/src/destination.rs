@@ -6,11 +6,13 @@
 //! a token means changing the referenced value, without a restart. The kind-specific part
 //! lives in [`crate::kinds`].
 
+use crate::breaker::{BreakerConfig, BreakerSpec};
 use crate::duration::HumanDuration;
 use crate::error::ValidationErrors;
 use crate::glob::glob_match;
 use crate::ids::is_valid_name;
 pub use crate::kinds::*;
+use crate::rate_limit::{RateLimit, RateLimitSpec};
 use crate::retry::{RetryPolicy, RetrySpec};
 pub use crate::secret_ref::*;
 use crate::template::TemplateEngine;
@@ -44,8 +46,49 @@ pub struct DestinationSpec {
     pub max_in_flight: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// `"5/s"`, `"60/m"`, `"1000/h"` or `{"rate": "5/s", "burst": 5}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// `false` disables; `{"failure_threshold", "cooldown", "max_cooldown"}` tunes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<BreakerSpec>,
+    /// Where a message goes when this destination cannot take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackSpec>,
+    /// Deliver in order (FIFO): message N+1 waits until N is delivered, dead or failed over.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ordered: bool,
+    /// Disable the destination after this long without a successful delivery while it keeps
+    /// failing (default 3 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_after: Option<HumanDuration>,
     #[serde(flatten)]
     pub kind: KindSpec,
+}
+
+/// When a fallback takes over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackWhen {
+    /// When the delivery would be dead-lettered.
+    #[default]
+    Dead,
+    /// After the first failed attempt, or at once while the circuit breaker is open.
+    Failure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackSpec {
+    pub destination: String,
+    #[serde(default)]
+    pub when: FallbackWhen,
+}
+
+pub const DEFAULT_DISABLE_AFTER: Duration = Duration::from_secs(3 * 86_400);
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn yes() -> bool {
@@ -112,6 +155,29 @@ impl DestinationSpec {
                 errs.push(format!("tags[{i}]"), "must match [a-z0-9][a-z0-9_-]{0,63}");
             }
         }
+        if let Some(r) = &self.rate_limit
+            && let Err(e) = RateLimit::from_spec(r, "rate_limit")
+        {
+            errs.0.extend(e.0);
+        }
+        if let Err(e) = BreakerConfig::from_spec(self.circuit_breaker.as_ref(), "circuit_breaker") {
+            errs.0.extend(e.0);
+        }
+        if let Some(f) = &self.fallback {
+            if !is_valid_name(&f.destination) {
+                errs.push("fallback.destination", "must be a destination name");
+            } else if f.destination == name {
+                errs.push(
+                    "fallback.destination",
+                    "a destination cannot fall back to itself",
+                );
+            }
+        }
+        if let Some(d) = self.disable_after
+            && (d.0 < Duration::from_secs(1) || d.0 > Duration::from_secs(365 * 86_400))
+        {
+            errs.push("disable_after", "must be between 1s and 365d");
+        }
         self.kind.validate(templates, &mut errs);
         errs.into_result()
     }
@@ -137,6 +203,25 @@ impl DestinationSpec {
     /// `validate` prevents from being stored).
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::from_spec(self.retry.as_ref(), "retry").unwrap_or_default()
+    }
+
+    /// The rate limit, if any (validated on save).
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+            .as_ref()
+            .and_then(|r| RateLimit::from_spec(r, "rate_limit").ok())
+    }
+
+    /// The breaker configuration, or `None` when disabled (validated on save).
+    pub fn breaker(&self) -> Option<BreakerConfig> {
+        BreakerConfig::from_spec(self.circuit_breaker.as_ref(), "circuit_breaker")
+            .unwrap_or(Some(BreakerConfig::default()))
+    }
+
+    pub fn disable_after(&self) -> Duration {
+        self.disable_after
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_DISABLE_AFTER)
     }
 
     /// Whether this destination's `events` patterns accept an event type.
@@ -229,6 +314,38 @@ mod tests {
             panic!()
         };
         assert_eq!(h.headers["Authorization"], "Bearer ${env:T}");
+    }
+
+    #[test]
+    fn resilience_settings_validate() {
+        let t = TemplateEngine::new();
+        let s = spec(
+            json!({"kind": "webhook", "url": "https://e.com", "rate_limit": "5/s", "circuit_breaker": false,
+                            "fallback": {"destination": "ops", "when": "failure"}, "ordered": true, "disable_after": "1d"}),
+        );
+        assert!(s.validate("hook", &t).is_ok());
+        assert_eq!(s.rate_limit().unwrap().burst, 5.0);
+        assert_eq!(s.breaker(), None);
+        let s = spec(
+            json!({"kind": "webhook", "url": "https://e.com", "rate_limit": {"rate": "1/x"}, "fallback": {"destination": "hook"},
+                            "circuit_breaker": {"failure_threshold": 0}, "disable_after": "500ms"}),
+        );
+        let fields: Vec<String> = s
+            .validate("hook", &t)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "rate_limit",
+                "circuit_breaker.failure_threshold",
+                "fallback.destination",
+                "disable_after"
+            ]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod audit;
+pub mod breaker;
 pub mod classify;
 pub mod clock;
 pub mod crypto;
@@ -32,6 +33,7 @@ pub mod ids;
 pub mod kinds;
 pub mod message;
 pub mod netpolicy;
+pub mod rate_limit;
 pub mod retry;
 pub mod retry_after;
 pub mod secret_ref;

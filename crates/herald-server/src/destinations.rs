@@ -3,18 +3,24 @@
 
 use crate::api::problem::ApiError;
 use crate::state::AppState;
+use herald_core::breaker::Breaker;
 use herald_core::crypto::SecretBox;
 use herald_core::destination::{DestinationSpec, KindSpec};
+use herald_core::rate_limit::TokenBucket;
 use herald_store::{DestinationRow, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// A destination ready to use.
+/// A destination ready to use, with its live dispatch state.
 #[derive(Debug)]
 pub struct DestinationEntry {
     pub name: String,
     pub spec: DestinationSpec,
+    /// The circuit breaker (stored; this is the working copy).
+    pub breaker: Mutex<Breaker>,
+    /// The rate limiter's bucket, when the destination has a rate limit.
+    pub bucket: Mutex<Option<TokenBucket>>,
     enabled: AtomicBool,
     disabled_reason: RwLock<Option<String>>,
     /// Epoch ms until which no attempt is made (Retry-After); 0 when not paused.
@@ -30,9 +36,19 @@ impl DestinationEntry {
             .map_err(|e| format!("destination {}: {e}", row.name))?;
         let spec: DestinationSpec = serde_json::from_slice(&plain)
             .map_err(|e| format!("destination {}: stored settings unreadable: {e}", row.name))?;
+        let breaker = row
+            .breaker
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        let bucket = spec
+            .rate_limit()
+            .map(|l| TokenBucket::full(&l, herald_core::clock::now_ms()));
         Ok(DestinationEntry {
             name: row.name,
             spec,
+            breaker: Mutex::new(breaker),
+            bucket: Mutex::new(bucket),
             enabled: AtomicBool::new(row.enabled),
             disabled_reason: RwLock::new(row.disabled_reason),
             paused_until: AtomicI64::new(row.paused_until.unwrap_or(0)),
@@ -91,6 +107,10 @@ impl DestinationCache {
         let mut map = HashMap::with_capacity(rows.len());
         for row in rows {
             let e = DestinationEntry::from_row(row, secrets)?;
+            // Keep the live rate-limit bucket of a destination whose settings did not change.
+            if let Some(old) = self.get(&e.name).filter(|o| o.spec == e.spec) {
+                *e.bucket.lock().expect("bucket lock") = *old.bucket.lock().expect("bucket lock");
+            }
             map.insert(e.name.clone(), Arc::new(e));
         }
         *self.map.write().expect("destination cache lock") = map;
@@ -152,6 +172,7 @@ pub async fn put(
 ) -> Result<PutOutcome, ApiError> {
     spec.validate(name, &state.channels.templates)
         .map_err(ApiError::Validation)?;
+    check_fallback(state, name, &spec)?;
     let generated_secret = spec.complete();
     spec.name = None;
     let now = herald_core::clock::now_ms();
@@ -168,18 +189,16 @@ pub async fn put(
         enabled: spec.enabled,
         disabled_reason: None,
         paused_until: None,
+        breaker: None,
+        failing_since: None,
+        last_success_at: None,
         created_at,
         updated_at: now,
     };
     let created = state.store.put_destination(row.clone(), actor).await?;
-    let entry = DestinationEntry::from_row(
-        DestinationRow {
-            paused_until: state.destinations.get(name).and_then(|e| e.paused_until()),
-            ..row
-        },
-        &state.secrets,
-    )
-    .map_err(ApiError::Internal)?;
+    // Re-read: the row keeps its live state (pause, breaker) across a replace.
+    let stored = state.store.get_destination(name).await?.unwrap_or(row);
+    let entry = DestinationEntry::from_row(stored, &state.secrets).map_err(ApiError::Internal)?;
     let entry = state.destinations.insert(entry);
     state.dispatcher.wake();
     Ok(PutOutcome {
@@ -187,6 +206,67 @@ pub async fn put(
         entry,
         generated_secret,
     })
+}
+
+/// The fallback must exist and the chain it starts must not come back to `name`.
+fn check_fallback(state: &AppState, name: &str, spec: &DestinationSpec) -> Result<(), ApiError> {
+    let Some(f) = &spec.fallback else {
+        return Ok(());
+    };
+    let mut chain = vec![name.to_string()];
+    let mut next = Some(f.destination.clone());
+    while let Some(d) = next {
+        if chain.contains(&d) {
+            chain.push(d);
+            return Err(ApiError::field(
+                "fallback.destination",
+                format!("fallback cycle: {}", chain.join(" → ")),
+            ));
+        }
+        let entry = state.destinations.get(&d).ok_or_else(|| {
+            ApiError::field(
+                "fallback.destination",
+                format!("no destination {d:?} (create the fallback first)"),
+            )
+        })?;
+        chain.push(d);
+        next = entry.spec.fallback.as_ref().map(|f| f.destination.clone());
+    }
+    Ok(())
+}
+
+/// Destinations whose fallback is `name`.
+pub fn fallback_referrers(state: &AppState, name: &str) -> Vec<String> {
+    state
+        .destinations
+        .all()
+        .iter()
+        .filter(|e| {
+            e.spec
+                .fallback
+                .as_ref()
+                .is_some_and(|f| f.destination == name)
+        })
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+/// Re-enables a destination and refreshes its cached state.
+pub async fn enable(state: &AppState, name: &str, actor: &str) -> Result<bool, ApiError> {
+    if !state
+        .store
+        .enable_destination(name, actor, herald_core::clock::now_ms())
+        .await?
+    {
+        return Ok(false);
+    }
+    if let Some(row) = state.store.get_destination(name).await? {
+        state
+            .destinations
+            .insert(DestinationEntry::from_row(row, &state.secrets).map_err(ApiError::Internal)?);
+    }
+    state.dispatcher.wake();
+    Ok(true)
 }
 
 /// Deletes a destination (its unfinished deliveries are discarded).
@@ -204,7 +284,25 @@ pub async fn delete(state: &AppState, name: &str, actor: &str) -> Result<bool, S
 /// Applies the destinations declared in the configuration file, writing only those that
 /// changed.
 pub async fn apply_config(state: &AppState) -> Result<(), String> {
-    for (name, spec) in &state.config.destinations {
+    // A destination is applied after the one it falls back to.
+    let mut order: Vec<&String> = Vec::new();
+    let declared = &state.config.destinations;
+    while order.len() < declared.len() {
+        let before = order.len();
+        for (name, spec) in declared {
+            let ready = spec.fallback.as_ref().is_none_or(|f| {
+                !declared.contains_key(&f.destination) || order.contains(&&f.destination)
+            });
+            if !order.contains(&name) && ready {
+                order.push(name);
+            }
+        }
+        if order.len() == before {
+            return Err("destinations in the configuration form a fallback cycle".into());
+        }
+    }
+    for name in order {
+        let spec = &declared[name];
         let mut spec = spec.clone();
         spec.name = None;
         let existing = state.destinations.get(name);

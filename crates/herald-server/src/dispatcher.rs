@@ -6,17 +6,26 @@
 //! * Capacity is bounded globally (`concurrency`) and per destination (`max_in_flight`),
 //!   and claims rotate over destinations, so one slow or failing destination can hold at
 //!   most its own share and never starves the others.
-//! * A paused (Retry-After) or disabled destination is not claimed from at all.
+//! * A paused (Retry-After) or disabled destination is not claimed from at all; neither is
+//!   one whose circuit breaker is open (after the cooldown, exactly one probe), nor beyond
+//!   its rate limit (token bucket). An ordered destination has at most one delivery in
+//!   flight: the oldest unfinished one.
+//! * While a breaker is open, a destination with a `when = "failure"` fallback hands its
+//!   due deliveries to the fallback without attempting them.
 //! * Every attempt is recorded with its outcome in one store transition; a lost lease
 //!   (another worker took over) discards the result instead of overwriting.
 
 use crate::state::AppState;
 use herald_channels::Attempt;
+use herald_core::breaker::Permit;
 use herald_core::clock::now_ms;
-use herald_core::delivery::Verdict;
-use herald_core::message::{Message, MessageBody};
+use herald_core::delivery::{SendReport, Verdict};
+use herald_core::destination::FallbackWhen;
+use herald_core::message::{Message, MessageBody, MessageInput, Severity};
+use herald_core::rate_limit::TokenBucket;
 use herald_store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, FinishAttempt, NextState, QueueClaim,
+    AttemptRecord, BreakerUpdate, ClaimRequest, ClaimedDelivery, FinishAttempt, NextState,
+    QueueClaim,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -30,6 +39,8 @@ use tracing::Instrument;
 const POLL: Duration = Duration::from_secs(1);
 /// How often destinations are re-read from the store (changes made by other nodes).
 const RELOAD: Duration = Duration::from_secs(10);
+/// Event type of the message Herald sends when it disables a destination.
+pub const DISABLED_EVENT: &str = "herald.destination.disabled";
 
 #[derive(Clone, Default)]
 pub struct Dispatcher {
@@ -71,47 +82,10 @@ impl Dispatcher {
     async fn run(self, state: AppState) {
         let mut rotate = 0usize;
         let mut last_reload = Instant::now();
-        let lease_floor = state.config.lease.0;
         while !self.inner.stopping.load(Ordering::Relaxed) {
             let now = now_ms();
-            let destinations = state.destinations.all();
-            let mut room = state.config.concurrency.saturating_sub(self.in_flight());
-            let mut queues = Vec::with_capacity(destinations.len());
-            let mut wake_at = now + POLL.as_millis() as i64;
-            {
-                let busy = self.inner.per_destination.lock().expect("dispatcher lock");
-                let n = destinations.len();
-                for i in 0..n {
-                    let d = &destinations[(i + rotate) % n.max(1)];
-                    if !d.enabled() {
-                        continue;
-                    }
-                    if let Some(p) = d.paused_until().filter(|p| *p > now) {
-                        wake_at = wake_at.min(p);
-                        continue;
-                    }
-                    let limit = d
-                        .spec
-                        .max_in_flight
-                        .unwrap_or(state.config.destination_concurrency);
-                    let capacity = limit
-                        .saturating_sub(busy.get(&d.name).copied().unwrap_or(0))
-                        .min(room);
-                    room -= capacity;
-                    let lease = lease_floor.max(d.spec.timeout() + Duration::from_secs(10));
-                    queues.push(QueueClaim {
-                        destination: d.name.clone(),
-                        capacity,
-                        lease_ms: lease.as_millis() as i64,
-                    });
-                }
-            }
+            let (req, modes, mut wake_at) = self.plan(&state, now, rotate);
             rotate = rotate.wrapping_add(1);
-            let req = ClaimRequest {
-                now,
-                lease_token: uuid_token(),
-                queues,
-            };
             match state.store.claim(req).await {
                 Ok(res) => {
                     if res.recovered > 0 {
@@ -120,9 +94,7 @@ impl Dispatcher {
                             "took back deliveries whose lease expired"
                         );
                     }
-                    for c in res.claimed {
-                        self.start(state.clone(), c);
-                    }
+                    self.dispatch(&state, res.claimed, &modes, now).await;
                     if let Some(due) = res.next_due_at.filter(|d| *d > now) {
                         wake_at = wake_at.min(due);
                     }
@@ -150,7 +122,156 @@ impl Dispatcher {
         }
     }
 
-    fn start(&self, state: AppState, c: ClaimedDelivery) {
+    /// Decides how many deliveries each destination may take now, and when to look again.
+    fn plan(
+        &self,
+        state: &AppState,
+        now: i64,
+        rotate: usize,
+    ) -> (ClaimRequest, HashMap<String, Mode>, i64) {
+        let destinations = state.destinations.all();
+        let mut room = state.config.concurrency.saturating_sub(self.in_flight());
+        let mut queues = Vec::with_capacity(destinations.len());
+        let mut modes = HashMap::with_capacity(destinations.len());
+        let mut wake_at = now + POLL.as_millis() as i64;
+        let busy = self.inner.per_destination.lock().expect("dispatcher lock");
+        let n = destinations.len();
+        for i in 0..n {
+            let d = &destinations[(i + rotate) % n];
+            if !d.enabled() {
+                continue;
+            }
+            if let Some(p) = d.paused_until().filter(|p| *p > now) {
+                wake_at = wake_at.min(p);
+                continue;
+            }
+            let running = busy.get(&d.name).copied().unwrap_or(0);
+            let limit = d
+                .spec
+                .max_in_flight
+                .unwrap_or(state.config.destination_concurrency);
+            let mut capacity = limit.saturating_sub(running).min(room);
+            if d.spec.ordered {
+                capacity = if running == 0 { capacity.min(1) } else { 0 };
+            }
+            let mut mode = Mode::Send;
+            if d.spec.breaker().is_some() {
+                match d.breaker.lock().expect("breaker lock").permit(now) {
+                    Permit::Any => {}
+                    Permit::Probe => {
+                        capacity = if running == 0 { capacity.min(1) } else { 0 };
+                        mode = Mode::Probe;
+                    }
+                    Permit::Blocked { until } => {
+                        wake_at = wake_at.min(until);
+                        match &d.spec.fallback {
+                            Some(f) if f.when == FallbackWhen::Failure => {
+                                mode = Mode::FailOver(f.destination.clone())
+                            }
+                            _ => capacity = 0,
+                        }
+                    }
+                }
+            }
+            if !matches!(mode, Mode::FailOver(_))
+                && let Some(l) = d.spec.rate_limit()
+            {
+                let mut bucket = d.bucket.lock().expect("bucket lock");
+                let b = bucket.get_or_insert_with(|| TokenBucket::full(&l, now));
+                let available = b.available(&l, now);
+                if available < capacity {
+                    capacity = available;
+                    wake_at = wake_at.min(b.next_token_at(&l));
+                }
+            }
+            room -= capacity;
+            let lease = state
+                .config
+                .lease
+                .0
+                .max(d.spec.timeout() + Duration::from_secs(10));
+            queues.push(QueueClaim {
+                destination: d.name.clone(),
+                capacity,
+                lease_ms: lease.as_millis() as i64,
+                ordered: d.spec.ordered,
+            });
+            modes.insert(d.name.clone(), mode);
+        }
+        (
+            ClaimRequest {
+                now,
+                lease_token: herald_core::ids::new_id("lease"),
+                queues,
+            },
+            modes,
+            wake_at,
+        )
+    }
+
+    /// Spends rate-limit tokens, opens half-open probes and starts a task per claim.
+    async fn dispatch(
+        &self,
+        state: &AppState,
+        claimed: Vec<ClaimedDelivery>,
+        modes: &HashMap<String, Mode>,
+        now: i64,
+    ) {
+        let mut per_destination: HashMap<&str, u32> = HashMap::new();
+        for c in &claimed {
+            *per_destination
+                .entry(c.delivery.destination.as_str())
+                .or_default() += 1;
+        }
+        for (name, count) in per_destination {
+            let Some(d) = state.destinations.get(name) else {
+                continue;
+            };
+            match modes.get(name) {
+                Some(Mode::FailOver(_)) => {}
+                mode => {
+                    if let Some(l) = d.spec.rate_limit() {
+                        let mut bucket = d.bucket.lock().expect("bucket lock");
+                        bucket
+                            .get_or_insert_with(|| TokenBucket::full(&l, now))
+                            .take(&l, count, now);
+                    }
+                    if mode == Some(&Mode::Probe) {
+                        let deadline = now
+                            + state
+                                .config
+                                .lease
+                                .0
+                                .max(d.spec.timeout() + Duration::from_secs(10))
+                                .as_millis() as i64;
+                        let (transition, json) = {
+                            let mut b = d.breaker.lock().expect("breaker lock");
+                            (
+                                b.start_probe(deadline),
+                                serde_json::to_string(&*b).unwrap_or_default(),
+                            )
+                        };
+                        let update = BreakerUpdate {
+                            state: json,
+                            transition: transition.map(|t| t.action().to_string()),
+                        };
+                        if let Err(e) = state.store.record_breaker(name, update, now).await {
+                            tracing::warn!(destination = name, error = %e, "recording the half-open breaker failed");
+                        }
+                    }
+                }
+            }
+        }
+        for c in claimed {
+            let mode = modes
+                .get(&c.delivery.destination)
+                .cloned()
+                .unwrap_or(Mode::Send);
+            self.start(state.clone(), c, mode);
+        }
+    }
+
+    fn start(&self, state: AppState, c: ClaimedDelivery, mode: Mode) {
         let dest = c.delivery.destination.clone();
         *self
             .inner
@@ -170,7 +291,10 @@ impl Dispatcher {
         let task_id = id.clone();
         let handle = tokio::spawn(
             async move {
-                run_attempt(&state, c).await;
+                match mode {
+                    Mode::FailOver(fallback) => fail_over_unattempted(&state, c, fallback).await,
+                    Mode::Send | Mode::Probe => run_attempt(&state, c, mode == Mode::Probe).await,
+                }
                 this.finished(&dest, &task_id);
             }
             .instrument(span),
@@ -235,18 +359,27 @@ impl Dispatcher {
     }
 }
 
-fn uuid_token() -> String {
-    herald_core::ids::new_id("lease")
+/// How a destination's claims are handled this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    Send,
+    /// The single half-open probe of an open breaker.
+    Probe,
+    /// The breaker is open and the fallback takes failures: hand over without attempting.
+    FailOver(String),
 }
 
-async fn run_attempt(state: &AppState, c: ClaimedDelivery) {
+async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool) {
     let now = now_ms();
-    let Some(dest) = state
-        .destinations
-        .get(&c.delivery.destination)
-        .filter(|d| d.enabled() && !d.is_paused(now))
-    else {
-        // Deleted, disabled or paused since the claim: give the delivery back untouched.
+    let usable = state.destinations.get(&c.delivery.destination).filter(|d| {
+        d.enabled()
+            && !d.is_paused(now)
+            && (probe
+                || d.spec.breaker().is_none()
+                || d.breaker.lock().expect("breaker lock").permit(now) == Permit::Any)
+    });
+    let Some(dest) = usable else {
+        // Deleted, disabled, paused or tripped since the claim: give the delivery back untouched.
         let _ = state
             .store
             .release(vec![(c.delivery.id.clone(), c.lease_token.clone())], now)
@@ -275,7 +408,7 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery) {
                 })
                 .await
         }
-        Err(e) => herald_core::delivery::SendReport::failed(
+        Err(e) => SendReport::failed(
             Verdict::permanent(),
             "corrupt",
             format!("stored message unreadable: {e}"),
@@ -285,29 +418,34 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery) {
     let finished_at = now_ms();
     let max_wait = state.config.max_retry_after.0;
     let used = number.saturating_sub(c.delivery.budget_base);
+    let fallback = dest.spec.fallback.as_ref();
+    let fail_over = |f: &herald_core::destination::FallbackSpec| NextState::FailedOver {
+        fallback: f.destination.clone(),
+        new_delivery_id: herald_core::ids::new_id(herald_core::ids::DELIVERY),
+    };
     let (next, pause_until) = match &report.verdict {
         Verdict::Delivered => (NextState::Delivered, None),
-        Verdict::Retry {
+        &Verdict::Retry {
             after,
             pause_destination,
         } => {
             let after = after.map(|a| a.min(max_wait));
-            let pause = if *pause_destination {
+            let pause = if pause_destination {
                 after.map(|a| finished_at + a.as_millis() as i64)
             } else {
                 None
             };
-            match dest.spec.retry_policy().delay(used) {
-                Some(backoff) => (
-                    NextState::Retry {
-                        at: finished_at + backoff.max(after.unwrap_or_default()).as_millis() as i64,
-                    },
-                    pause,
-                ),
-                None => (NextState::Dead, pause),
-            }
+            let next = match (fallback, dest.spec.retry_policy().delay(used)) {
+                (Some(f), _) if f.when == FallbackWhen::Failure => fail_over(f),
+                (_, Some(backoff)) => NextState::Retry {
+                    at: finished_at + backoff.max(after.unwrap_or_default()).as_millis() as i64,
+                },
+                (Some(f), None) => fail_over(f),
+                (None, None) => NextState::Dead,
+            };
+            (next, pause)
         }
-        Verdict::Permanent { .. } => (NextState::Dead, None),
+        Verdict::Permanent { .. } => (fallback.map(fail_over).unwrap_or(NextState::Dead), None),
     };
     let disable = match &report.verdict {
         Verdict::Permanent {
@@ -315,13 +453,28 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery) {
         } => Some(reason.clone()),
         _ => None,
     };
+    let breaker = dest.spec.breaker().and_then(|cfg| {
+        let mut b = dest.breaker.lock().expect("breaker lock");
+        let before = b.clone();
+        let transition = match report.verdict {
+            Verdict::Retry { .. } => b.on_retryable_failure(&cfg, finished_at),
+            _ => b.on_answer(),
+        };
+        (*b != before).then(|| BreakerUpdate {
+            state: serde_json::to_string(&*b).unwrap_or_default(),
+            transition: transition.map(|t| t.action().to_string()),
+        })
+    });
+    if let Some(t) = breaker.as_ref().and_then(|b| b.transition.as_deref()) {
+        tracing::warn!(destination = %dest.name, transition = t, "circuit breaker changed state");
+    }
     tracing::Span::current().record("outcome", report.verdict.outcome().as_str());
     tracing::info!(status = ?report.status_code, error = ?report.error, duration_ms, next = ?next, "attempt finished");
     let finish = FinishAttempt {
         delivery_id: c.delivery.id.clone(),
         lease_token: c.lease_token.clone(),
         destination: dest.name.clone(),
-        attempt: AttemptRecord {
+        attempt: Some(AttemptRecord {
             number,
             started_at,
             duration_ms,
@@ -330,20 +483,51 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery) {
             error_class: report.error_class,
             error: report.error,
             response_excerpt: report.response_excerpt,
-        },
+        }),
         next,
+        breaker,
+        disable_if_failing_since: Some(finished_at - dest.spec.disable_after().as_millis() as i64),
         pause_destination_until: pause_until,
-        disable_destination: disable.clone(),
+        disable_destination: disable,
         now: finished_at,
     };
-    // The attempt happened: try hard to record it, since a lost record means a duplicate.
+    if let Some(p) = pause_until {
+        dest.pause_until(p);
+    }
+    record(state, finish).await;
+}
+
+/// While the breaker is open, a `when = "failure"` fallback takes the delivery at once.
+async fn fail_over_unattempted(state: &AppState, c: ClaimedDelivery, fallback: String) {
+    let now = now_ms();
+    let finish = FinishAttempt {
+        delivery_id: c.delivery.id.clone(),
+        lease_token: c.lease_token.clone(),
+        destination: c.delivery.destination.clone(),
+        attempt: None,
+        next: NextState::FailedOver {
+            fallback,
+            new_delivery_id: herald_core::ids::new_id(herald_core::ids::DELIVERY),
+        },
+        breaker: None,
+        disable_if_failing_since: None,
+        pause_destination_until: None,
+        disable_destination: None,
+        now,
+    };
+    tracing::Span::current().record("outcome", "failed_over");
+    record(state, finish).await;
+}
+
+/// Stores the transition, trying hard (a lost record means a duplicate), then applies what
+/// it changed to the destination: disabled → cache updated and an operational message sent.
+async fn record(state: &AppState, finish: FinishAttempt) {
+    let destination = finish.destination.clone();
+    let mut outcome = None;
     for i in 0..5u64 {
         match state.store.finish_attempt(finish.clone()).await {
-            Ok(true) => break,
-            Ok(false) => {
-                tracing::warn!(
-                    "lease lost before the attempt was recorded; another worker owns the delivery"
-                );
+            Ok(o) => {
+                outcome = Some(o);
                 break;
             }
             Err(e) => {
@@ -352,11 +536,53 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery) {
             }
         }
     }
-    if let Some(p) = pause_until {
-        dest.pause_until(p);
+    let Some(outcome) = outcome else { return };
+    if !outcome.recorded {
+        tracing::warn!(
+            "lease lost before the attempt was recorded; another worker owns the delivery"
+        );
+        return;
     }
-    if let Some(reason) = disable {
-        tracing::warn!(destination = %dest.name, %reason, "destination disabled");
-        dest.disable(reason);
+    if matches!(finish.next, NextState::FailedOver { .. }) {
+        state.dispatcher.wake();
+    }
+    if let Some(reason) = outcome.disabled {
+        tracing::warn!(destination = %destination, %reason, "destination disabled");
+        if let Some(d) = state.destinations.get(&destination) {
+            d.disable(reason.clone());
+        }
+        announce_disabled(state, &destination, &reason).await;
+    }
+}
+
+/// Sends the operational message `herald.destination.disabled`, routed like any other.
+async fn announce_disabled(state: &AppState, destination: &str, reason: &str) {
+    let input = MessageInput {
+        event_type: Some(DISABLED_EVENT.to_string()),
+        title: Some(format!("Herald disabled the destination \"{destination}\"")),
+        text: Some(format!(
+            "Deliveries to \"{destination}\" are stopped: {reason}. Fix the receiver, then re-enable it with POST /api/v1/destinations/{destination}/enable."
+        )),
+        severity: Some(Severity::Error),
+        payload: Some(serde_json::Map::from_iter([
+            (
+                "destination".to_string(),
+                serde_json::Value::from(destination),
+            ),
+            ("reason".to_string(), serde_json::Value::from(reason)),
+        ])),
+        ..Default::default()
+    };
+    let sub = crate::ingest::Submission {
+        input,
+        header_key: None,
+    };
+    match crate::ingest::submit(state, vec![sub], "herald").await {
+        Ok(r) => {
+            if let Some(Err(e)) = r.into_iter().next() {
+                tracing::error!(error = %e, "could not send the destination-disabled message");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not send the destination-disabled message"),
     }
 }

@@ -65,15 +65,22 @@ pub trait Store: Send + Sync + 'static {
     async fn list_destinations(&self) -> Result<Vec<DestinationRow>>;
     /// Deletes a destination; its pending deliveries are discarded. `false` if unknown.
     async fn delete_destination(&self, name: &str, actor: &str, now: i64) -> Result<bool>;
+    /// Re-enables a destination: clears its disablement, pause, breaker and failure streak.
+    async fn enable_destination(&self, name: &str, actor: &str, now: i64) -> Result<bool>;
+    /// Stores a breaker state changed outside an attempt (open → half-open) and audits it.
+    async fn record_breaker(&self, name: &str, update: BreakerUpdate, now: i64) -> Result<()>;
+    /// Attempts to a destination started since `since`.
+    async fn attempt_stats(&self, destination: &str, since: i64) -> Result<AttemptStats>;
 
     // ----- dispatching ----------------------------------------------------------------
 
     /// Leases due deliveries of the requested queues (and first returns expired leases to
     /// pending).
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimResult>;
-    /// Records an attempt and moves the delivery on. `false` when the lease was lost (a
-    /// newer claim owns the delivery): nothing is written.
-    async fn finish_attempt(&self, f: FinishAttempt) -> Result<bool>;
+    /// Records an attempt (if one was made) and moves the delivery on, with the destination's
+    /// breaker state, pause and disablement. Nothing is written when the lease was lost (a
+    /// newer claim owns the delivery).
+    async fn finish_attempt(&self, f: FinishAttempt) -> Result<FinishOutcome>;
     /// Gives leased deliveries back (graceful shutdown) without counting an attempt.
     async fn release(&self, leases: Vec<(String, String)>, now: i64) -> Result<()>;
 

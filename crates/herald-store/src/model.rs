@@ -94,6 +94,10 @@ pub struct DestinationRow {
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub paused_until: Option<i64>,
+    /// JSON of the breaker state (`None`: closed, never tripped).
+    pub breaker: Option<String>,
+    pub failing_since: Option<i64>,
+    pub last_success_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -116,6 +120,9 @@ pub struct QueueClaim {
     /// How many deliveries it may take now.
     pub capacity: u32,
     pub lease_ms: i64,
+    /// FIFO: only the oldest unfinished delivery may be claimed, and only when none is in
+    /// flight.
+    pub ordered: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -147,8 +154,25 @@ pub struct ClaimResult {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NextState {
     Delivered,
-    Retry { at: i64 },
+    Retry {
+        at: i64,
+    },
     Dead,
+    /// Handed to a fallback: this delivery ends `failed_over` and a new pending delivery to
+    /// `fallback` (with `fallback_of` set) is created.
+    FailedOver {
+        fallback: String,
+        new_delivery_id: String,
+    },
+}
+
+/// A breaker state to store with an attempt, and the transition to audit, if any.
+#[derive(Debug, Clone)]
+pub struct BreakerUpdate {
+    /// JSON of the new state.
+    pub state: String,
+    /// Audit action of the transition (`breaker.opened`…), if the state changed.
+    pub transition: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,13 +180,34 @@ pub struct FinishAttempt {
     pub delivery_id: String,
     pub lease_token: String,
     pub destination: String,
-    pub attempt: AttemptRecord,
+    /// `None` when no attempt was made (failed over while the breaker is open).
+    pub attempt: Option<AttemptRecord>,
     pub next: NextState,
+    pub breaker: Option<BreakerUpdate>,
+    /// Disable the destination if it has been failing since before this time with no
+    /// success (sustained failure).
+    pub disable_if_failing_since: Option<i64>,
     /// Pause every delivery of the destination until then (a 429 with Retry-After).
     pub pause_destination_until: Option<i64>,
     /// Disable the destination for this reason (410, webhook gone).
     pub disable_destination: Option<String>,
     pub now: i64,
+}
+
+/// What [`Store::finish_attempt`](crate::Store::finish_attempt) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinishOutcome {
+    /// `false` when the lease was lost: nothing was written.
+    pub recorded: bool,
+    /// The destination was disabled by this transition, for this reason.
+    pub disabled: Option<String>,
+}
+
+/// Attempts to a destination over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptStats {
+    pub total: u64,
+    pub delivered: u64,
 }
 
 /// A dead delivery as the DLQ shows it.

@@ -27,7 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_resilience.sql")),
+];
 /// Most jobs one commit carries.
 const MAX_GROUP: usize = 512;
 
@@ -376,6 +379,9 @@ fn destination_from_row(r: &SqliteRow) -> Result<DestinationRow> {
         enabled: r.try_get::<i64, _>("enabled")? != 0,
         disabled_reason: r.try_get("disabled_reason")?,
         paused_until: r.try_get("paused_until")?,
+        breaker: r.try_get("breaker")?,
+        failing_since: r.try_get("failing_since")?,
+        last_success_at: r.try_get("last_success_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -475,27 +481,13 @@ async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
     .rows_affected();
     let mut any = false;
     for q in &req.queues {
-        if q.capacity > 0 {
-            let n = sqlx::query(
-                "UPDATE deliveries SET status = 'in_flight', lease_until = ?1, lease_token = ?2, updated_at = ?3
-                 WHERE id IN (SELECT id FROM deliveries WHERE destination = ?4 AND status = 'pending' AND next_attempt_at <= ?3
-                              ORDER BY next_attempt_at LIMIT ?5)",
-            )
-            .bind(req.now + q.lease_ms)
-            .bind(&req.lease_token)
-            .bind(req.now)
-            .bind(&q.destination)
-            .bind(q.capacity as i64)
-            .execute(&mut w.conn)
-            .await?
-            .rows_affected();
-            any |= n > 0;
-        }
-        let next: Option<i64> = sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND status = 'pending'")
-            .bind(&q.destination)
-            .fetch_one(&mut w.conn)
-            .await?;
-        if let Some(n) = next {
+        let (claimed, next) = if q.ordered {
+            claim_head(w, req, q).await?
+        } else {
+            claim_due(w, req, q).await?
+        };
+        any |= claimed;
+        if let Some(n) = next.filter(|n| *n > req.now) {
             result.next_due_at = Some(result.next_due_at.map_or(n, |c: i64| c.min(n)));
         }
     }
@@ -519,67 +511,195 @@ async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
     Ok(result)
 }
 
-async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<bool> {
-    let (status, next_at, dead_at) = match f.next {
-        NextState::Delivered => ("delivered", None, None),
-        NextState::Retry { at } => ("pending", Some(at), None),
-        NextState::Dead => ("dead", None, Some(f.now)),
+/// Leases up to `capacity` due deliveries of a queue; returns whether any were leased and
+/// the queue's earliest `next_attempt_at`.
+async fn claim_due(
+    w: &mut Writer,
+    req: &ClaimRequest,
+    q: &QueueClaim,
+) -> Result<(bool, Option<i64>)> {
+    let mut claimed = false;
+    if q.capacity > 0 {
+        let n = sqlx::query(
+            "UPDATE deliveries SET status = 'in_flight', lease_until = ?1, lease_token = ?2, updated_at = ?3
+             WHERE id IN (SELECT id FROM deliveries WHERE destination = ?4 AND status = 'pending' AND next_attempt_at <= ?3
+                          ORDER BY next_attempt_at LIMIT ?5)",
+        )
+        .bind(req.now + q.lease_ms)
+        .bind(&req.lease_token)
+        .bind(req.now)
+        .bind(&q.destination)
+        .bind(q.capacity as i64)
+        .execute(&mut w.conn)
+        .await?
+        .rows_affected();
+        claimed = n > 0;
+    }
+    let next: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND status = 'pending'",
+    )
+    .bind(&q.destination)
+    .fetch_one(&mut w.conn)
+    .await?;
+    Ok((claimed, next))
+}
+
+/// FIFO: only the oldest unfinished delivery of the queue may be leased, and only when it
+/// is pending (not already in flight) and due.
+async fn claim_head(
+    w: &mut Writer,
+    req: &ClaimRequest,
+    q: &QueueClaim,
+) -> Result<(bool, Option<i64>)> {
+    let head = sqlx::query(
+        "SELECT id, status, next_attempt_at FROM deliveries WHERE destination = ? AND status IN ('pending', 'in_flight')
+         ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(&q.destination)
+    .fetch_optional(&mut w.conn)
+    .await?;
+    let Some(head) = head else {
+        return Ok((false, None));
     };
+    let status: String = head.try_get("status")?;
+    let next: Option<i64> = head.try_get("next_attempt_at")?;
+    if status != "pending" {
+        return Ok((false, None));
+    }
+    if q.capacity == 0 || next.is_some_and(|n| n > req.now) {
+        return Ok((false, next));
+    }
+    let id: String = head.try_get("id")?;
+    sqlx::query("UPDATE deliveries SET status = 'in_flight', lease_until = ?1, lease_token = ?2, updated_at = ?3 WHERE id = ?4 AND status = 'pending'")
+        .bind(req.now + q.lease_ms)
+        .bind(&req.lease_token)
+        .bind(req.now)
+        .bind(&id)
+        .execute(&mut w.conn)
+        .await?;
+    Ok((true, None))
+}
+
+async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
+    let (status, next_at, dead_at) = match &f.next {
+        NextState::Delivered => ("delivered", None, None),
+        NextState::Retry { at } => ("pending", Some(*at), None),
+        NextState::Dead => ("dead", None, Some(f.now)),
+        NextState::FailedOver { .. } => ("failed_over", None, None),
+    };
+    let a = f.attempt.as_ref();
     let row = sqlx::query(
-        "UPDATE deliveries SET status = ?1, attempt_count = attempt_count + 1, next_attempt_at = ?2, lease_until = NULL, lease_token = NULL,
-                last_status_code = ?3, last_error = ?4, dead_at = ?5, updated_at = ?6
-         WHERE id = ?7 AND lease_token = ?8 AND status = 'in_flight'
+        "UPDATE deliveries SET status = ?1, attempt_count = attempt_count + ?2, next_attempt_at = ?3, lease_until = NULL, lease_token = NULL,
+                last_status_code = CASE WHEN ?2 = 1 THEN ?4 ELSE last_status_code END,
+                last_error = CASE WHEN ?2 = 1 THEN ?5 ELSE last_error END,
+                dead_at = ?6, updated_at = ?7
+         WHERE id = ?8 AND lease_token = ?9 AND status = 'in_flight'
          RETURNING attempt_count, message_id",
     )
     .bind(status)
+    .bind(a.is_some() as i64)
     .bind(next_at)
-    .bind(f.attempt.status_code.map(i64::from))
-    .bind(&f.attempt.error)
+    .bind(a.and_then(|a| a.status_code).map(i64::from))
+    .bind(a.and_then(|a| a.error.clone()))
     .bind(dead_at)
     .bind(f.now)
     .bind(&f.delivery_id)
     .bind(&f.lease_token)
     .fetch_optional(&mut w.conn)
     .await?;
-    let Some(row) = row else { return Ok(false) };
+    let Some(row) = row else {
+        return Ok(FinishOutcome::default());
+    };
     let number: i64 = row.try_get("attempt_count")?;
     let message_id: String = row.try_get("message_id")?;
-    let a = &f.attempt;
-    sqlx::query(
-        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&f.delivery_id)
-    .bind(number)
-    .bind(a.started_at)
-    .bind(a.duration_ms)
-    .bind(a.outcome.as_str())
-    .bind(a.status_code.map(i64::from))
-    .bind(&a.error_class)
-    .bind(&a.error)
-    .bind(&a.response_excerpt)
-    .execute(&mut w.conn)
-    .await?;
-    let action = match f.next {
-        NextState::Delivered => "delivery.delivered",
-        NextState::Retry { .. } => "delivery.retry_scheduled",
-        NextState::Dead => "delivery.dead",
+    let mut outcome = FinishOutcome {
+        recorded: true,
+        disabled: None,
     };
+    if let Some(a) = a {
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt, destination)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&f.delivery_id)
+        .bind(number)
+        .bind(a.started_at)
+        .bind(a.duration_ms)
+        .bind(a.outcome.as_str())
+        .bind(a.status_code.map(i64::from))
+        .bind(&a.error_class)
+        .bind(&a.error)
+        .bind(&a.response_excerpt)
+        .bind(&f.destination)
+        .execute(&mut w.conn)
+        .await?;
+    }
+    let (action, fallback) = match &f.next {
+        NextState::Delivered => ("delivery.delivered", None),
+        NextState::Retry { .. } => ("delivery.retry_scheduled", None),
+        NextState::Dead => ("delivery.dead", None),
+        NextState::FailedOver {
+            fallback,
+            new_delivery_id,
+        } => ("delivery.failed_over", Some((fallback, new_delivery_id))),
+    };
+    if let Some((fallback, new_id)) = fallback {
+        sqlx::query(
+            "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, fallback_of, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?4, ?4)",
+        )
+        .bind(new_id)
+        .bind(&message_id)
+        .bind(fallback)
+        .bind(f.now)
+        .bind(&f.delivery_id)
+        .execute(&mut w.conn)
+        .await?;
+    }
     let detail = json!({
         "message_id": message_id,
         "destination": f.destination,
-        "attempt": number,
-        "outcome": a.outcome.as_str(),
-        "status_code": a.status_code,
-        "error_class": a.error_class,
-        "duration_ms": a.duration_ms,
+        "attempt": a.map(|_| number),
+        "outcome": a.map(|a| a.outcome.as_str()),
+        "status_code": a.and_then(|a| a.status_code),
+        "error_class": a.and_then(|a| a.error_class.clone()),
+        "duration_ms": a.map(|a| a.duration_ms),
         "next_attempt_at": next_at.map(rfc3339),
+        "fallback": fallback.map(|(d, id)| json!({"destination": d, "delivery_id": id})),
     });
     audit(
         w,
         &new_audit(f.now, "dispatcher", action, &f.delivery_id, detail),
     )
     .await?;
+
+    if let Some(a) = a {
+        let sql = if a.outcome == AttemptOutcome::Delivered {
+            "UPDATE destinations SET failing_since = NULL, last_success_at = ?1 WHERE name = ?2"
+        } else {
+            "UPDATE destinations SET failing_since = COALESCE(failing_since, ?1) WHERE name = ?2"
+        };
+        sqlx::query(sql)
+            .bind(f.now)
+            .bind(&f.destination)
+            .execute(&mut w.conn)
+            .await?;
+    }
+    if let Some(b) = &f.breaker {
+        sqlx::query("UPDATE destinations SET breaker = ?1 WHERE name = ?2")
+            .bind(&b.state)
+            .bind(&f.destination)
+            .execute(&mut w.conn)
+            .await?;
+        if let Some(action) = &b.transition {
+            let detail: Value = serde_json::from_str(&b.state).unwrap_or(Value::Null);
+            audit(
+                w,
+                &new_audit(f.now, "dispatcher", action, &f.destination, detail),
+            )
+            .await?;
+        }
+    }
     if let Some(until) = f.pause_destination_until {
         sqlx::query("UPDATE destinations SET paused_until = MAX(COALESCE(paused_until, 0), ?1) WHERE name = ?2")
             .bind(until)
@@ -599,9 +719,24 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<bool> {
         )
         .await?;
     }
-    if let Some(reason) = &f.disable_destination {
+    let mut disable = f.disable_destination.clone();
+    if disable.is_none()
+        && let Some(cutoff) = f.disable_if_failing_since
+        && a.is_some_and(|a| a.outcome != AttemptOutcome::Delivered)
+    {
+        let since: Option<i64> = sqlx::query_scalar(
+            "SELECT failing_since FROM destinations WHERE name = ? AND failing_since <= ?",
+        )
+        .bind(&f.destination)
+        .bind(cutoff)
+        .fetch_optional(&mut w.conn)
+        .await?
+        .flatten();
+        disable = since.map(|s| format!("no successful delivery since {}", rfc3339(s)));
+    }
+    if let Some(reason) = disable {
         let changed = sqlx::query("UPDATE destinations SET enabled = 0, disabled_reason = ?1, updated_at = ?2 WHERE name = ?3 AND enabled = 1")
-            .bind(reason)
+            .bind(&reason)
             .bind(f.now)
             .bind(&f.destination)
             .execute(&mut w.conn)
@@ -619,9 +754,10 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<bool> {
                 ),
             )
             .await?;
+            outcome.disabled = Some(reason);
         }
     }
-    Ok(true)
+    Ok(outcome)
 }
 
 async fn dlq_change(
@@ -861,12 +997,67 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn enable_destination(&self, name: &str, actor: &str, now: i64) -> Result<bool> {
+        let (name, actor) = (name.to_string(), actor.to_string());
+        self.write(move |w| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE destinations SET enabled = 1, disabled_reason = NULL, paused_until = NULL, breaker = NULL, failing_since = NULL, updated_at = ?1
+                     WHERE name = ?2",
+                )
+                .bind(now)
+                .bind(&name)
+                .execute(&mut w.conn)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    audit(w, &new_audit(now, &actor, "destination.enabled", &name, json!({}))).await?;
+                }
+                Ok(n > 0)
+            })
+        })
+        .await
+    }
+
+    async fn record_breaker(&self, name: &str, update: BreakerUpdate, now: i64) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |w| {
+            Box::pin(async move {
+                sqlx::query("UPDATE destinations SET breaker = ?1 WHERE name = ?2")
+                    .bind(&update.state)
+                    .bind(&name)
+                    .execute(&mut w.conn)
+                    .await?;
+                if let Some(action) = &update.transition {
+                    let detail: Value = serde_json::from_str(&update.state).unwrap_or(Value::Null);
+                    audit(w, &new_audit(now, "dispatcher", action, &name, detail)).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn attempt_stats(&self, destination: &str, since: i64) -> Result<AttemptStats> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, COALESCE(SUM(outcome = 'delivered'), 0) AS delivered FROM attempts WHERE destination = ? AND started_at >= ?",
+        )
+        .bind(destination)
+        .bind(since)
+        .fetch_one(&self.reads)
+        .await?;
+        Ok(AttemptStats {
+            total: row.try_get::<i64, _>("total")? as u64,
+            delivered: row.try_get::<i64, _>("delivered")? as u64,
+        })
+    }
+
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimResult> {
         self.write(move |w| Box::pin(async move { claim_in(w, &req).await }))
             .await
     }
 
-    async fn finish_attempt(&self, f: FinishAttempt) -> Result<bool> {
+    async fn finish_attempt(&self, f: FinishAttempt) -> Result<FinishOutcome> {
         self.write(move |w| Box::pin(async move { finish_in(w, &f).await }))
             .await
     }

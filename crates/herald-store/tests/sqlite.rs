@@ -44,6 +44,7 @@ fn claim(now: i64, token: &str, dest: &str, n: u32, lease_ms: i64) -> ClaimReque
             destination: dest.into(),
             capacity: n,
             lease_ms,
+            ordered: false,
         }],
     }
 }
@@ -128,8 +129,10 @@ async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
         delivery_id: id.clone(),
         lease_token: token.into(),
         destination: "hook".into(),
-        attempt: attempt(AttemptOutcome::Delivered),
+        attempt: Some(attempt(AttemptOutcome::Delivered)),
         next,
+        breaker: None,
+        disable_if_failing_since: None,
         pause_destination_until: None,
         disable_destination: None,
         now: later,
@@ -138,7 +141,8 @@ async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
         !store
             .finish_attempt(finish("lease-a", NextState::Dead))
             .await
-            .unwrap(),
+            .unwrap()
+            .recorded,
         "the stale worker is refused"
     );
     assert!(
@@ -146,6 +150,7 @@ async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
             .finish_attempt(finish("lease-b", NextState::Delivered))
             .await
             .unwrap()
+            .recorded
     );
     let d = store.get_delivery(&id).await.unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Delivered);

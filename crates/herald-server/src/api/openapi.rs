@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
         super::messages::create, super::messages::batch, super::messages::get,
         super::deliveries::list, super::deliveries::get,
         super::destinations::put, super::destinations::list, super::destinations::get, super::destinations::delete,
-        super::destinations::health, super::destinations::test,
+        super::destinations::health, super::destinations::test, super::destinations::enable,
         super::dlq::list, super::dlq::replay_one, super::dlq::replay_all, super::dlq::discard,
         super::audit::list, super::audit::verify,
         super::tokens::create, super::tokens::list, super::tokens::revoke,
