@@ -5,9 +5,18 @@
 //! JSON array `[seq, at, actor, action, resource, detail]` with object keys sorted. Changing,
 //! removing or reordering any entry breaks every hash after it, and [`verify_chain`] names the
 //! first entry that no longer fits.
+//!
+//! **Checkpoints** prove where a chain comes from: at intervals Herald appends an
+//! `audit.checkpoint` entry whose detail carries the previous entry's `seq` and `hash` and an
+//! ed25519 signature over them. Anyone holding the Herald's public key
+//! (`GET /api/v1/audit/public-key`) can check an exported chain offline; a forger who rewrites
+//! the chain cannot produce the signatures.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signer, Verifier};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
@@ -70,6 +79,65 @@ fn sorted(v: &Value) -> Value {
     }
 }
 
+pub const CHECKPOINT_ACTION: &str = "audit.checkpoint";
+
+fn checkpoint_message(seq: i64, hash: &str) -> String {
+    format!("herald-audit-checkpoint:v1:{seq}:{hash}")
+}
+
+/// Signs checkpoints with the Herald's ed25519 key.
+pub struct CheckpointSigner(ed25519_dalek::SigningKey);
+
+impl CheckpointSigner {
+    /// A new key; returns the signer and its 32 secret bytes (to be sealed and stored).
+    pub fn generate() -> (Self, [u8; 32]) {
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        (
+            CheckpointSigner(ed25519_dalek::SigningKey::from_bytes(&secret)),
+            secret,
+        )
+    }
+
+    pub fn from_bytes(secret: &[u8]) -> Option<Self> {
+        let bytes: [u8; 32] = secret.try_into().ok()?;
+        Some(CheckpointSigner(ed25519_dalek::SigningKey::from_bytes(
+            &bytes,
+        )))
+    }
+
+    /// The public key, base64.
+    pub fn public_key(&self) -> String {
+        B64.encode(self.0.verifying_key().to_bytes())
+    }
+
+    /// The detail of a checkpoint entry attesting the entry `(seq, hash)`.
+    pub fn checkpoint_detail(&self, seq: i64, hash: &str) -> Value {
+        let sig = self.0.sign(checkpoint_message(seq, hash).as_bytes());
+        json!({"seq": seq, "hash": hash, "signature": B64.encode(sig.to_bytes()), "public_key": self.public_key(), "algorithm": "ed25519"})
+    }
+}
+
+/// Whether a checkpoint detail's signature verifies with `public_key` (base64).
+pub fn verify_checkpoint(public_key: &str, detail: &Value) -> bool {
+    let key = B64
+        .decode(public_key.trim())
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok());
+    let sig = detail["signature"]
+        .as_str()
+        .and_then(|s| B64.decode(s).ok())
+        .and_then(|s| <[u8; 64]>::try_from(s).ok())
+        .map(|s| ed25519_dalek::Signature::from_bytes(&s));
+    match (key, sig, detail["seq"].as_i64(), detail["hash"].as_str()) {
+        (Some(k), Some(sig), Some(seq), Some(hash)) => k
+            .verify(checkpoint_message(seq, hash).as_bytes(), &sig)
+            .is_ok(),
+        _ => false,
+    }
+}
+
 /// The outcome of checking a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Verification {
@@ -77,6 +145,15 @@ pub struct Verification {
     pub entries: u64,
     /// Hash of the last entry that verified (the head when `ok`).
     pub head: String,
+    /// Checkpoints found (and, with a public key, whose signatures verified).
+    #[serde(default)]
+    pub checkpoints: u64,
+    /// `seq` of the last checkpoint; entries after it are not yet covered by a signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<i64>,
+    /// Whether checkpoint signatures were checked against a public key.
+    #[serde(default)]
+    pub signatures_checked: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broken_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +166,9 @@ pub struct ChainVerifier {
     prev_hash: String,
     prev_seq: Option<i64>,
     entries: u64,
+    public_key: Option<String>,
+    checkpoints: u64,
+    last_checkpoint: Option<i64>,
 }
 
 impl Default for ChainVerifier {
@@ -103,6 +183,17 @@ impl ChainVerifier {
             prev_hash: GENESIS.to_string(),
             prev_seq: None,
             entries: 0,
+            public_key: None,
+            checkpoints: 0,
+            last_checkpoint: None,
+        }
+    }
+
+    /// Also checks every checkpoint's signature against this public key (base64).
+    pub fn with_public_key(key: &str) -> Self {
+        ChainVerifier {
+            public_key: Some(key.trim().to_string()),
+            ..Self::new()
         }
     }
 
@@ -128,6 +219,22 @@ impl ChainVerifier {
         if expect != e.hash {
             return Err("hash does not match the entry's content".into());
         }
+        if e.action == CHECKPOINT_ACTION {
+            if e.detail["seq"].as_i64() != self.prev_seq
+                || e.detail["hash"].as_str() != Some(self.prev_hash.as_str())
+            {
+                return Err("the checkpoint does not attest the entry before it".into());
+            }
+            if let Some(key) = &self.public_key
+                && !verify_checkpoint(key, &e.detail)
+            {
+                return Err(
+                    "the checkpoint signature does not verify with the given public key".into(),
+                );
+            }
+            self.checkpoints += 1;
+            self.last_checkpoint = Some(e.seq);
+        }
         self.prev_hash = e.hash.clone();
         self.prev_seq = Some(e.seq);
         self.entries += 1;
@@ -139,6 +246,9 @@ impl ChainVerifier {
             ok: true,
             entries: self.entries,
             head: self.prev_hash.clone(),
+            checkpoints: self.checkpoints,
+            last_checkpoint: self.last_checkpoint,
+            signatures_checked: self.public_key.is_some(),
             broken_at: None,
             reason: None,
         }
@@ -147,10 +257,9 @@ impl ChainVerifier {
     pub fn broken(&self, seq: i64, reason: String) -> Verification {
         Verification {
             ok: false,
-            entries: self.entries,
-            head: self.prev_hash.clone(),
             broken_at: Some(seq),
             reason: Some(reason),
+            ..self.finish()
         }
     }
 }
@@ -227,6 +336,51 @@ mod tests {
         let mut c = chain(5);
         c.remove(1);
         assert_eq!(verify_chain(&c).broken_at, Some(3));
+    }
+
+    #[test]
+    fn checkpoints_are_signed_and_checked() {
+        let (signer, secret) = CheckpointSigner::generate();
+        let mut c = chain(3);
+        let detail = signer.checkpoint_detail(3, &c[2].hash);
+        let at = "2026-01-01T00:00:00Z".to_string();
+        let hash = entry_hash(
+            &c[2].hash,
+            4,
+            &at,
+            "system",
+            CHECKPOINT_ACTION,
+            "audit",
+            &detail,
+        );
+        c.push(AuditEntry {
+            seq: 4,
+            at,
+            actor: "system".into(),
+            action: CHECKPOINT_ACTION.into(),
+            resource: "audit".into(),
+            detail,
+            prev_hash: c[2].hash.clone(),
+            hash,
+        });
+        let mut v = ChainVerifier::with_public_key(&signer.public_key());
+        for e in &c {
+            v.push(e).unwrap();
+        }
+        let r = v.finish();
+        assert_eq!(
+            (r.checkpoints, r.last_checkpoint, r.signatures_checked),
+            (1, Some(4), true)
+        );
+        assert_eq!(
+            CheckpointSigner::from_bytes(&secret).unwrap().public_key(),
+            signer.public_key()
+        );
+
+        let (other, _) = CheckpointSigner::generate();
+        let mut v = ChainVerifier::with_public_key(&other.public_key());
+        let err = c.iter().try_for_each(|e| v.push(e)).unwrap_err();
+        assert!(err.contains("signature"), "{err}");
     }
 
     #[test]

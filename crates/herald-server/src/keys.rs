@@ -2,6 +2,7 @@
 //! with mode 0600 on first start. A database remembers a value sealed with its key, and a
 //! node whose key cannot open it refuses to start.
 
+use herald_core::audit::CheckpointSigner;
 use herald_core::crypto::SecretBox;
 use herald_store::Store;
 use std::path::Path;
@@ -50,6 +51,85 @@ pub async fn verify_key(store: &dyn Store, secrets: &SecretBox) -> Result<(), St
         .map_err(|e| e.to_string())?;
     match secrets.open(&stored) {
         Ok(plain) if plain == KEY_CHECK_PLAIN => Ok(()),
-        _ => Err("the master key does not match the one this database was created with (check HERALD_MASTER_KEY or the master.key file)".into()),
+        _ => Err("the master key does not match the one this database was created with (check HERALD_MASTER_KEY or the master.key file; \
+                  if a key rotation was interrupted, master.key.new holds the new key)"
+            .into()),
     }
+}
+
+const SIGNING_KEY: &str = "audit_signing_key";
+
+/// The ed25519 key that signs audit checkpoints: created on first start, kept sealed in the
+/// store so every node of a cluster signs with the same key.
+pub async fn load_signer(
+    store: &dyn Store,
+    secrets: &SecretBox,
+) -> Result<CheckpointSigner, String> {
+    let (_, fresh) = CheckpointSigner::generate();
+    let stored = store
+        .init_meta(SIGNING_KEY, &secrets.seal(&fresh))
+        .await
+        .map_err(|e| e.to_string())?;
+    let secret = secrets
+        .open(&stored)
+        .map_err(|e| format!("audit signing key: {e}"))?;
+    CheckpointSigner::from_bytes(&secret)
+        .ok_or_else(|| "audit signing key: stored key is malformed".to_string())
+}
+
+/// Re-seals every secret of the store under a new master key, in one transaction. With a
+/// key file, the new key is written next to it first and moved into place after the
+/// commit, so an interruption leaves a clear way back. Returns the new key (base64).
+pub async fn rotate(
+    store: &dyn Store,
+    old: &SecretBox,
+    new_key: Option<String>,
+    key_file: Option<&Path>,
+    actor: &str,
+) -> Result<String, String> {
+    verify_key(store, old).await?;
+    let new_key = new_key.unwrap_or_else(SecretBox::generate_key);
+    let new = SecretBox::from_base64(&new_key).map_err(|e| format!("new key: {e}"))?;
+    let mut destinations = Vec::new();
+    for row in store.list_destinations().await.map_err(|e| e.to_string())? {
+        let plain = old
+            .open(&row.sealed_spec)
+            .map_err(|e| format!("destination {}: {e}", row.name))?;
+        destinations.push((row.name, new.seal(&plain)));
+    }
+    let mut meta = vec![(KEY_CHECK.to_string(), new.seal(KEY_CHECK_PLAIN))];
+    if let Some(sealed) = store
+        .get_meta(SIGNING_KEY)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let plain = old
+            .open(&sealed)
+            .map_err(|e| format!("audit signing key: {e}"))?;
+        meta.push((SIGNING_KEY.to_string(), new.seal(&plain)));
+    }
+    let pending = key_file.map(|f| f.with_extension("key.new"));
+    if let Some(p) = &pending {
+        let _ = std::fs::remove_file(p);
+        write_private(p, &new_key).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    store
+        .reseal(destinations, meta, actor, herald_core::clock::now_ms())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let (Some(p), Some(f)) = (&pending, key_file) {
+        std::fs::rename(p, f).map_err(|e| {
+            format!(
+                "the store uses the new key, but moving {} to {} failed: {e}; move it by hand",
+                p.display(),
+                f.display()
+            )
+        })?;
+    }
+    Ok(new_key)
+}
+
+/// The key file of a data directory (used when `HERALD_MASTER_KEY` is not set).
+pub fn key_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(KEY_FILE)
 }

@@ -29,6 +29,7 @@ use config::Config;
 use destinations::DestinationCache;
 use dispatcher::Dispatcher;
 use herald_channels::Channels;
+use herald_core::crypto::SecretBox;
 use herald_core::netpolicy::NetPolicy;
 use herald_store::Store;
 use herald_store::sqlite::{SqliteOptions, SqliteStore};
@@ -39,8 +40,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// How often expired idempotency keys and old messages are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often expired idempotency keys and old messages are pruned and the audit log is
+/// checkpointed.
+const UPKEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// A started Herald.
 pub struct Herald {
@@ -54,11 +56,8 @@ pub struct Herald {
     upkeep: JoinHandle<()>,
 }
 
-/// Opens the store, applies configuration and starts serving.
-pub async fn start(config: Config) -> Result<Herald, String> {
-    config.check()?;
-    let config = Arc::new(config);
-    let policy = NetPolicy::with_allowed(&config.allow_networks)?;
+/// Opens the configured store (creating directories as needed) and checks the master key.
+pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretBox), String> {
     let path = config.sqlite_path()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -77,6 +76,16 @@ pub async fn start(config: Config) -> Result<Herald, String> {
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
     );
     keys::verify_key(store.as_ref(), &secrets).await?;
+    Ok((store, secrets))
+}
+
+/// Opens the store, applies configuration and starts serving.
+pub async fn start(config: Config) -> Result<Herald, String> {
+    config.check()?;
+    let config = Arc::new(config);
+    let policy = NetPolicy::with_allowed(&config.allow_networks)?;
+    let (store, secrets) = open_store(&config).await?;
+    let signer = keys::load_signer(store.as_ref(), &secrets).await?;
 
     let state = AppState {
         store: store.clone(),
@@ -85,6 +94,7 @@ pub async fn start(config: Config) -> Result<Herald, String> {
         destinations: Arc::new(DestinationCache::default()),
         dispatcher: Dispatcher::new(),
         auth: Arc::new(Authenticator::new(config.admin_token.clone())),
+        signer: Arc::new(signer),
         config: config.clone(),
     };
     state
@@ -110,7 +120,7 @@ pub async fn start(config: Config) -> Result<Herald, String> {
     });
     let dispatcher = state.dispatcher.spawn(state.clone());
     let upkeep = tokio::spawn(upkeep(state.clone(), stopped));
-    tracing::info!(%addr, db = %path.display(), "herald is serving");
+    tracing::info!(%addr, "herald is serving");
     Ok(Herald {
         addr,
         created_admin_token,
@@ -146,7 +156,7 @@ async fn bootstrap_admin(state: &AppState) -> Result<Option<String>, String> {
 async fn upkeep(state: AppState, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = tokio::time::sleep(UPKEEP_EVERY) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
         let now = herald_core::clock::now_ms();
@@ -158,6 +168,25 @@ async fn upkeep(state: AppState, mut stopped: watch::Receiver<bool>) {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+        checkpoint(&state).await;
+    }
+}
+
+/// Appends a signed audit checkpoint if anything happened since the last one.
+pub async fn checkpoint(state: &AppState) -> Option<i64> {
+    let signer = state.signer.clone();
+    let sign: herald_store::CheckpointFn =
+        Box::new(move |seq, hash| signer.checkpoint_detail(seq, hash));
+    match state
+        .store
+        .append_checkpoint(sign, herald_core::clock::now_ms())
+        .await
+    {
+        Ok(seq) => seq,
+        Err(e) => {
+            tracing::warn!(error = %e, "appending an audit checkpoint failed");
+            None
         }
     }
 }

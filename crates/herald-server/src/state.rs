@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::destinations::DestinationCache;
 use crate::dispatcher::Dispatcher;
 use herald_channels::Channels;
+use herald_core::audit::CheckpointSigner;
 use herald_core::crypto::SecretBox;
 use herald_store::Store;
 use std::sync::Arc;
@@ -17,5 +18,7 @@ pub struct AppState {
     pub destinations: Arc<DestinationCache>,
     pub dispatcher: Dispatcher,
     pub auth: Arc<Authenticator>,
+    /// Signs audit checkpoints.
+    pub signer: Arc<CheckpointSigner>,
     pub config: Arc<Config>,
 }

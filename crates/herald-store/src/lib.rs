@@ -39,6 +39,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Builds a checkpoint's detail from the `(seq, hash)` it attests.
+pub type CheckpointFn = Box<dyn FnOnce(i64, &str) -> serde_json::Value + Send>;
+
 /// Herald's storage. Implementations must make each method atomic and durable before it
 /// returns.
 #[async_trait]
@@ -109,6 +112,18 @@ pub trait Store: Send + Sync + 'static {
     // ----- audit, metadata, upkeep ----------------------------------------------------
 
     async fn append_audit(&self, entries: Vec<NewAudit>) -> Result<()>;
+    /// Appends a checkpoint attesting the current head: `sign(seq, hash)` gives its detail.
+    /// Does nothing (returns `None`) when the head is already a checkpoint or the log is empty.
+    async fn append_checkpoint(&self, sign: CheckpointFn, now: i64) -> Result<Option<i64>>;
+    /// Replaces every destination's sealed settings and the given metadata in one
+    /// transaction (master-key rotation).
+    async fn reseal(
+        &self,
+        destinations: Vec<(String, String)>,
+        meta: Vec<(String, String)>,
+        actor: &str,
+        now: i64,
+    ) -> Result<()>;
     /// Entries with `seq > after`, oldest first.
     async fn list_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>>;
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;

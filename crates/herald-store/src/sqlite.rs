@@ -9,9 +9,9 @@
 //!   insert inside the caller's transaction, never a commit of its own.
 
 use crate::model::*;
-use crate::{Result, Store, StoreError};
+use crate::{CheckpointFn, Result, Store, StoreError};
 use async_trait::async_trait;
-use herald_core::audit::{AuditEntry, GENESIS, entry_hash};
+use herald_core::audit::{AuditEntry, CHECKPOINT_ACTION, GENESIS, entry_hash};
 use herald_core::clock::rfc3339;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
 use serde_json::{Value, json};
@@ -1250,6 +1250,58 @@ impl Store for SqliteStore {
                     audit(w, e).await?;
                 }
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn append_checkpoint(&self, sign: CheckpointFn, now: i64) -> Result<Option<i64>> {
+        self.write(move |w| {
+            Box::pin(async move {
+                let (seq, hash) = w.audit_head.clone();
+                if seq == 0 {
+                    return Ok(None);
+                }
+                let last: String = sqlx::query_scalar("SELECT action FROM audit_log WHERE seq = ?")
+                    .bind(seq)
+                    .fetch_one(&mut w.conn)
+                    .await?;
+                if last == CHECKPOINT_ACTION {
+                    return Ok(None);
+                }
+                let detail = sign(seq, &hash);
+                audit(
+                    w,
+                    &new_audit(now, "system", CHECKPOINT_ACTION, "audit", detail),
+                )
+                .await?;
+                Ok(Some(seq + 1))
+            })
+        })
+        .await
+    }
+
+    async fn reseal(
+        &self,
+        destinations: Vec<(String, String)>,
+        meta: Vec<(String, String)>,
+        actor: &str,
+        now: i64,
+    ) -> Result<()> {
+        let actor = actor.to_string();
+        self.write(move |w| {
+            Box::pin(async move {
+                for (name, sealed) in &destinations {
+                    sqlx::query("UPDATE destinations SET spec = ? WHERE name = ?").bind(sealed).bind(name).execute(&mut w.conn).await?;
+                }
+                for (key, value) in &meta {
+                    sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")
+                        .bind(key)
+                        .bind(value)
+                        .execute(&mut w.conn)
+                        .await?;
+                }
+                audit(w, &new_audit(now, &actor, "master_key.rotated", "secrets", json!({"destinations": destinations.len()}))).await
             })
         })
         .await

@@ -95,6 +95,14 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Re-seal every stored secret under a new master key (run with the server stopped).
+    RotateMasterKey {
+        #[command(flatten)]
+        server: ServeArgs,
+        /// The new key (base64 of 32 bytes); generated when absent.
+        #[arg(long, env = "HERALD_NEW_MASTER_KEY", hide_env_values = true)]
+        new_key: Option<String>,
+    },
     /// The audit log.
     Audit {
         #[command(flatten)]
@@ -188,6 +196,10 @@ pub enum AuditAction {
     Verify {
         #[arg(long)]
         file: Option<PathBuf>,
+        /// With --file: check checkpoint signatures against this ed25519 public key (base64,
+        /// from `GET /api/v1/audit/public-key`).
+        #[arg(long)]
+        public_key: Option<String>,
     },
     /// Write the chain as JSON Lines.
     Export {

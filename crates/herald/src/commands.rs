@@ -160,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Dlq { remote, action } => dlq(&remote, action).await,
         Command::Tokens { remote, action } => tokens(&remote, action).await,
         Command::Audit { remote, action } => audit(&remote, action).await,
+        Command::RotateMasterKey { server, new_key } => rotate_master_key(server, new_key).await,
     }
 }
 
@@ -180,7 +181,8 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+/// The server configuration from defaults, file, environment and flags.
+fn server_config(args: ServeArgs) -> Result<herald_server::config::Config, String> {
     let mut figment = herald_server::config::Config::figment(args.config.as_deref());
     if let Some(v) = args.listen {
         figment = figment.merge(("listen", v));
@@ -198,6 +200,35 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .extract()
         .map_err(|e| format!("configuration: {e}"))?;
     config.check()?;
+    Ok(config)
+}
+
+async fn rotate_master_key(args: ServeArgs, new_key: Option<String>) -> Result<ExitCode, String> {
+    let config = server_config(args)?;
+    let (store, old) = herald_server::open_store(&config).await?;
+    let key_file = config
+        .master_key
+        .is_none()
+        .then(|| herald_server::keys::key_file(&config.data_dir));
+    let key =
+        herald_server::keys::rotate(store.as_ref(), &old, new_key, key_file.as_deref(), "cli")
+            .await;
+    store.close().await;
+    let key = key?;
+    match key_file {
+        Some(f) => println!(
+            "secrets re-sealed; the new master key is in {}",
+            f.display()
+        ),
+        None => println!(
+            "secrets re-sealed; set HERALD_MASTER_KEY on every node to the new key:\n{key}"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    let config = server_config(args)?;
     init_tracing(&config.log_format);
     let herald = herald_server::start(config).await?;
     println!("Herald is listening on http://{}", herald.addr);
@@ -523,10 +554,16 @@ async fn tokens(remote: &Remote, action: TokenAction) -> Result<ExitCode, String
 
 async fn audit(remote: &Remote, action: AuditAction) -> Result<ExitCode, String> {
     match action {
-        AuditAction::Verify { file: Some(path) } => {
+        AuditAction::Verify {
+            file: Some(path),
+            public_key,
+        } => {
             let f = std::fs::File::open(&path)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-            let mut v = ChainVerifier::new();
+            let mut v = match &public_key {
+                Some(k) => ChainVerifier::with_public_key(k),
+                None => ChainVerifier::new(),
+            };
             for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
                 let line = line.map_err(|e| format!("reading {}: {e}", path.display()))?;
                 if line.trim().is_empty() {
@@ -553,7 +590,7 @@ async fn audit(remote: &Remote, action: AuditAction) -> Result<ExitCode, String>
             }
             report(remote, v.finish())
         }
-        AuditAction::Verify { file: None } => {
+        AuditAction::Verify { file: None, .. } => {
             let api = Api::new(remote)?;
             let (_, v) = api.call(Method::GET, "/api/v1/audit/verify", None).await?;
             let verification: herald_core::audit::Verification =
@@ -603,6 +640,18 @@ fn report(remote: &Remote, v: herald_core::audit::Verification) -> Result<ExitCo
         println!("{}", serde_json::to_string(&v).unwrap_or_default());
     } else if v.ok {
         println!("audit chain intact: {} entries, head {}", v.entries, v.head);
+        match (v.signatures_checked, v.last_checkpoint) {
+            (true, Some(last)) => println!(
+                "{} signed checkpoints verified; the last covers entries up to seq {}",
+                v.checkpoints,
+                last - 1
+            ),
+            (true, None) => println!("no checkpoint yet: nothing is covered by a signature"),
+            (false, _) => println!(
+                "{} checkpoints found; signatures not checked (give --public-key)",
+                v.checkpoints
+            ),
+        }
     } else {
         println!(
             "audit chain BROKEN at seq {}: {} ({} entries verified before it)",

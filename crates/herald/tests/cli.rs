@@ -169,3 +169,116 @@ async fn an_exported_audit_chain_verifies_offline_and_tampering_is_found_to_the_
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_checkpoints_prove_an_export_comes_from_this_herald() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/")}))
+        .await;
+    h.send(json!({"text": "m", "to": ["hook"]})).await;
+    rx.wait_for(1, Duration::from_secs(15)).await;
+    let (_, cp) = h
+        .call(reqwest::Method::POST, "/api/v1/audit/checkpoint", None)
+        .await;
+    assert!(cp["seq"].is_i64(), "{cp}");
+    let (_, again) = h
+        .call(reqwest::Method::POST, "/api/v1/audit/checkpoint", None)
+        .await;
+    assert!(
+        again["seq"].is_null(),
+        "nothing new since the last checkpoint"
+    );
+    let (_, key) = h
+        .call(reqwest::Method::GET, "/api/v1/audit/public-key", None)
+        .await;
+    let key = key["public_key"].as_str().unwrap().to_string();
+    let (_, v) = h
+        .call(reqwest::Method::GET, "/api/v1/audit/verify", None)
+        .await;
+    assert_eq!(
+        (
+            v["ok"].clone(),
+            v["checkpoints"].clone(),
+            v["signatures_checked"].clone()
+        ),
+        (json!(true), json!(1), json!(true))
+    );
+
+    let file = h.dir.path().join("chain.jsonl");
+    stdout(&herald(
+        &h,
+        &["audit", "export", "--out", file.to_str().unwrap()],
+    ));
+    let out = stdout(&herald(
+        &h,
+        &[
+            "audit",
+            "verify",
+            "--file",
+            file.to_str().unwrap(),
+            "--public-key",
+            &key,
+        ],
+    ));
+    assert!(out.contains("1 signed checkpoints verified"), "{out}");
+
+    let (other, _) = herald_core::audit::CheckpointSigner::generate();
+    let o = herald(
+        &h,
+        &[
+            "audit",
+            "verify",
+            "--file",
+            file.to_str().unwrap(),
+            "--public-key",
+            &other.public_key(),
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "a chain signed by another Herald is refused"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("signature"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_master_key_keeps_every_secret_usable() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination("api", json!({"kind": "http", "url": rx.url("/in"), "headers": {"Authorization": "Bearer inline-secret-value-1234"}})).await;
+    let cfg = h.herald.as_ref().unwrap().state.config.as_ref().clone();
+    let dir = h.stop().await;
+    let key_file = dir.path().join("master.key");
+    let before = std::fs::read_to_string(&key_file).unwrap();
+
+    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "rotate-master-key",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .env_remove("HERALD_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(before, after, "the key file holds the new key");
+    assert!(!dir.path().join("master.key.new").exists());
+
+    let h = TestHerald::start_config(cfg, dir).await;
+    h.send(json!({"payload": {"x": 1}, "to": ["api"]})).await;
+    let got = rx.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Bearer inline-secret-value-1234")
+    );
+    let (_, audit) = h
+        .call(reqwest::Method::GET, "/api/v1/audit?limit=1000", None)
+        .await;
+    assert!(audit.to_string().contains("master_key.rotated"));
+    assert!(
+        !audit.to_string().contains("inline-secret-value"),
+        "no secret in the audit log"
+    );
+}

@@ -50,14 +50,14 @@ pub async fn list(
     Ok(Json(AuditPage { items, next_after }))
 }
 
-/// Verifies the whole chain from the first entry.
+/// Verifies the whole chain from the first entry, checkpoint signatures included.
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", responses((status = 200, body = Verification)), security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<Verification>> {
     caller.require(Scope::Read)?;
-    let mut v = ChainVerifier::new();
+    let mut v = ChainVerifier::with_public_key(&state.signer.public_key());
     let mut after = 0;
     loop {
         let page = state.store.list_audit(after, 1000).await?;
@@ -71,4 +71,43 @@ pub async fn verify(
         }
         after = page.last().map(|e| e.seq).unwrap_or(after);
     }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PublicKey {
+    pub algorithm: &'static str,
+    /// Base64 of the ed25519 public key that signs checkpoints.
+    pub public_key: String,
+}
+
+/// The key that signs audit checkpoints, for offline verification of an export
+/// (`herald audit verify --file chain.jsonl --public-key <key>`).
+#[utoipa::path(get, path = "/api/v1/audit/public-key", tag = "audit", responses((status = 200, body = PublicKey)), security(("bearer" = [])))]
+pub async fn public_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<PublicKey>> {
+    caller.require(Scope::Read)?;
+    Ok(Json(PublicKey {
+        algorithm: "ed25519",
+        public_key: state.signer.public_key(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CheckpointResult {
+    /// The checkpoint's `seq`, or null when the head already was a checkpoint.
+    pub seq: Option<i64>,
+}
+
+/// Append a signed checkpoint now (Herald also does so every minute when there is news).
+#[utoipa::path(post, path = "/api/v1/audit/checkpoint", tag = "audit", responses((status = 200, body = CheckpointResult)), security(("bearer" = [])))]
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<CheckpointResult>> {
+    caller.require(Scope::Admin)?;
+    Ok(Json(CheckpointResult {
+        seq: crate::checkpoint(&state).await,
+    }))
 }

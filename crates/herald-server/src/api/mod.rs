@@ -57,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
+        .route("/audit/public-key", get(audit::public_key))
+        .route("/audit/checkpoint", post(audit::checkpoint))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .layer(DefaultBodyLimit::max(max_body))

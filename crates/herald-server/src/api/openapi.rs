@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
         super::destinations::put, super::destinations::list, super::destinations::get, super::destinations::delete,
         super::destinations::health, super::destinations::test, super::destinations::enable,
         super::dlq::list, super::dlq::replay_one, super::dlq::replay_all, super::dlq::discard,
-        super::audit::list, super::audit::verify,
+        super::audit::list, super::audit::verify, super::audit::public_key, super::audit::checkpoint,
         super::tokens::create, super::tokens::list, super::tokens::revoke,
         super::health::healthz, super::health::readyz,
     ),
