@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test Herald has: formatting, lints, and the whole test suite.
-# This is the README's test command and what CI (.ci/run) calls.
+# Runs every check and test Herald has: formatting, lints, the whole test suite (Rust unit,
+# integration and crash tests), bounded fuzzing of the parsers, and property-based testing of
+# the HTTP API against its OpenAPI document. This is the README's test command and what CI
+# (.ci/run) calls. FAST=1 skips the two fuzzing stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +10,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is not installed: install Rust (https://rustup.rs) first" >&2
     exit 1
 fi
+mkdir -p target
+log=target/test-output.log
+: >"$log"
+status=0
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -16,13 +22,22 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
-mkdir -p target
 set +e
-cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee target/test-output.log
-status=${PIPESTATUS[0]}
+cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
-grep -E "^(crash test|group commit):" target/test-output.log || true
-# One closing line for the whole run.
+
+if [ "${FAST:-0}" != "1" ]; then
+    echo "== fuzzing (cargo fuzz)"
+    ./scripts/fuzz.sh 2>&1 | tee -a "$log" || status=1
+    echo "== API property testing (schemathesis)"
+    ./scripts/api-fuzz.sh 2>&1 | tee -a "$log" || status=1
+fi
+
+echo "== results"
+grep -E "^(crash test|group commit|rate limit|breaker|fast destination):" "$log" || true
+# One closing line for the whole run: every test runner's counts added up.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
-     END { printf "summary: %d passed, %d failed\n", p, f }' target/test-output.log
+     /^(fuzz|schemathesis): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

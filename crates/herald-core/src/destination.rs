@@ -21,6 +21,9 @@ use std::time::Duration;
 use utoipa::ToSchema;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Caps on lists and expressions in a destination (input hardening).
+const MAX_LIST: usize = 100;
+const MAX_FILTER: usize = 4096;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A destination as configured (TOML or `PUT /api/v1/destinations/{name}`).
@@ -114,6 +117,15 @@ impl DestinationSpec {
                 "name",
                 format!("{n:?} does not match the name in the path ({name:?})"),
             );
+        }
+        if self.events.len() > MAX_LIST {
+            errs.push("events", format!("at most {MAX_LIST} patterns"));
+        }
+        if self.tags.len() > MAX_LIST {
+            errs.push("tags", format!("at most {MAX_LIST} tags"));
+        }
+        if self.filter.as_ref().is_some_and(|f| f.len() > MAX_FILTER) {
+            errs.push("filter", format!("at most {MAX_FILTER} bytes"));
         }
         if self.events.is_empty() {
             errs.push(

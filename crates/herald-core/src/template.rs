@@ -36,23 +36,29 @@ impl TemplateEngine {
 
     /// Compiles a template, reporting a syntax error as text.
     pub fn check_template(&self, src: &str) -> Result<(), String> {
-        self.env
-            .template_from_str(src)
-            .map(|_| ())
-            .map_err(describe)
+        reject_unbounded(src, false)?;
+        guarded(|| {
+            self.env
+                .template_from_str(src)
+                .map(|_| ())
+                .map_err(describe)
+        })
     }
 
     /// Compiles a filter expression such as `severity == "critical"`.
     pub fn check_expression(&self, src: &str) -> Result<(), String> {
-        self.env
-            .compile_expression(src)
-            .map(|_| ())
-            .map_err(describe)
+        reject_unbounded(src, true)?;
+        guarded(|| {
+            self.env
+                .compile_expression(src)
+                .map(|_| ())
+                .map_err(describe)
+        })
     }
 
     /// Renders a template against a context.
     pub fn render(&self, src: &str, ctx: &Value) -> Result<String, String> {
-        let out = self.env.render_str(src, ctx).map_err(describe)?;
+        let out = guarded(|| self.env.render_str(src, ctx).map_err(describe))?;
         if out.len() > MAX_OUTPUT {
             return Err(format!("rendered output exceeds {MAX_OUTPUT} bytes"));
         }
@@ -67,9 +73,49 @@ impl TemplateEngine {
 
     /// Evaluates a filter expression to a boolean (minijinja truthiness).
     pub fn eval_bool(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
-        let compiled = self.env.compile_expression(expr).map_err(describe)?;
-        compiled.eval(ctx).map(|v| v.is_true()).map_err(describe)
+        guarded(|| {
+            let compiled = self.env.compile_expression(expr).map_err(describe)?;
+            compiled.eval(ctx).map(|v| v.is_true()).map_err(describe)
+        })
     }
+}
+
+/// Refuses the `*` operator. Fuel counts instructions, but one `*` can build a sequence of
+/// quadrillions of items (`() * 6666666666666661`, found by the `template` fuzz target) and
+/// hang the worker that iterates it; with message data as the factor, any sender could.
+/// Multiplication has little use in a notification; compute such values in the payload.
+fn reject_unbounded(src: &str, in_expr: bool) -> Result<(), String> {
+    use minijinja::machinery::{Token, WhitespaceConfig, tokenize};
+    guarded(|| {
+        // The tokenizer repeats its error forever: stop at the first one (the compiler
+        // reports syntax errors, with better messages).
+        for t in tokenize(
+            src,
+            in_expr,
+            Default::default(),
+            WhitespaceConfig::default(),
+        ) {
+            match t {
+                Ok((Token::Mul, span)) => {
+                    return Err(format!(
+                        "line {}: the `*` operator is not available in Herald templates (compute the value in the payload)",
+                        span.start_line
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs a minijinja call, turning a panic inside the engine into an error. (minijinja 2.24
+/// panics with "empty lexer stack" on some malformed input, e.g. the expression `v}}de`,
+/// found by the `template` fuzz target.)
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err("the template engine could not process this text".to_string()))
 }
 
 fn describe(e: minijinja::Error) -> String {
@@ -140,6 +186,32 @@ mod tests {
             !t.eval_bool("payload.missing.deeper", &json!({"payload": {}}))
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn multiplication_is_refused() {
+        let t = TemplateEngine::new();
+        assert!(
+            t.check_expression("0-()*6666666666666661")
+                .unwrap_err()
+                .contains("`*`")
+        );
+        assert!(t.check_template("{{ '-' * payload.width }}").is_err());
+        assert!(
+            t.check_template("{{ 2 ** 3 }} {{ '*' }}").is_ok(),
+            "power and a literal star are fine"
+        );
+        assert!(
+            t.check_expression("\n$").is_err(),
+            "a lexer error ends the scan (found by the fuzzer)"
+        );
+    }
+
+    #[test]
+    fn engine_panics_become_errors() {
+        let t = TemplateEngine::new();
+        assert!(t.check_expression("v}}de").is_err());
+        assert!(t.eval_bool("v}}de", &json!({})).is_err());
     }
 
     #[test]
