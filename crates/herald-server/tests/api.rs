@@ -527,3 +527,32 @@ async fn destinations_mask_secrets_and_can_be_deleted() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_use_is_recorded() {
+    let h = TestHerald::start().await;
+    let (_, created) = h
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "ci", "scopes": ["read"]})),
+        )
+        .await;
+    let token = created["token"].as_str().unwrap().to_string();
+    let (status, _) = h
+        .call_as(&token, Method::GET, "/api/v1/deliveries", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let cfg = h.herald.as_ref().unwrap().state.config.as_ref().clone();
+    let dir = h.stop().await; // a graceful stop writes the batched last-use times
+    let h = TestHerald::start_config(cfg, dir).await;
+    let (_, list) = h.call(Method::GET, "/api/v1/tokens", None).await;
+    let ci = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .unwrap()
+        .clone();
+    assert!(ci["last_used_at"].is_string(), "{ci}");
+}

@@ -119,3 +119,39 @@ async fn a_kill_9_mid_load_loses_no_acknowledged_message() {
     );
     assert!(acked.len() >= 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_nothing_pending_is_lost() {
+    herald_server::install_crypto_provider();
+    let rx = FakeReceiver::start().await;
+    rx.set_default(herald_testkit::receiver::Reply::status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let node = spawn(dir.path());
+    let http = reqwest::Client::new();
+    let put = http
+        .put(format!("{}/api/v1/destinations/hook", node.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"kind": "webhook", "url": rx.url("/hook"), "retry": {"schedule": ["300ms"], "jitter": false}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let sent: serde_json::Value = http
+        .post(format!("{}/api/v1/messages", node.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"text": "keep me", "to": ["hook"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rx.wait_for(1, Duration::from_secs(15)).await;
+    let status = node.terminate();
+    assert!(status.success(), "herald exits 0 on SIGTERM: {status}");
+
+    rx.set_default(herald_testkit::receiver::Reply::ok());
+    let _node = spawn(dir.path());
+    let got = rx.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(got[1].header("webhook-id"), sent["id"].as_str());
+}
