@@ -22,6 +22,7 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "concurrency",
     "sqlite_synchronous",
+    "metrics_token",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +64,8 @@ pub struct Config {
     pub max_attachment_bytes: usize,
     /// How long a graceful shutdown waits for attempts in flight.
     pub shutdown_grace: HumanDuration,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
     /// Destinations declared as code; applied on start.
     pub destinations: BTreeMap<String, DestinationSpec>,
 }
@@ -88,6 +91,7 @@ impl Default for Config {
             max_message_bytes: 16 << 20,
             max_attachment_bytes: herald_core::message::DEFAULT_MAX_ATTACHMENT_BYTES,
             shutdown_grace: HumanDuration(Duration::from_secs(15)),
+            metrics_token: None,
             destinations: BTreeMap::new(),
         }
     }

@@ -180,6 +180,7 @@ impl Dispatcher {
                 let b = bucket.get_or_insert_with(|| TokenBucket::full(&l, now));
                 let available = b.available(&l, now);
                 if available < capacity {
+                    metrics::counter!("herald_rate_limit_waits_total", "destination" => d.name.clone()).increment(1);
                     capacity = available;
                     wake_at = wake_at.min(b.next_token_at(&l));
                 }
@@ -416,6 +417,14 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool) {
     };
     let duration_ms = t0.elapsed().as_millis() as i64;
     let finished_at = now_ms();
+    let outcome = report.verdict.outcome().as_str();
+    metrics::counter!("herald_attempts_total", "destination" => dest.name.clone(), "outcome" => outcome).increment(1);
+    metrics::histogram!("herald_attempt_duration_seconds", "destination" => dest.name.clone())
+        .record(duration_ms as f64 / 1000.0);
+    if number == 1 {
+        let waited = (started_at - c.message.created_at).max(0) as f64 / 1000.0;
+        metrics::histogram!("herald_first_attempt_delay_seconds").record(waited);
+    }
     let max_wait = state.config.max_retry_after.0;
     let used = number.saturating_sub(c.delivery.budget_base);
     let fallback = dest.spec.fallback.as_ref();
@@ -467,6 +476,7 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool) {
     });
     if let Some(t) = breaker.as_ref().and_then(|b| b.transition.as_deref()) {
         tracing::warn!(destination = %dest.name, transition = t, "circuit breaker changed state");
+        metrics::counter!("herald_breaker_transitions_total", "destination" => dest.name.clone(), "transition" => t.to_string()).increment(1);
     }
     tracing::Span::current().record("outcome", report.verdict.outcome().as_str());
     tracing::info!(status = ?report.status_code, error = ?report.error, duration_ms, next = ?next, "attempt finished");
@@ -542,6 +552,15 @@ async fn record(state: &AppState, finish: FinishAttempt) {
             "lease lost before the attempt was recorded; another worker owns the delivery"
         );
         return;
+    }
+    let finished = match finish.next {
+        NextState::Delivered => Some("delivered"),
+        NextState::Dead => Some("dead"),
+        NextState::FailedOver { .. } => Some("failed_over"),
+        NextState::Retry { .. } => None,
+    };
+    if let Some(status) = finished {
+        metrics::counter!("herald_deliveries_finished_total", "destination" => destination.clone(), "status" => status).increment(1);
     }
     if matches!(finish.next, NextState::FailedOver { .. }) {
         state.dispatcher.wake();

@@ -65,6 +65,7 @@ pub async fn submit(
     if !batch.is_empty() {
         let outcomes = state.store.accept_messages(batch).await?;
         let mut any_new = false;
+        let mut replayed = 0u64;
         for ((slot, body), outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = Some(match outcome {
                 AcceptOutcome::Accepted => {
@@ -74,14 +75,19 @@ pub async fn submit(
                         replayed: false,
                     })
                 }
-                AcceptOutcome::Replayed { response } => serde_json::from_str(&response)
-                    .map(|body| Accepted {
-                        body,
-                        replayed: true,
-                    })
-                    .map_err(|e| {
-                        ApiError::Internal(format!("stored idempotent response unreadable: {e}"))
-                    }),
+                AcceptOutcome::Replayed { response } => {
+                    replayed += 1;
+                    serde_json::from_str(&response)
+                        .map(|body| Accepted {
+                            body,
+                            replayed: true,
+                        })
+                        .map_err(|e| {
+                            ApiError::Internal(format!(
+                                "stored idempotent response unreadable: {e}"
+                            ))
+                        })
+                }
                 AcceptOutcome::KeyConflict => Err(ApiError::Unprocessable(
                     "this Idempotency-Key was already used with a different request body".into(),
                 )),
@@ -90,6 +96,12 @@ pub async fn submit(
         if any_new {
             state.dispatcher.wake();
         }
+        let accepted = results
+            .iter()
+            .filter(|r| matches!(r, Some(Ok(a)) if !a.replayed))
+            .count();
+        metrics::counter!("herald_messages_accepted_total").increment(accepted as u64);
+        metrics::counter!("herald_messages_replayed_total").increment(replayed);
     }
     Ok(results
         .into_iter()

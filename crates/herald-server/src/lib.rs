@@ -21,6 +21,7 @@ pub mod dispatcher;
 pub mod ingest;
 pub mod keys;
 pub mod state;
+pub mod telemetry;
 
 pub use herald_channels::client::install_crypto_provider;
 
@@ -84,6 +85,7 @@ pub async fn start(config: Config) -> Result<Herald, String> {
     config.check()?;
     let config = Arc::new(config);
     let policy = NetPolicy::with_allowed(&config.allow_networks)?;
+    telemetry::prometheus();
     let (store, secrets) = open_store(&config).await?;
     let signer = keys::load_signer(store.as_ref(), &secrets).await?;
 

@@ -254,6 +254,7 @@ async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
 /// Runs jobs in one transaction, each inside its own savepoint, commits once, then answers
 /// every caller.
 async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
+    let started = std::time::Instant::now();
     let head_before = w.audit_head.clone();
     if let Err(e) = exec(&mut w.conn, "BEGIN IMMEDIATE").await {
         // Dropping the jobs answers each caller with an error.
@@ -286,6 +287,9 @@ async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
             w.stats
                 .jobs
                 .fetch_add(replies.len() as u64, Ordering::Relaxed);
+            metrics::histogram!("herald_store_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("herald_store_commit_jobs").record(replies.len() as f64);
             replies.into_iter().for_each(|r| r(None));
         }
         Err(e) => {

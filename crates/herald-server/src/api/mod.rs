@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi::spec))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::telemetry::metrics))
         .fallback(not_found)
         .layer(axum::middleware::map_response(problems_everywhere))
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -1,0 +1,97 @@
+//! Prometheus metrics at `GET /metrics`. Names and labels are documented in
+//! docs/operations.md; the only label with open values is `destination`, bounded by the
+//! destinations an admin configures.
+
+use crate::api::problem::ApiError;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use herald_core::breaker::Breaker;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use subtle::ConstantTimeEq;
+
+/// Latency buckets (seconds) for attempts and commits.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// The process-wide recorder (installed once, shared by every server in the process).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("herald_store_commit_jobs".into()),
+                    BATCH_BUCKETS,
+                )
+            });
+        let recorder = match builder {
+            Ok(b) => b.build_recorder(),
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding application's): then
+        // Herald's metrics go there and this handle renders only what it saw.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Renders every metric, with queue depths and breaker states read fresh.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(expected) = &state.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(ApiError::Unauthorized(
+                "metrics need `Authorization: Bearer <metrics_token>`".into(),
+            ));
+        }
+    }
+    for d in state.destinations.all() {
+        let name = d.name.clone();
+        let counts = state.store.queue_counts(&name).await?;
+        for (status, n) in [
+            ("pending", counts.pending),
+            ("in_flight", counts.in_flight),
+            ("dead", counts.dead),
+        ] {
+            metrics::gauge!("herald_queue_depth", "destination" => name.clone(), "status" => status).set(n as f64);
+        }
+        metrics::gauge!("herald_dlq_size", "destination" => name.clone()).set(counts.dead as f64);
+        let state_code = match *d.breaker.lock().expect("breaker lock") {
+            Breaker::Closed { .. } => 0.0,
+            Breaker::HalfOpen { .. } => 1.0,
+            Breaker::Open { .. } => 2.0,
+        };
+        metrics::gauge!("herald_breaker_state", "destination" => name.clone()).set(state_code);
+        metrics::gauge!("herald_destination_enabled", "destination" => name.clone())
+            .set(if d.enabled() { 1.0 } else { 0.0 });
+        let paused = d
+            .paused_until()
+            .is_some_and(|p| p > herald_core::clock::now_ms());
+        metrics::gauge!("herald_destination_paused", "destination" => name).set(if paused {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    metrics::gauge!("herald_attempts_in_flight").set(state.dispatcher.in_flight() as f64);
+    let mut resp = prometheus().render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}
