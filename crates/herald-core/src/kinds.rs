@@ -422,11 +422,10 @@ impl EmailSpec {
 impl SmsSpec {
     fn validate(&self, templates: &TemplateEngine, errs: &mut ValidationErrors) {
         check_plain(&self.account_sid, "account_sid", errs);
-        if !has_reference(&self.account_sid)
-            && !(self.account_sid.len() == 34
-                && self.account_sid.starts_with("AC")
-                && self.account_sid.bytes().all(|b| b.is_ascii_alphanumeric()))
-        {
+        let sid_ok = self.account_sid.len() == 34
+            && self.account_sid.starts_with("AC")
+            && self.account_sid.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !has_reference(&self.account_sid) && !sid_ok {
             errs.push(
                 "account_sid",
                 "a Twilio account SID is AC followed by 32 characters",
