@@ -8,7 +8,7 @@
 //! of embed text in all): long text is cut with a visible marker. A message's
 //! `channels.discord.content` (cut to 2000) and `channels.discord.embeds` (at most 10,
 //! checked against the limits: over them is a permanent `override` error) replace the
-//! defaults; a destination `template` renders the whole JSON body.
+//! defaults; without them, a destination `template` renders the whole JSON body.
 //!
 //! Answers: 204 (or 200 with `?wait=true`) delivered; 429 retries after the body's float
 //! `retry_after` (preferred over the rounded `Retry-After` header) and pauses the
@@ -149,10 +149,10 @@ pub fn check_embeds(embeds: &Value) -> Result<(), String> {
 }
 
 fn body(ch: &Channels, d: &DiscordSpec, a: &Attempt<'_>) -> Result<Value, SendReport> {
-    if let Some(t) = &d.template {
+    let o = overrides(a.message, "discord")?;
+    if let (None, Some(t)) = (o, &d.template) {
         return template_json(ch, t, a, "discord").map(Value::Object);
     }
-    let o = overrides(a.message, "discord")?;
     let mut body = Map::new();
     match o.and_then(|o| o.get("embeds")) {
         None | Some(Value::Null) => {

@@ -9,7 +9,7 @@
 //! `channels.slack.blocks` are sent as given, but checked against the same limits first:
 //! blocks over them are a permanent `override` error (Herald does not guess how to cut
 //! someone else's layout). `channels.slack.text` replaces the notification fallback text.
-//! A destination `template` renders the whole JSON body instead.
+//! Without overrides, a destination `template` renders the whole JSON body instead.
 //!
 //! Incoming webhook answers: 2xx delivered; 429 retries after `Retry-After` and pauses
 //! the destination; 404 `no_service`/`channel_not_found` and 410 are permanent and disable
@@ -202,9 +202,11 @@ fn text_units(v: &Value) -> usize {
     }
 }
 
-/// The JSON body for this attempt: the template's, the message's blocks, or the default.
+/// The JSON body for this attempt: the message's overrides on the default rendering, else
+/// the destination template's, else the default.
 fn body(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> Result<Map<String, Value>, SendReport> {
-    if let Some(t) = &s.template {
+    let o = overrides(a.message, "slack")?;
+    if let (None, Some(t)) = (o, &s.template) {
         let body = template_json(ch, t, a, "slack")?;
         if let Some(blocks) = body.get("blocks") {
             check_blocks(blocks).map_err(|e| {
@@ -213,7 +215,6 @@ fn body(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> Result<Map<String, Val
         }
         return Ok(body);
     }
-    let o = overrides(a.message, "slack")?;
     let mut body = render(a.message);
     if let Some(blocks) = o.and_then(|o| o.get("blocks")) {
         check_blocks(blocks).map_err(|e| override_error(format!("channels.slack.blocks: {e}")))?;

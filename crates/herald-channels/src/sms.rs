@@ -2,7 +2,7 @@
 //!
 //! Sends `POST {api_base}/2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded
 //! `To`, `From` and `Body`, with HTTP Basic `AccountSid:AuthToken`. The body is the title
-//! and the text (or the destination `template`, or the message's `channels.sms.text`), cut
+//! and the text (or the message's `channels.sms.text`, or the destination `template`), cut
 //! to Twilio's 1600 characters with a visible marker.
 //!
 //! Answers: 201 (any 2xx) delivered; error code 20429 or HTTP 429 retries (after
@@ -42,13 +42,11 @@ pub fn render(message: &Message) -> String {
 }
 
 fn text(ch: &Channels, s: &SmsSpec, a: &Attempt<'_>) -> Result<String, SendReport> {
-    if let Some(src) = &s.template {
-        return Ok(truncate(&template_text(ch, src, a, "sms")?, MAX_BODY).into_owned());
-    }
-    let o = overrides(a.message, "sms")?;
-    Ok(match override_str(o, "sms", "text")? {
-        Some(t) => truncate(t, MAX_BODY).into_owned(),
-        None => render(a.message),
+    let given = override_str(overrides(a.message, "sms")?, "sms", "text")?;
+    Ok(match (given, &s.template) {
+        (Some(t), _) => truncate(t, MAX_BODY).into_owned(),
+        (None, Some(src)) => truncate(&template_text(ch, src, a, "sms")?, MAX_BODY).into_owned(),
+        (None, None) => render(a.message),
     })
 }
 

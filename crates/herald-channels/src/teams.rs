@@ -8,7 +8,7 @@
 //! event type and message id. Teams refuses requests over about 28 KB, so the text is cut
 //! (with a visible marker) to keep the request under 26 KB. A message's
 //! `channels.teams.card` replaces the card as given (over the size limit it is a permanent
-//! `override` error); a destination `template` renders the whole JSON body.
+//! `override` error); otherwise a destination `template` renders the whole JSON body.
 //!
 //! Answers: Workflows 202 (any 2xx but 200) delivered; legacy 200 with body `1` delivered;
 //! a 200 with any other body is a failure — one mentioning `HTTP error 429` or
@@ -99,12 +99,12 @@ pub fn envelope(card: Value) -> Value {
 }
 
 fn body(ch: &Channels, t: &TeamsSpec, a: &Attempt<'_>) -> Result<Value, SendReport> {
-    if let Some(src) = &t.template {
-        return template_json(ch, src, a, "teams").map(Value::Object);
-    }
     let given = overrides(a.message, "teams")?.and_then(|o| o.get("card"));
     match given {
-        None | Some(Value::Null) => Ok(envelope(card(a.message))),
+        None | Some(Value::Null) => match &t.template {
+            Some(src) => template_json(ch, src, a, "teams").map(Value::Object),
+            None => Ok(envelope(card(a.message))),
+        },
         Some(c @ Value::Object(_)) => {
             let body = envelope(c.clone());
             let size = body.to_string().len();

@@ -7,7 +7,7 @@
 //! **truncates** (with a visible marker) rather than splitting into several messages, so an
 //! attempt is always one request and a retry never repeats half a message. A message's
 //! `channels.telegram.html` is sent as given (it must already be Telegram HTML; over 4096
-//! characters, markup included, it is a permanent `override` error). A destination
+//! characters, markup included, it is a permanent `override` error). Otherwise a destination
 //! `template` renders the whole JSON body (`chat_id` is added when it has none).
 //!
 //! Answers: 200 `{"ok":true}` delivered; `parameters.retry_after` (a 429) retries after it
@@ -97,24 +97,22 @@ fn body(
     t: &TelegramSpec,
     a: &Attempt<'_>,
 ) -> Result<Map<String, Value>, SendReport> {
-    let mut body = if let Some(src) = &t.template {
-        template_json(ch, src, a, "telegram")?
-    } else {
-        let o = overrides(a.message, "telegram")?;
-        let text = match override_str(o, "telegram", "html")? {
-            Some(html) if units(html) > MAX_TEXT => {
-                return Err(override_error(format!(
-                    "channels.telegram.html is {} characters; Telegram takes {MAX_TEXT}",
-                    units(html)
-                )));
-            }
-            Some(html) => html.to_string(),
-            None => render(a.message),
-        };
-        let mut b = Map::new();
-        b.insert("text".into(), json!(text));
-        b.insert("parse_mode".into(), json!("HTML"));
-        b
+    let html = override_str(overrides(a.message, "telegram")?, "telegram", "html")?;
+    let mut body = match (html, &t.template) {
+        (Some(html), _) if units(html) > MAX_TEXT => {
+            return Err(override_error(format!(
+                "channels.telegram.html is {} characters; Telegram takes {MAX_TEXT}",
+                units(html)
+            )));
+        }
+        (None, Some(src)) => template_json(ch, src, a, "telegram")?,
+        (html, _) => {
+            let mut b = Map::new();
+            let text = html.map_or_else(|| render(a.message), str::to_string);
+            b.insert("text".into(), json!(text));
+            b.insert("parse_mode".into(), json!("HTML"));
+            b
+        }
     };
     if !body.contains_key("chat_id") {
         body.insert("chat_id".into(), chat_id_value(&t.chat_id));

@@ -68,7 +68,7 @@ async fn a_discord_429_waits_the_float_retry_after_and_pauses_the_destination() 
     discord_destination(&h, &rx).await;
     let a = h.send_one(json!({"text": "a", "to": ["discord"]})).await;
     rx.wait_for(1, WAIT).await;
-    assert!(h.health("discord").await["paused_until"].is_string());
+    h.wait_paused("discord", WAIT).await;
     let b = h.send_one(json!({"text": "b", "to": ["discord"]})).await;
     let d = h.wait_status(&a, "delivered", WAIT).await;
     h.wait_status(&b, "delivered", WAIT).await;

@@ -196,8 +196,7 @@ async fn a_slack_429_pauses_the_destination_until_retry_after() {
     webhook(&h, &rx).await;
     let a = h.send_one(json!({"text": "a", "to": ["slack"]})).await;
     rx.wait_for(1, WAIT).await;
-    let health = h.health("slack").await;
-    assert!(health["paused_until"].is_string(), "paused: {health}");
+    h.wait_paused("slack", WAIT).await;
     let b = h.send_one(json!({"text": "b", "to": ["slack"]})).await;
     let d = h.wait_status(&a, "delivered", WAIT).await;
     h.wait_status(&b, "delivered", WAIT).await;
@@ -223,7 +222,7 @@ async fn a_web_api_429_is_retried_after_retry_after() {
     web_api(&h, &rx).await;
     let id = h.send_one(json!({"text": "x", "to": ["slack"]})).await;
     rx.wait_for(1, WAIT).await;
-    assert!(h.health("slack").await["paused_until"].is_string());
+    h.wait_paused("slack", WAIT).await;
     h.wait_status(&id, "delivered", WAIT).await;
     let got = rx.received();
     assert!(got[1].at.duration_since(got[0].at) >= Duration::from_millis(900));
@@ -355,4 +354,11 @@ async fn a_destination_template_renders_the_whole_body() {
         rx.received()[0].json(),
         json!({"text": "slack: 템플릿 ✅", "unfurl_links": false})
     );
+    // A message's own blocks win over the destination's template.
+    let blocks = json!([{"type": "section", "text": {"type": "plain_text", "text": "직접"}}]);
+    let id = h
+        .send_one(json!({"text": "x", "to": ["slack"], "channels": {"slack": {"blocks": blocks}}}))
+        .await;
+    h.wait_status(&id, "delivered", WAIT).await;
+    assert_eq!(rx.received()[1].json()["blocks"], blocks);
 }

@@ -113,7 +113,7 @@ async fn a_workflows_429_pauses_the_destination_until_retry_after() {
     teams_destination(&h, &rx).await;
     let a = h.send_one(json!({"text": "a", "to": ["teams"]})).await;
     rx.wait_for(1, WAIT).await;
-    assert!(h.health("teams").await["paused_until"].is_string());
+    h.wait_paused("teams", WAIT).await;
     let b = h.send_one(json!({"text": "b", "to": ["teams"]})).await;
     h.wait_status(&a, "delivered", WAIT).await;
     h.wait_status(&b, "delivered", WAIT).await;

@@ -65,7 +65,7 @@ async fn retry_after_in_parameters_pauses_the_destination() {
     telegram_destination(&h, rx.url("")).await;
     let a = h.send_one(json!({"text": "a", "to": ["tg"]})).await;
     rx.wait_for(1, WAIT).await;
-    assert!(h.health("tg").await["paused_until"].is_string());
+    h.wait_paused("tg", WAIT).await;
     let b = h.send_one(json!({"text": "b", "to": ["tg"]})).await;
     let d = h.wait_status(&a, "delivered", WAIT).await;
     h.wait_status(&b, "delivered", WAIT).await;

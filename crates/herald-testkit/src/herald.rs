@@ -164,6 +164,15 @@ impl TestHerald {
         body
     }
 
+    /// Waits until the destination is paused (a Retry-After was recorded); returns its health.
+    pub async fn wait_paused(&self, name: &str, timeout: Duration) -> Value {
+        crate::eventually(timeout, &format!("{name} to be paused"), || async {
+            let h = self.health(name).await;
+            h["paused_until"].is_string().then_some(h)
+        })
+        .await
+    }
+
     /// The id of the first delivery of a 202 body.
     pub fn first_delivery(accepted: &Value) -> String {
         accepted["deliveries"][0]["id"]
