@@ -146,15 +146,6 @@ pub enum ChatId {
     Name(String),
 }
 
-impl std::fmt::Display for ChatId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ChatId::Id(i) => write!(f, "{i}"),
-            ChatId::Name(n) => f.write_str(n),
-        }
-    }
-}
-
 /// Telegram: Bot API `sendMessage`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
