@@ -115,6 +115,11 @@ impl GuardedClient {
         Ok(u)
     }
 
+    /// The SSRF policy, for connections made outside HTTP (SMTP).
+    pub fn policy(&self) -> &NetPolicy {
+        &self.policy
+    }
+
     pub fn inner(&self) -> &reqwest::Client {
         &self.client
     }

@@ -1,9 +1,12 @@
 //! # herald-channels
 //!
-//! One module per destination kind. Each turns a message into the provider's request, sends
-//! it through the SSRF-guarded client ([`client::GuardedClient`]) and classifies the answer
-//! into a [`SendReport`]: delivered, retry (maybe not before a given time, maybe pausing the
-//! whole destination) or permanent (maybe disabling the destination).
+//! One module per destination kind — [`webhook`], [`http`], [`slack`], [`teams`],
+//! [`discord`], [`telegram`], [`email`], [`sms`]. Each turns a message into the provider's
+//! request, sends it through the SSRF-guarded client ([`client::GuardedClient`]; SMTP checks
+//! the same policy) and classifies the answer into a [`SendReport`]: delivered, retry (maybe
+//! not before a given time, maybe pausing the whole destination) or permanent (maybe
+//! disabling the destination). [`render`] holds what the human-facing kinds share:
+//! truncation with a visible marker, escaping, overrides and templates.
 //!
 //! ```no_run
 //! # async fn demo(message: herald_core::message::Message, spec: herald_core::destination::DestinationSpec) {
@@ -17,9 +20,16 @@
 //! ```
 
 pub mod client;
+pub mod discord;
+pub mod email;
 pub mod http;
+pub mod render;
 pub mod response;
 pub mod secrets;
+pub mod slack;
+pub mod sms;
+pub mod teams;
+pub mod telegram;
 pub mod webhook;
 
 use herald_core::delivery::{SendReport, Verdict};
@@ -43,11 +53,13 @@ pub struct Attempt<'a> {
     pub number: u32,
 }
 
-/// Everything channels share: the guarded HTTP client and the template engine.
+/// Everything channels share: the guarded HTTP client, the template engine and the pooled
+/// SMTP transports.
 #[derive(Clone)]
 pub struct Channels {
     pub http: GuardedClient,
     pub templates: Arc<TemplateEngine>,
+    pub smtp: Arc<email::SmtpPools>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +73,7 @@ impl Channels {
         Ok(Channels {
             http: GuardedClient::new(policy)?,
             templates: Arc::new(TemplateEngine::new()),
+            smtp: Arc::new(email::SmtpPools::default()),
         })
     }
 
@@ -75,6 +88,12 @@ impl Channels {
         match &kind {
             KindSpec::Webhook(w) => webhook::send(self, w, a).await,
             KindSpec::Http(h) => http::send(self, h, a).await,
+            KindSpec::Slack(s) => slack::send(self, s, a).await,
+            KindSpec::Teams(t) => teams::send(self, t, a).await,
+            KindSpec::Discord(d) => discord::send(self, d, a).await,
+            KindSpec::Telegram(t) => telegram::send(self, t, a).await,
+            KindSpec::Email(e) => email::send(self, e, a).await,
+            KindSpec::Sms(s) => sms::send(self, s, a).await,
         }
     }
 }

@@ -25,6 +25,11 @@ impl HttpAnswer {
         String::from_utf8_lossy(&self.body)
     }
 
+    /// The body as JSON, if it is.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
     /// The `Retry-After` header, if present and valid.
     pub fn retry_after(&self) -> Option<Duration> {
         self.headers
@@ -76,6 +81,47 @@ pub struct Outgoing<'a> {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout: Duration,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A `POST` of a JSON body, as every chat provider takes it.
+    pub fn post_json(url: &'a str, body: &serde_json::Value, timeout: Duration) -> Self {
+        Outgoing {
+            method: reqwest::Method::POST,
+            url,
+            headers: vec![(
+                "content-type".into(),
+                "application/json; charset=utf-8".into(),
+            )],
+            body: body.to_string().into_bytes(),
+            timeout,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A provider's wait in (possibly fractional) seconds, such as Discord's `retry_after`
+/// or Telegram's `parameters.retry_after`; `None` when it is not a sane number.
+pub fn seconds(v: &serde_json::Value) -> Option<Duration> {
+    v.as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+/// Adds what the provider said to a report's error, e.g. `HTTP 400: invalid_payload`.
+pub fn with_detail(mut report: SendReport, detail: &str) -> SendReport {
+    let detail = detail.trim();
+    if !detail.is_empty() {
+        report.error = Some(match report.error {
+            Some(e) => format!("{e}: {detail}"),
+            None => detail.to_string(),
+        });
+    }
+    report
 }
 
 /// Sends the request; a transport failure comes back as a classified report.

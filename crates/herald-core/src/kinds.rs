@@ -3,7 +3,10 @@
 //! module in `herald-channels`.
 
 use crate::error::ValidationErrors;
-use crate::secret_ref::{has_reference, is_sensitive_header, mask, parse_references};
+use crate::secret_ref::{
+    has_reference, is_sensitive_header, looks_masked, mask, mask_url, mask_url_password,
+    parse_references,
+};
 use crate::signature::SigningKey;
 use crate::template::TemplateEngine;
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,18 @@ pub enum KindSpec {
     Webhook(WebhookSpec),
     /// Any in-house HTTP API, e.g. a messenger with a Bearer token.
     Http(HttpSpec),
+    /// Slack: an incoming webhook or the Web API `chat.postMessage`, Block Kit.
+    Slack(SlackSpec),
+    /// Microsoft Teams: an Adaptive Card to a Workflows or legacy connector webhook.
+    Teams(TeamsSpec),
+    /// Discord: execute webhook.
+    Discord(DiscordSpec),
+    /// Telegram: Bot API `sendMessage`.
+    Telegram(TelegramSpec),
+    /// Email over SMTP.
+    Email(EmailSpec),
+    /// SMS through Twilio's Messages API.
+    Sms(SmsSpec),
 }
 
 /// One secret or several (during rotation).
@@ -80,6 +95,110 @@ pub struct HttpSpec {
     pub body_template: Option<String>,
 }
 
+/// Slack: set `url` (an incoming webhook) or `token` + `channel` (`chat.postMessage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSpec {
+    /// Incoming webhook URL; the URL is the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Bot token (`xoxb-…`) for `chat.postMessage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Channel id (`C…`) or name for `chat.postMessage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Web API base, default `https://slack.com/api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// A minijinja template that renders the JSON body (`{"text", "blocks"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// Microsoft Teams: a Workflows (Power Automate) or legacy connector webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsSpec {
+    /// Webhook URL; the URL is the secret.
+    pub url: String,
+    /// A minijinja template that renders the JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// Discord: an execute-webhook URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordSpec {
+    /// `https://discord.com/api/webhooks/{id}/{token}`; the URL is the secret.
+    pub url: String,
+    /// A minijinja template that renders the JSON body (`{"content", "embeds"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// A Telegram chat: a numeric id (negative for groups) or `@channelusername`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ChatId {
+    Id(i64),
+    Name(String),
+}
+
+/// Telegram: Bot API `sendMessage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramSpec {
+    /// Bot token (`123456:ABC…`); it is part of the request path.
+    pub token: String,
+    pub chat_id: ChatId,
+    /// Bot API base, default `https://api.telegram.org`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// A minijinja template that renders the JSON body (`{"text", "parse_mode"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// Email over SMTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSpec {
+    /// `smtps://user:password@host[:465]` (implicit TLS),
+    /// `smtp://user:password@host[:587]` (STARTTLS required, also `?tls=required`) or
+    /// `smtp://host[:25]?tls=none` (plain text).
+    pub smtp_url: String,
+    /// `herald@example.com` or `Herald <herald@example.com>`.
+    pub from: String,
+    pub to: Vec<String>,
+    /// A minijinja template that renders the text part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// A minijinja template that renders the HTML part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html_template: Option<String>,
+}
+
+/// SMS through Twilio's Messages API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSpec {
+    /// `AC…`.
+    pub account_sid: String,
+    pub auth_token: String,
+    /// An E.164 number (`+15005550006`) or an alphanumeric sender id.
+    pub from: String,
+    /// One E.164 number.
+    pub to: String,
+    /// API base, default `https://api.twilio.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// A minijinja template that renders the SMS text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -89,6 +208,12 @@ impl KindSpec {
         match self {
             KindSpec::Webhook(_) => "webhook",
             KindSpec::Http(_) => "http",
+            KindSpec::Slack(_) => "slack",
+            KindSpec::Teams(_) => "teams",
+            KindSpec::Discord(_) => "discord",
+            KindSpec::Telegram(_) => "telegram",
+            KindSpec::Email(_) => "email",
+            KindSpec::Sms(_) => "sms",
         }
     }
 
@@ -97,6 +222,18 @@ impl KindSpec {
         match self {
             KindSpec::Webhook(w) => w.validate(errs),
             KindSpec::Http(h) => h.validate(templates, errs),
+            KindSpec::Slack(s) => s.validate(templates, errs),
+            KindSpec::Teams(t) => {
+                check_secret_url(&t.url, "url", errs);
+                check_template(templates, t.template.as_deref(), "template", errs);
+            }
+            KindSpec::Discord(d) => {
+                check_secret_url(&d.url, "url", errs);
+                check_template(templates, d.template.as_deref(), "template", errs);
+            }
+            KindSpec::Telegram(t) => t.validate(templates, errs),
+            KindSpec::Email(e) => e.validate(templates, errs),
+            KindSpec::Sms(s) => s.validate(templates, errs),
         }
     }
 
@@ -104,7 +241,7 @@ impl KindSpec {
     pub fn complete(&mut self) -> Option<String> {
         match self {
             KindSpec::Webhook(w) => w.complete(),
-            KindSpec::Http(_) => None,
+            _ => None,
         }
     }
 
@@ -113,6 +250,15 @@ impl KindSpec {
         match self {
             KindSpec::Webhook(w) => w.mask(),
             KindSpec::Http(h) => mask_headers(&mut h.headers),
+            KindSpec::Slack(s) => {
+                s.url = s.url.as_deref().map(mask_url);
+                s.token = s.token.as_deref().map(mask);
+            }
+            KindSpec::Teams(t) => t.url = mask_url(&t.url),
+            KindSpec::Discord(d) => d.url = mask_url(&d.url),
+            KindSpec::Telegram(t) => t.token = mask(&t.token),
+            KindSpec::Email(e) => e.smtp_url = mask_url_password(&e.smtp_url),
+            KindSpec::Sms(s) => s.auth_token = mask(&s.auth_token),
         }
     }
 }
@@ -183,6 +329,307 @@ impl HttpSpec {
     }
 }
 
+impl SlackSpec {
+    fn validate(&self, templates: &TemplateEngine, errs: &mut ValidationErrors) {
+        match (&self.url, &self.token, &self.channel) {
+            (Some(url), None, None) => check_secret_url(url, "url", errs),
+            (None, Some(token), Some(channel)) => {
+                check_secret(token, "token", errs);
+                check_plain(channel, "channel", errs);
+            }
+            (None, Some(_), None) => errs.push("channel", "chat.postMessage needs a channel"),
+            (None, None, Some(_)) => errs.push("token", "chat.postMessage needs a token"),
+            (None, None, None) => errs.push(
+                "url",
+                "give an incoming webhook `url`, or `token` and `channel` for chat.postMessage",
+            ),
+            (Some(_), _, _) => errs.push(
+                "url",
+                "give either an incoming webhook `url` or `token` + `channel`, not both",
+            ),
+        }
+        if let Some(base) = &self.api_base {
+            if self.token.is_none() {
+                errs.push("api_base", "only used with `token` (chat.postMessage)");
+            }
+            check_url(base, "api_base", errs);
+        }
+        check_template(templates, self.template.as_deref(), "template", errs);
+    }
+}
+
+impl TelegramSpec {
+    fn validate(&self, templates: &TemplateEngine, errs: &mut ValidationErrors) {
+        check_secret(&self.token, "token", errs);
+        if !has_reference(&self.token)
+            && !looks_masked(&self.token)
+            && !self
+                .token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_:-".contains(&b))
+        {
+            errs.push("token", "a bot token looks like 123456:ABC-DEF…");
+        }
+        if let ChatId::Name(n) = &self.chat_id {
+            check_plain(n, "chat_id", errs);
+        }
+        if let Some(base) = &self.api_base {
+            check_url(base, "api_base", errs);
+        }
+        check_template(templates, self.template.as_deref(), "template", errs);
+    }
+}
+
+/// Most recipients one email destination takes.
+pub const MAX_EMAIL_RECIPIENTS: usize = 50;
+
+impl EmailSpec {
+    fn validate(&self, templates: &TemplateEngine, errs: &mut ValidationErrors) {
+        check_smtp_url(&self.smtp_url, "smtp_url", errs);
+        if let Err(e) = check_mailbox(&self.from) {
+            errs.push("from", e);
+        }
+        if self.to.is_empty() {
+            errs.push("to", "list at least one recipient");
+        }
+        if self.to.len() > MAX_EMAIL_RECIPIENTS {
+            errs.push("to", format!("at most {MAX_EMAIL_RECIPIENTS} recipients"));
+        }
+        for (i, t) in self.to.iter().enumerate() {
+            if let Err(e) = check_mailbox(t) {
+                errs.push(format!("to[{i}]"), e);
+            }
+        }
+        check_template(templates, self.template.as_deref(), "template", errs);
+        check_template(
+            templates,
+            self.html_template.as_deref(),
+            "html_template",
+            errs,
+        );
+    }
+}
+
+impl SmsSpec {
+    fn validate(&self, templates: &TemplateEngine, errs: &mut ValidationErrors) {
+        check_plain(&self.account_sid, "account_sid", errs);
+        let sid_ok = self.account_sid.len() == 34
+            && self.account_sid.starts_with("AC")
+            && self.account_sid.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !has_reference(&self.account_sid) && !sid_ok {
+            errs.push(
+                "account_sid",
+                "a Twilio account SID is AC followed by 32 characters",
+            );
+        }
+        check_secret(&self.auth_token, "auth_token", errs);
+        if !has_reference(&self.to) && !is_e164(&self.to) {
+            errs.push("to", "one phone number in E.164 form, e.g. +15005550006");
+        }
+        if !has_reference(&self.from) && !is_e164(&self.from) && !is_sender_id(&self.from) {
+            errs.push(
+                "from",
+                "an E.164 number or an alphanumeric sender id (1–11 letters, digits, spaces)",
+            );
+        }
+        if let Some(base) = &self.api_base {
+            check_url(base, "api_base", errs);
+        }
+        check_template(templates, self.template.as_deref(), "template", errs);
+    }
+}
+
+fn is_e164(s: &str) -> bool {
+    s.strip_prefix('+').is_some_and(|d| {
+        (2..=15).contains(&d.len()) && !d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+fn is_sender_id(s: &str) -> bool {
+    (1..=11).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+/// Checks an optional template field compiles.
+fn check_template(
+    templates: &TemplateEngine,
+    src: Option<&str>,
+    field: &str,
+    errs: &mut ValidationErrors,
+) {
+    if let Some(t) = src
+        && let Err(e) = templates.check_template(t)
+    {
+        errs.push(field, format!("does not compile: {e}"));
+    }
+}
+
+/// A plain string field: references parse, no control characters.
+fn check_plain(value: &str, field: &str, errs: &mut ValidationErrors) {
+    if let Err(e) = parse_references(value) {
+        errs.push(field, e);
+    } else if value.trim().is_empty() || value.chars().any(char::is_control) {
+        errs.push(field, "must be non-empty, without control characters");
+    }
+}
+
+/// A secret field: like a plain one, and not a masked value copied from a read.
+fn check_secret(value: &str, field: &str, errs: &mut ValidationErrors) {
+    if looks_masked(value) {
+        errs.push(
+            field,
+            "this is the masked value shown on read; give the secret itself",
+        );
+    } else {
+        check_plain(value, field, errs);
+    }
+}
+
+/// A webhook URL that is itself the secret.
+fn check_secret_url(url: &str, field: &str, errs: &mut ValidationErrors) {
+    if looks_masked(url) {
+        errs.push(
+            field,
+            "this is the masked URL shown on read; give the webhook URL itself",
+        );
+    } else {
+        check_url(url, field, errs);
+    }
+}
+
+/// Checks `smtp://` / `smtps://` URLs (skipped when they hold a reference).
+pub fn check_smtp_url(value: &str, field: &str, errs: &mut ValidationErrors) {
+    if let Err(e) = parse_references(value) {
+        errs.push(field, e);
+        return;
+    }
+    if has_reference(value) {
+        return; // checked again after resolution, at send time
+    }
+    if looks_masked(value) {
+        errs.push(
+            field,
+            "the password is the masked value shown on read; give the password itself",
+        );
+        return;
+    }
+    if let Err(e) = parse_smtp_url(value) {
+        errs.push(field, e);
+    }
+}
+
+/// How the connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtps://`: TLS from the first byte (port 465).
+    ImplicitTls,
+    /// `smtp://` (default) or `?tls=required`: STARTTLS, refusing to go on without it (587).
+    StartTls,
+    /// `smtp://…?tls=none`: plain text (port 25). For local relays only.
+    None,
+}
+
+/// An SMTP URL, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpUrl {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// Percent-decoded.
+    pub user: Option<String>,
+    /// Percent-decoded.
+    pub password: Option<String>,
+}
+
+/// Parses an `smtp://` or `smtps://` URL. Errors never repeat the URL (it may hold a
+/// password).
+pub fn parse_smtp_url(value: &str) -> Result<SmtpUrl, String> {
+    let u = url::Url::parse(value).map_err(|e| format!("not a valid URL: {e}"))?;
+    let mut tls = None;
+    for (k, v) in u.query_pairs() {
+        match k.as_ref() {
+            "tls" if tls.is_none() => tls = Some(v.into_owned()),
+            other => return Err(format!("unknown parameter {other:?}; only `tls` is known")),
+        }
+    }
+    let security = match (u.scheme(), tls.as_deref()) {
+        ("smtps", None) => SmtpSecurity::ImplicitTls,
+        ("smtps", Some(_)) => {
+            return Err("smtps:// is always TLS; `tls` is for smtp:// URLs".into());
+        }
+        ("smtp", None | Some("required")) => SmtpSecurity::StartTls,
+        ("smtp", Some("none")) => SmtpSecurity::None,
+        ("smtp", Some(other)) => {
+            return Err(format!("tls={other:?}: use tls=required or tls=none"));
+        }
+        _ => return Err("must be an smtp:// or smtps:// URL".into()),
+    };
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err("the URL has no host".into()),
+    };
+    if !matches!(u.path(), "" | "/") {
+        return Err("an SMTP URL has no path".into());
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = Some(u.username()).filter(|s| !s.is_empty()).map(decode);
+    let password = u.password().map(decode);
+    if password.is_some() && user.is_none() {
+        return Err("a password needs a user name (smtp://user:password@host)".into());
+    }
+    let port = u.port().unwrap_or(match security {
+        SmtpSecurity::ImplicitTls => 465,
+        SmtpSecurity::StartTls => 587,
+        SmtpSecurity::None => 25,
+    });
+    Ok(SmtpUrl {
+        host,
+        port,
+        security,
+        user,
+        password,
+    })
+}
+
+/// Checks an address as `local@domain` or `Display Name <local@domain>`; the SMTP channel
+/// parses it fully at send time.
+pub fn check_mailbox(value: &str) -> Result<(), String> {
+    if has_reference(value) {
+        return parse_references(value).map(|_| ());
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    let v = value.trim();
+    let addr = match v.strip_suffix('>') {
+        Some(rest) => match rest.rfind('<') {
+            Some(i) => &rest[i + 1..],
+            None => return Err("unbalanced `<…>`".into()),
+        },
+        None => v,
+    };
+    match addr.rsplit_once('@') {
+        Some((local, domain))
+            if !local.is_empty()
+                && !domain.is_empty()
+                && !addr.contains(char::is_whitespace)
+                && !domain.contains(['<', '>']) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{value:?} is not an email address (name@example.com or Name <name@example.com>)"
+        )),
+    }
+}
+
 /// Checks an http(s) URL field (skipped when it holds a reference: checked after
 /// resolution, at send time).
 pub fn check_url(url: &str, field: &str, errs: &mut ValidationErrors) {
@@ -233,5 +680,209 @@ pub fn mask_headers(headers: &mut BTreeMap<String, String>) {
         if is_sensitive_header(k) {
             *v = mask(v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::DestinationSpec;
+    use serde_json::json;
+
+    fn spec(v: serde_json::Value) -> DestinationSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn error_fields(v: serde_json::Value) -> Vec<String> {
+        match spec(v).validate("d", &TemplateEngine::new()) {
+            Ok(()) => vec![],
+            Err(e) => e.0.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn every_kind_parses_and_validates() {
+        for v in [
+            json!({"kind": "slack", "url": "https://hooks.slack.com/services/T/B/x"}),
+            json!({"kind": "slack", "token": "xoxb-1", "channel": "C123", "api_base": "https://slack.example.com/api"}),
+            json!({"kind": "teams", "url": "https://example.webhook.office.com/x"}),
+            json!({"kind": "discord", "url": "https://discord.com/api/webhooks/1/t"}),
+            json!({"kind": "telegram", "token": "123456:ABC-def_1", "chat_id": -1001234}),
+            json!({"kind": "telegram", "token": "${env:TG_TOKEN}", "chat_id": "@herald_alerts"}),
+            json!({"kind": "email", "smtp_url": "smtps://u:p@mail.example.com", "from": "Herald <h@example.com>", "to": ["ops@example.com"]}),
+            json!({"kind": "sms", "account_sid": format!("AC{}", "0".repeat(32)), "auth_token": "t", "from": "+15005550006", "to": "+821012345678"}),
+        ] {
+            assert_eq!(error_fields(v.clone()), Vec::<String>::new(), "{v}");
+        }
+    }
+
+    #[test]
+    fn kinds_reject_unknown_fields() {
+        assert!(
+            serde_json::from_value::<DestinationSpec>(
+                json!({"kind": "discord", "url": "https://discord.com/x", "colour": 1})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn slack_needs_exactly_one_way_to_send() {
+        assert_eq!(error_fields(json!({"kind": "slack"})), vec!["url"]);
+        assert_eq!(
+            error_fields(
+                json!({"kind": "slack", "url": "https://h.example.com/x", "token": "t", "channel": "C"})
+            ),
+            vec!["url"]
+        );
+        assert_eq!(
+            error_fields(json!({"kind": "slack", "token": "t"})),
+            vec!["channel"]
+        );
+        assert_eq!(
+            error_fields(
+                json!({"kind": "slack", "url": "https://h.example.com/x", "api_base": "https://a.example.com"})
+            ),
+            vec!["api_base"]
+        );
+        assert_eq!(
+            error_fields(
+                json!({"kind": "slack", "url": "https://h.example.com/x", "template": "{{ x"})
+            ),
+            vec!["template"]
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert_eq!(
+            error_fields(json!({"kind": "telegram", "token": "has spaces in it", "chat_id": ""})),
+            vec!["token", "chat_id"]
+        );
+        assert_eq!(
+            error_fields(
+                json!({"kind": "email", "smtp_url": "smtp://m.example.com?tls=maybe", "from": "nobody", "to": ["a@example.com", "b"], "html_template": "{% if %}"})
+            ),
+            vec!["smtp_url", "from", "to[1]", "html_template"]
+        );
+        assert_eq!(
+            error_fields(
+                json!({"kind": "email", "smtp_url": "http://m.example.com", "from": "a@example.com", "to": []})
+            ),
+            vec!["smtp_url", "to"]
+        );
+        assert_eq!(
+            error_fields(
+                json!({"kind": "sms", "account_sid": "nope", "auth_token": "t", "from": "not a sender id", "to": "010-1234"})
+            ),
+            vec!["account_sid", "to", "from"]
+        );
+        assert_eq!(
+            error_fields(
+                json!({"kind": "sms", "account_sid": "${env:SID}", "auth_token": "${env:TOK}", "from": "Herald", "to": "+15005550006"})
+            ),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn every_secret_is_masked_and_references_stay_visible() {
+        let hook = "https://hooks.slack.com/services/T000/B000/abcdefghijklmnopqrstuvwx";
+        let cases = [
+            (
+                json!({"kind": "slack", "url": hook}),
+                "url",
+                "abcdefghijklmnop",
+            ),
+            (
+                json!({"kind": "slack", "token": "xoxb-1234567890-abcdefghijkl", "channel": "C1"}),
+                "token",
+                "xoxb-1234567890",
+            ),
+            (
+                json!({"kind": "teams", "url": "https://x.webhook.office.com/webhookb2/secret-part-1234"}),
+                "url",
+                "secret-part",
+            ),
+            (
+                json!({"kind": "discord", "url": "https://discord.com/api/webhooks/1/tok-abcdefghijkl"}),
+                "url",
+                "tok-abcdefghijkl",
+            ),
+            (
+                json!({"kind": "telegram", "token": "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZ", "chat_id": 1}),
+                "token",
+                "ABCDEFGHIJKLMNOP",
+            ),
+            (
+                json!({"kind": "email", "smtp_url": "smtps://herald:hunter2hunter2@mail.example.com", "from": "a@example.com", "to": ["b@example.com"]}),
+                "smtp_url",
+                "hunter2",
+            ),
+            (
+                json!({"kind": "sms", "account_sid": format!("AC{}", "1".repeat(32)), "auth_token": "twilio-auth-token-0123456789", "from": "+15005550006", "to": "+15005550009"}),
+                "auth_token",
+                "twilio-auth-token",
+            ),
+        ];
+        for (v, field, secret) in cases {
+            let masked = serde_json::to_value(spec(v.clone()).masked()).unwrap();
+            assert!(
+                !masked.to_string().contains(secret),
+                "{field} leaks in {masked}"
+            );
+            assert!(
+                looks_masked(masked[field].as_str().unwrap()),
+                "{field}: {masked}"
+            );
+            // A masked value sent back is refused rather than stored over the secret.
+            let mut back = masked.clone();
+            back.as_object_mut().unwrap().remove("name");
+            assert!(
+                error_fields(back).contains(&field.to_string()),
+                "masked {field} accepted"
+            );
+        }
+        let r = spec(json!({"kind": "telegram", "token": "${env:TG_TOKEN}", "chat_id": 1}));
+        let KindSpec::Telegram(t) = r.masked().kind else {
+            panic!()
+        };
+        assert_eq!(t.token, "${env:TG_TOKEN}");
+    }
+
+    #[test]
+    fn smtp_urls_parse_with_secure_defaults() {
+        let u = parse_smtp_url("smtp://mail.example.com").unwrap();
+        assert_eq!((u.port, u.security), (587, SmtpSecurity::StartTls));
+        let u = parse_smtp_url("smtp://127.0.0.1:2525?tls=none").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.security),
+            ("127.0.0.1", 2525, SmtpSecurity::None)
+        );
+        let u = parse_smtp_url("smtps://me%40example.com:p%40ss%2Fw+rd@mail.example.com").unwrap();
+        assert_eq!((u.port, u.security), (465, SmtpSecurity::ImplicitTls));
+        assert_eq!(u.user.as_deref(), Some("me@example.com"));
+        assert_eq!(u.password.as_deref(), Some("p@ss/w+rd"));
+        let u = parse_smtp_url("smtp://[::1]:25?tls=required").unwrap();
+        assert_eq!(u.host, "::1");
+        for bad in [
+            "smtps://m.example.com?tls=none",
+            "smtp://m.example.com?starttls=1",
+            "smtp://m.example.com/path",
+            "smtp://:pw@m.example.com",
+            "imap://m.example.com",
+        ] {
+            let e = parse_smtp_url(bad).unwrap_err();
+            assert!(!e.contains("pw@"), "{e}");
+        }
+    }
+
+    #[test]
+    fn mailboxes() {
+        assert!(check_mailbox("ops@example.com").is_ok());
+        assert!(check_mailbox("운영팀 <ops@example.com>").is_ok());
+        assert!(check_mailbox("ops").is_err());
+        assert!(check_mailbox("a@b\r\nBcc: x@y").is_err());
+        assert!(check_mailbox("Name <ops@example.com").is_err());
     }
 }

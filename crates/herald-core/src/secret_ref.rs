@@ -73,6 +73,46 @@ pub fn is_sensitive_header(name: &str) -> bool {
     .any(|w| n.contains(w))
 }
 
+/// Whether a value looks like one [`mask`] produced: sending it back would overwrite the
+/// real secret with the mask.
+pub fn looks_masked(value: &str) -> bool {
+    value.contains(MASK)
+}
+
+/// A URL whose path and query are the secret (Slack, Discord, Teams webhooks), as shown
+/// on read: the origin stays readable, the rest is masked like [`mask`].
+pub fn mask_url(value: &str) -> String {
+    if has_reference(value) {
+        return value.to_string();
+    }
+    match url::Url::parse(value) {
+        Ok(u) if u.host_str().is_some() => {
+            let origin = u.origin().ascii_serialization();
+            let rest = &value[value.find(&origin).map_or(0, |i| i + origin.len())..];
+            format!("{origin}/{}", mask(rest))
+        }
+        _ => mask(value),
+    }
+}
+
+/// A URL with an inline password (`smtp://user:pass@host`), as shown on read: only the
+/// password is masked.
+pub fn mask_url_password(value: &str) -> String {
+    if has_reference(value) {
+        return value.to_string();
+    }
+    match url::Url::parse(value) {
+        Ok(mut u) if u.password().is_some() => {
+            if u.set_password(Some(MASK)).is_err() {
+                return mask(value);
+            }
+            u.to_string()
+        }
+        Ok(_) => value.to_string(),
+        Err(_) => mask(value),
+    }
+}
+
 /// A secret value as shown on read: references stay visible (they are not secrets),
 /// inline values are masked but for a short tail that helps tell them apart.
 pub fn mask(value: &str) -> String {
@@ -87,5 +127,36 @@ pub fn mask(value: &str) -> String {
         )
     } else {
         MASK.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_their_origin_and_lose_their_secret() {
+        let hook = "https://hooks.slack.com/services/T000/B000/abcdefghijklmnopqrstuvwx";
+        let m = mask_url(hook);
+        assert_eq!(m, "https://hooks.slack.com/****uvwx");
+        assert!(looks_masked(&m));
+        assert_eq!(mask_url("${env:SLACK_HOOK}"), "${env:SLACK_HOOK}");
+        assert_eq!(mask_url("not a url"), "****");
+    }
+
+    #[test]
+    fn only_the_smtp_password_is_masked() {
+        assert_eq!(
+            mask_url_password("smtps://herald:hunter2@mail.example.com:465"),
+            "smtps://herald:****@mail.example.com:465"
+        );
+        assert_eq!(
+            mask_url_password("smtp://mail.example.com?tls=none"),
+            "smtp://mail.example.com?tls=none"
+        );
+        assert_eq!(
+            mask_url_password("smtp://u:${env:SMTP_PASSWORD}@mail.example.com"),
+            "smtp://u:${env:SMTP_PASSWORD}@mail.example.com"
+        );
     }
 }

@@ -6,6 +6,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 
+/// A retry schedule short enough for tests: three more attempts, 100 ms apart.
+pub fn fast_retry() -> Value {
+    serde_json::json!({"schedule": ["100ms", "100ms", "100ms"], "jitter": false})
+}
+
 pub const ADMIN_TOKEN: &str = "hrld_testadmintok_0123456789abcdefABCDEF0123456789";
 
 pub struct TestHerald {
@@ -129,6 +134,42 @@ impl TestHerald {
                 (d["status"] == status).then_some(d)
             },
         )
+        .await
+    }
+
+    /// Submits a message and returns the id of its first delivery.
+    pub async fn send_one(&self, msg: Value) -> String {
+        Self::first_delivery(&self.send(msg).await)
+    }
+
+    /// `GET /api/v1/destinations/{name}` (secrets masked).
+    pub async fn destination(&self, name: &str) -> Value {
+        let (status, body) = self
+            .call(Method::GET, &format!("/api/v1/destinations/{name}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET destination {name}: {body}");
+        body
+    }
+
+    /// `GET /api/v1/destinations/{name}/health`.
+    pub async fn health(&self, name: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::GET,
+                &format!("/api/v1/destinations/{name}/health"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET health {name}: {body}");
+        body
+    }
+
+    /// Waits until the destination is paused (a Retry-After was recorded); returns its health.
+    pub async fn wait_paused(&self, name: &str, timeout: Duration) -> Value {
+        crate::eventually(timeout, &format!("{name} to be paused"), || async {
+            let h = self.health(name).await;
+            h["paused_until"].is_string().then_some(h)
+        })
         .await
     }
 

@@ -1,7 +1,8 @@
 //! # herald-testkit
 //!
 //! Test support shared by every Herald test: loopback fakes that answer as providers do
-//! ([`receiver::FakeReceiver`]) and helpers that start a real Herald, in-process
+//! ([`receiver::FakeReceiver`] scripted with [`providers`]' answers, and a real SMTP server,
+//! [`smtp::SmtpSink`]) and helpers that start a real Herald, in-process
 //! ([`herald::TestHerald`]) or as the real binary ([`process`]).
 //!
 //! All network traffic stays on 127.0.0.1.
@@ -18,7 +19,9 @@
 
 pub mod herald;
 pub mod process;
+pub mod providers;
 pub mod receiver;
+pub mod smtp;
 
 use std::time::Duration;
 

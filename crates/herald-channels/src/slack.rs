@@ -1,0 +1,426 @@
+//! The `slack` kind: an incoming webhook (`url`) or the Web API `chat.postMessage`
+//! (`token` + `channel`), rendered as Block Kit.
+//!
+//! Sends `{"text", "blocks"}` (plus `channel` for `chat.postMessage`, with
+//! `Authorization: Bearer <token>`). The default rendering is a header (the title with a
+//! severity emoji), a section with the text (mrkdwn, `&<>` escaped), a section of fields
+//! from the payload's scalar values and a context line with the event type and message id,
+//! always within Block Kit's limits: long text is cut with a visible marker. A message's
+//! `channels.slack.blocks` are sent as given, but checked against the same limits first:
+//! blocks over them are a permanent `override` error (Herald does not guess how to cut
+//! someone else's layout). `channels.slack.text` replaces the notification fallback text.
+//! Without overrides, a destination `template` renders the whole JSON body instead.
+//!
+//! Incoming webhook answers: 2xx delivered; 429 retries after `Retry-After` and pauses
+//! the destination; 404 `no_service`/`channel_not_found` and 410 are permanent and disable
+//! the destination (the webhook or its channel is gone); 400/403 and other 4xx permanent;
+//! 5xx retry.
+//!
+//! `chat.postMessage` answers: 200 `{"ok":true}` delivered; 200 `{"ok":false,"error"}`
+//! retries for `ratelimited`, `rate_limited`, `internal_error`, `fatal_error`,
+//! `service_unavailable`, `request_timeout` and is permanent for every other code; 429
+//! retries after `Retry-After` and pauses the destination; 5xx retry.
+
+use crate::render::{
+    Escape, escape_truncate, footer, override_error, override_str, overrides, payload_fields,
+    severity_emoji, template_json, text_of, title_of, truncate, units,
+};
+use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
+use crate::{Attempt, Channels};
+use herald_core::delivery::{SendReport, Verdict};
+use herald_core::destination::SlackSpec;
+use herald_core::message::Message;
+use serde_json::{Map, Value, json};
+
+pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
+
+/// Block Kit limits (characters; Herald counts UTF-16 units, never fewer).
+pub const MAX_BLOCKS: usize = 50;
+pub const MAX_SECTION_TEXT: usize = 3000;
+pub const MAX_FIELDS: usize = 10;
+pub const MAX_FIELD_TEXT: usize = 2000;
+pub const MAX_HEADER_TEXT: usize = 150;
+pub const MAX_BLOCK_ID: usize = 255;
+/// Slack answers `msg_blocks_too_long` past about this much text in all blocks.
+pub const MAX_TOTAL_TEXT: usize = 12_000;
+/// Longest top-level `text` Slack shows in full.
+pub const MAX_FALLBACK_TEXT: usize = 4000;
+const MAX_CONTEXT_TEXT: usize = 2000;
+const MAX_FIELD_KEY: usize = 100;
+
+/// API error codes worth another try; every other code is permanent.
+const RETRY_CODES: &[&str] = &[
+    "ratelimited",
+    "rate_limited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+];
+
+/// The default Block Kit rendering: `{"text", "blocks"}`.
+pub fn render(message: &Message) -> Map<String, Value> {
+    let emoji = severity_emoji(message.body.severity);
+    let text = text_of(message);
+    let heading = title_of(message).or(if text.is_none() {
+        Some(message.event_type.as_str())
+    } else {
+        None
+    });
+    let mut blocks = Vec::new();
+    let mut used = 0;
+    if let Some(h) = heading {
+        let t = truncate(&format!("{emoji} {h}"), MAX_HEADER_TEXT).into_owned();
+        used += units(&t);
+        blocks.push(
+            json!({"type": "header", "text": {"type": "plain_text", "text": t, "emoji": true}}),
+        );
+    }
+    if let Some(t) = text {
+        let prefix = if heading.is_none() {
+            format!("{emoji} ")
+        } else {
+            String::new()
+        };
+        let body = escape_truncate(t, MAX_SECTION_TEXT - units(&prefix), Escape::Html);
+        let s = format!("{prefix}{body}");
+        used += units(&s);
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": s}}));
+    }
+    let context = escape_truncate(&footer(message), MAX_CONTEXT_TEXT, Escape::Html);
+    used += units(&context);
+    let fields = payload_fields(message, MAX_FIELDS);
+    if !fields.is_empty() {
+        // Fields share what the other blocks left of the total.
+        let each = (MAX_TOTAL_TEXT.saturating_sub(used) / fields.len()).min(MAX_FIELD_TEXT);
+        let items: Vec<Value> = fields
+            .iter()
+            .map(|(k, v)| {
+                let key = escape_truncate(k, MAX_FIELD_KEY, Escape::Html);
+                let room = each.saturating_sub(units(&key) + 3).max(1);
+                let text = format!("*{key}*\n{}", escape_truncate(v, room, Escape::Html));
+                json!({"type": "mrkdwn", "text": text})
+            })
+            .collect();
+        blocks.push(json!({"type": "section", "fields": items}));
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}));
+    let mut body = Map::new();
+    body.insert("text".into(), json!(fallback_text(message)));
+    body.insert("blocks".into(), Value::Array(blocks));
+    body
+}
+
+/// The top-level `text`: what notifications and old clients show.
+fn fallback_text(message: &Message) -> String {
+    let s = match (title_of(message), text_of(message)) {
+        (Some(t), Some(x)) => format!("{t}\n{x}"),
+        (Some(t), None) => t.to_string(),
+        (None, Some(x)) => x.to_string(),
+        (None, None) => message.event_type.clone(),
+    };
+    escape_truncate(&s, MAX_FALLBACK_TEXT, Escape::Html)
+}
+
+/// Checks blocks given by a message or a template against Block Kit's limits.
+pub fn check_blocks(blocks: &Value) -> Result<(), String> {
+    let list = blocks
+        .as_array()
+        .ok_or_else(|| "blocks must be an array".to_string())?;
+    if list.len() > MAX_BLOCKS {
+        return Err(format!(
+            "{} blocks; Slack takes at most {MAX_BLOCKS}",
+            list.len()
+        ));
+    }
+    for (i, b) in list.iter().enumerate() {
+        let kind = b
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("blocks[{i}] has no type"))?;
+        if let Some(id) = b.get("block_id").and_then(Value::as_str)
+            && units(id) > MAX_BLOCK_ID
+        {
+            return Err(format!(
+                "blocks[{i}].block_id is over {MAX_BLOCK_ID} characters"
+            ));
+        }
+        let text_len = b.pointer("/text/text").and_then(Value::as_str).map(units);
+        match kind {
+            "header" if text_len.is_some_and(|n| n > MAX_HEADER_TEXT) => {
+                return Err(format!(
+                    "blocks[{i}]: a header's text is at most {MAX_HEADER_TEXT} characters"
+                ));
+            }
+            "section" => {
+                if text_len.is_some_and(|n| n == 0 || n > MAX_SECTION_TEXT) {
+                    return Err(format!(
+                        "blocks[{i}]: a section's text is 1–{MAX_SECTION_TEXT} characters"
+                    ));
+                }
+                if let Some(fields) = b.get("fields").and_then(Value::as_array) {
+                    if fields.len() > MAX_FIELDS {
+                        return Err(format!(
+                            "blocks[{i}]: a section has at most {MAX_FIELDS} fields"
+                        ));
+                    }
+                    if fields.iter().any(|f| {
+                        f.get("text")
+                            .and_then(Value::as_str)
+                            .is_some_and(|t| units(t) > MAX_FIELD_TEXT)
+                    }) {
+                        return Err(format!(
+                            "blocks[{i}]: a field's text is at most {MAX_FIELD_TEXT} characters"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let total = text_units(blocks);
+    if total > MAX_TOTAL_TEXT {
+        return Err(format!(
+            "the blocks carry {total} characters of text; Slack takes about {MAX_TOTAL_TEXT}"
+        ));
+    }
+    Ok(())
+}
+
+/// The length of every `text` string inside `v`.
+fn text_units(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => items.iter().map(text_units).sum(),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) if k == "text" => units(s),
+                other => text_units(other),
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The JSON body for this attempt: the message's overrides on the default rendering, else
+/// the destination template's, else the default.
+fn body(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> Result<Map<String, Value>, SendReport> {
+    let o = overrides(a.message, "slack")?;
+    if let (None, Some(t)) = (o, &s.template) {
+        let body = template_json(ch, t, a, "slack")?;
+        if let Some(blocks) = body.get("blocks") {
+            check_blocks(blocks).map_err(|e| {
+                SendReport::failed(Verdict::permanent(), "template", format!("blocks: {e}"))
+            })?;
+        }
+        return Ok(body);
+    }
+    let mut body = render(a.message);
+    if let Some(blocks) = o.and_then(|o| o.get("blocks")) {
+        check_blocks(blocks).map_err(|e| override_error(format!("channels.slack.blocks: {e}")))?;
+        body.insert("blocks".into(), blocks.clone());
+    }
+    if let Some(text) = override_str(o, "slack", "text")? {
+        body.insert("text".into(), json!(truncate(text, MAX_FALLBACK_TEXT)));
+    }
+    Ok(body)
+}
+
+pub async fn send(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> SendReport {
+    let mut body = match body(ch, s, a) {
+        Ok(b) => b,
+        Err(report) => return report,
+    };
+    let timeout = a.spec.timeout();
+    match (&s.url, &s.token, &s.channel) {
+        (Some(url), _, _) => {
+            let out = Outgoing::post_json(url, &Value::Object(body), timeout);
+            match send_http(ch, out).await {
+                Ok(ans) => classify_webhook(&ans),
+                Err(report) => report,
+            }
+        }
+        (None, Some(token), Some(channel)) => {
+            body.entry("channel").or_insert_with(|| json!(channel));
+            let base = s.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
+            let url = format!("{}/chat.postMessage", base.trim_end_matches('/'));
+            let out = Outgoing::post_json(&url, &Value::Object(body), timeout)
+                .header("authorization", format!("Bearer {token}"));
+            match send_http(ch, out).await {
+                Ok(ans) => classify_api(&ans),
+                Err(report) => report,
+            }
+        }
+        _ => SendReport::failed(
+            Verdict::permanent(),
+            "config",
+            "a Slack destination needs `url`, or `token` and `channel`",
+        ),
+    }
+}
+
+/// Classifies an incoming webhook's answer (a plain-text code such as `no_service`).
+pub fn classify_webhook(ans: &HttpAnswer) -> SendReport {
+    let code = ans.text().trim().chars().take(200).collect::<String>();
+    match ans.status {
+        200..=299 => ans.delivered(),
+        429 => ans.retry(
+            ans.retry_after(),
+            true,
+            format!(
+                "HTTP 429 {}",
+                if code.is_empty() {
+                    "rate limited"
+                } else {
+                    &code
+                }
+            ),
+        ),
+        404 if matches!(code.as_str(), "no_service" | "channel_not_found") => ans.permanent(
+            Some(format!(
+                "Slack answered 404 {code}: the incoming webhook is gone"
+            )),
+            format!("HTTP 404: {code}"),
+        ),
+        410 => ans.permanent(
+            Some(format!(
+                "Slack answered 410 {code}: the channel is archived"
+            )),
+            format!("HTTP 410: {code}"),
+        ),
+        _ => with_detail(classify_http(ans), &code),
+    }
+}
+
+/// Classifies a `chat.postMessage` answer: errors come as 200 `{"ok":false,"error"}`.
+pub fn classify_api(ans: &HttpAnswer) -> SendReport {
+    match ans.status {
+        429 => ans.retry(ans.retry_after(), true, "HTTP 429: ratelimited".into()),
+        200 => {
+            let Some(v) = ans.json() else {
+                return ans.permanent(None, "HTTP 200 without a Slack API answer".into());
+            };
+            if v["ok"] == json!(true) {
+                return ans.delivered();
+            }
+            let code = v["error"].as_str().unwrap_or("unknown_error");
+            let mut error = format!("Slack error {code}");
+            if let Some(details) = v.get("errors") {
+                error.push_str(&format!(": {}", truncate(&details.to_string(), 1000)));
+            }
+            if RETRY_CODES.contains(&code) {
+                ans.retry(None, false, error)
+            } else {
+                ans.permanent(None, error)
+            }
+        }
+        _ => {
+            let code = ans
+                .json()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            with_detail(classify_http(ans), &code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::MARKER;
+    use herald_core::message::{MessageBody, Severity};
+
+    fn message(title: Option<&str>, text: Option<&str>, payload: Value) -> Message {
+        Message {
+            id: "msg_1".into(),
+            event_type: "pipeline.failed".into(),
+            idempotency_key: None,
+            created_at: 0,
+            body: MessageBody {
+                title: title.map(str::to_string),
+                text: text.map(str::to_string),
+                severity: Severity::Critical,
+                payload: payload.as_object().cloned().unwrap_or_default(),
+                ..MessageBody::default()
+            },
+        }
+    }
+
+    #[test]
+    fn default_rendering_has_header_section_fields_and_context() {
+        let m = message(
+            Some("배포 실패"),
+            Some("a < b & c > d 🎉"),
+            json!({"rows": 3, "ok": false, "table": "주문", "nested": {"x": 1}, "none": null}),
+        );
+        let v = Value::Object(render(&m));
+        assert_eq!(v["blocks"][0]["type"], "header");
+        assert_eq!(v["blocks"][0]["text"]["text"], "🚨 배포 실패");
+        assert_eq!(v["blocks"][1]["text"]["text"], "a &lt; b &amp; c &gt; d 🎉");
+        let fields: Vec<&str> = v["blocks"][2]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, vec!["*ok*\nfalse", "*rows*\n3", "*table*\n주문"]);
+        assert_eq!(v["blocks"][3]["type"], "context");
+        assert_eq!(
+            v["blocks"][3]["elements"][0]["text"],
+            "pipeline.failed · msg_1"
+        );
+        assert_eq!(v["text"], "배포 실패\na &lt; b &amp; c &gt; d 🎉");
+        check_blocks(&v["blocks"]).unwrap();
+    }
+
+    #[test]
+    fn without_a_title_the_emoji_leads_the_text() {
+        let v = Value::Object(render(&message(None, Some("hello"), json!({}))));
+        assert_eq!(v["blocks"][0]["type"], "section");
+        assert_eq!(v["blocks"][0]["text"]["text"], "🚨 hello");
+        let v = Value::Object(render(&message(None, None, json!({"k": "v"}))));
+        assert_eq!(v["blocks"][0]["text"]["text"], "🚨 pipeline.failed");
+    }
+
+    #[test]
+    fn huge_messages_are_cut_to_block_kit_limits() {
+        let long = "가🎉&".repeat(20_000);
+        let payload: Map<String, Value> = (0..30)
+            .map(|i| (format!("k{i:02}"), json!(long.clone())))
+            .collect();
+        let m = message(Some(&long), Some(&long), Value::Object(payload));
+        let v = Value::Object(render(&m));
+        check_blocks(&v["blocks"]).unwrap();
+        let header = v["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(units(header) <= MAX_HEADER_TEXT && header.ends_with(MARKER));
+        let section = v["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(units(section) <= MAX_SECTION_TEXT && section.ends_with(MARKER));
+        assert_eq!(
+            v["blocks"][2]["fields"].as_array().unwrap().len(),
+            MAX_FIELDS
+        );
+        assert!(text_units(&v["blocks"]) <= MAX_TOTAL_TEXT);
+        let text = v["text"].as_str().unwrap();
+        assert!(units(text) <= MAX_FALLBACK_TEXT && text.ends_with(MARKER));
+    }
+
+    #[test]
+    fn given_blocks_over_the_limits_are_refused_with_a_reason() {
+        assert!(check_blocks(&json!([{"type": "divider"}])).is_ok());
+        let too_many = Value::Array(vec![json!({"type": "divider"}); 51]);
+        assert!(check_blocks(&too_many).unwrap_err().contains("51 blocks"));
+        let long =
+            json!([{"type": "section", "text": {"type": "mrkdwn", "text": "x".repeat(3001)}}]);
+        assert!(check_blocks(&long).unwrap_err().contains("section"));
+        let header =
+            json!([{"type": "header", "text": {"type": "plain_text", "text": "x".repeat(151)}}]);
+        assert!(check_blocks(&header).is_err());
+        let total = Value::Array(vec![
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": "x".repeat(2500)}});
+            5
+        ]);
+        assert!(check_blocks(&total).unwrap_err().contains("12000"));
+        assert!(check_blocks(&json!({"type": "section"})).is_err());
+        assert!(check_blocks(&json!([{"text": "no type"}])).is_err());
+    }
+}
