@@ -17,8 +17,8 @@
 //! permanent; 410 permanent and disables; 5xx retry.
 
 use crate::render::{
-    footer, override_error, override_str, overrides, payload_fields, severity_emoji, template_json,
-    text_of, title_of, truncate, units,
+    footer, heading_of, override_error, override_str, overrides, payload_fields, severity_emoji,
+    template_json, text_of, truncate, units,
 };
 use crate::response::{
     HttpAnswer, Outgoing, classify_http, seconds, send as send_http, with_detail,
@@ -54,11 +54,7 @@ fn color(severity: Severity) -> u32 {
 pub fn embed(message: &Message) -> Value {
     let emoji = severity_emoji(message.body.severity);
     let text = text_of(message);
-    let heading = title_of(message).or(if text.is_none() {
-        Some(message.event_type.as_str())
-    } else {
-        None
-    });
+    let heading = heading_of(message);
     let mut e = Map::new();
     let mut used = 0;
     if let Some(h) = heading {

@@ -144,6 +144,15 @@ pub fn title_of(message: &Message) -> Option<&str> {
         .filter(|t| !t.trim().is_empty())
 }
 
+/// The heading a chat card shows: the title, or the event type when there is no text either.
+pub fn heading_of(message: &Message) -> Option<&str> {
+    title_of(message).or(if text_of(message).is_none() {
+        Some(message.event_type.as_str())
+    } else {
+        None
+    })
+}
+
 /// A glyph that tells severities apart at a glance.
 pub fn severity_emoji(severity: Severity) -> &'static str {
     match severity {

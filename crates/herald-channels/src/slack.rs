@@ -22,8 +22,8 @@
 //! retries after `Retry-After` and pauses the destination; 5xx retry.
 
 use crate::render::{
-    Escape, escape_truncate, footer, override_error, override_str, overrides, payload_fields,
-    severity_emoji, template_json, text_of, title_of, truncate, units,
+    Escape, escape_truncate, footer, heading_of, override_error, override_str, overrides,
+    payload_fields, severity_emoji, template_json, text_of, title_of, truncate, units,
 };
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
@@ -62,11 +62,7 @@ const RETRY_CODES: &[&str] = &[
 pub fn render(message: &Message) -> Map<String, Value> {
     let emoji = severity_emoji(message.body.severity);
     let text = text_of(message);
-    let heading = title_of(message).or(if text.is_none() {
-        Some(message.event_type.as_str())
-    } else {
-        None
-    });
+    let heading = heading_of(message);
     let mut blocks = Vec::new();
     let mut used = 0;
     if let Some(h) = heading {

@@ -88,6 +88,17 @@ async fn an_idempotent_repeat_replays_the_original_answer_without_a_new_delivery
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
 
+async fn get_problem(h: &TestHerald, path: &str, status: StatusCode) -> Value {
+    let resp = h
+        .http
+        .get(h.url(path))
+        .bearer_auth(&h.token)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, status).await
+}
+
 async fn expect_problem(resp: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(resp.status(), status);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
@@ -195,38 +206,25 @@ async fn bad_input_gets_a_clear_problem_and_the_server_stays_healthy() {
         let body = expect_problem(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(body["errors"][0]["field"], field, "{msg} → {body}");
     }
-    let resp = h
-        .http
-        .get(h.url("/api/v1/deliveries?status=lost"))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let resp = h
-        .http
-        .get(h.url("/api/v1/deliveries?limit=-1"))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let resp = h
-        .http
-        .get(h.url("/api/v1/messages/msg_nope"))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(resp, StatusCode::NOT_FOUND).await;
-    let resp = h
-        .http
-        .get(h.url("/api/v1/destinations/Not%20A%20Name"))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(resp, StatusCode::NOT_FOUND).await;
+    get_problem(
+        &h,
+        "/api/v1/deliveries?status=lost",
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    get_problem(
+        &h,
+        "/api/v1/deliveries?limit=-1",
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    get_problem(&h, "/api/v1/messages/msg_nope", StatusCode::NOT_FOUND).await;
+    get_problem(
+        &h,
+        "/api/v1/destinations/Not%20A%20Name",
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let resp = h
         .http
         .patch(h.url("/api/v1/messages"))
