@@ -1,0 +1,124 @@
+//! A `herald serve` process for one scenario: fresh data directory, loopback exempt from
+//! the SSRF guard, default durability (`synchronous=FULL`).
+
+use herald_testkit::process::HeraldProcess;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+pub const TOKEN: &str = "hrld_benchadmin00_0123456789abcdefABCDEF0123456789";
+
+pub struct Node {
+    pub process: HeraldProcess,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The herald binary: `--bin`, or `herald` next to this executable.
+pub fn binary(configured: Option<&Path>) -> Result<PathBuf, String> {
+    let path = match configured {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("herald"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no herald binary at {} (build it: cargo build --release -p herald, or pass --bin)",
+            path.display()
+        ))
+    }
+}
+
+impl Node {
+    pub async fn start(bin: &Path) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let env = [
+            ("HERALD_ADMIN_TOKEN", TOKEN),
+            ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8"),
+            ("HERALD_CONCURRENCY", "512"),
+        ];
+        let bin = bin.to_path_buf();
+        let data = dir.path().to_path_buf();
+        let process = tokio::task::spawn_blocking(move || HeraldProcess::spawn(&bin, &data, &env))
+            .await
+            .map_err(|e| format!("starting herald: {e}"))?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Node {
+            process,
+            http,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.process.base)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| format!("{path}: {e}"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("{path}: {status} {v}"));
+        }
+        Ok(v)
+    }
+
+    /// A signed webhook destination to the sink, optionally created disabled (its
+    /// deliveries then wait: ingest measured alone, or a backlog built up).
+    pub async fn webhook(&self, name: &str, url: &str, enabled: bool) -> Result<(), String> {
+        let spec = json!({"kind": "webhook", "url": url, "enabled": enabled, "max_in_flight": 128, "circuit_breaker": false});
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/destinations/{name}"),
+            Some(spec),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn enable(&self, name: &str) -> Result<(), String> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/destinations/{name}/enable"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Peak resident memory (VmHWM) of the herald process, in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String, String> {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
