@@ -274,14 +274,7 @@ impl Dispatcher {
 
     fn start(&self, state: AppState, c: ClaimedDelivery, mode: Mode) {
         let dest = c.delivery.destination.clone();
-        *self
-            .inner
-            .per_destination
-            .lock()
-            .expect("dispatcher lock")
-            .entry(dest.clone())
-            .or_default() += 1;
-        self.inner.total.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot::take(self, &dest);
         let id = c.delivery.id.clone();
         let lease = c.lease_token.clone();
         let this = self.clone();
@@ -294,33 +287,29 @@ impl Dispatcher {
             async move {
                 match mode {
                     Mode::FailOver(fallback) => fail_over_unattempted(&state, c, fallback).await,
-                    Mode::Send | Mode::Probe => run_attempt(&state, c, mode == Mode::Probe).await,
+                    Mode::Send | Mode::Probe => {
+                        run_attempt(&state, c, mode == Mode::Probe, slot).await
+                    }
                 }
-                this.finished(&dest, &task_id);
+                this.finished(&task_id);
             }
             .instrument(span),
         );
         running.insert(id, (lease, handle.abort_handle()));
     }
 
-    fn finished(&self, destination: &str, id: &str) {
+    fn finished(&self, id: &str) {
         self.inner
             .running
             .lock()
             .expect("dispatcher lock")
             .remove(id);
-        if let Some(n) = self
-            .inner
-            .per_destination
-            .lock()
-            .expect("dispatcher lock")
-            .get_mut(destination)
-        {
-            *n = n.saturating_sub(1);
-        }
-        self.inner.total.fetch_sub(1, Ordering::Relaxed);
         self.inner.idle.notify_waiters();
-        self.wake();
+    }
+
+    /// Tasks not yet finished (attempting, or recording their outcome).
+    fn running(&self) -> usize {
+        self.inner.running.lock().expect("dispatcher lock").len()
     }
 
     /// Stops claiming, lets running attempts finish for up to `grace`, then aborts the rest
@@ -329,7 +318,7 @@ impl Dispatcher {
         self.inner.stopping.store(true, Ordering::Relaxed);
         self.wake();
         let deadline = Instant::now() + grace;
-        while self.in_flight() > 0 && Instant::now() < deadline {
+        while self.running() > 0 && Instant::now() < deadline {
             let _ =
                 tokio::time::timeout(Duration::from_millis(50), self.inner.idle.notified()).await;
         }
@@ -360,6 +349,47 @@ impl Dispatcher {
     }
 }
 
+/// One unit of a destination's (and the global) attempt capacity. It is given back as soon
+/// as the receiver has answered — not when the answer is recorded — so a busy store does
+/// not hold a destination's concurrency hostage; the delivery stays leased until recorded,
+/// so it cannot be claimed twice.
+struct Slot {
+    dispatcher: Dispatcher,
+    destination: String,
+}
+
+impl Slot {
+    fn take(d: &Dispatcher, destination: &str) -> Slot {
+        *d.inner
+            .per_destination
+            .lock()
+            .expect("dispatcher lock")
+            .entry(destination.to_string())
+            .or_default() += 1;
+        d.inner.total.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            dispatcher: d.clone(),
+            destination: destination.to_string(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let inner = &self.dispatcher.inner;
+        if let Some(n) = inner
+            .per_destination
+            .lock()
+            .expect("dispatcher lock")
+            .get_mut(&self.destination)
+        {
+            *n = n.saturating_sub(1);
+        }
+        inner.total.fetch_sub(1, Ordering::Relaxed);
+        self.dispatcher.wake();
+    }
+}
+
 /// How a destination's claims are handled this round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
@@ -370,7 +400,7 @@ enum Mode {
     FailOver(String),
 }
 
-async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool) {
+async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, slot: Slot) {
     let now = now_ms();
     let usable = state.destinations.get(&c.delivery.destination).filter(|d| {
         d.enabled()
@@ -416,6 +446,7 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool) {
         ),
     };
     let duration_ms = t0.elapsed().as_millis() as i64;
+    drop(slot);
     let finished_at = now_ms();
     let outcome = report.verdict.outcome().as_str();
     metrics::counter!("herald_attempts_total", "destination" => dest.name.clone(), "outcome" => outcome).increment(1);
