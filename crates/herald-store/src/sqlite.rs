@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -304,29 +305,44 @@ async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
 
 /// Appends one audit entry inside the writer's transaction.
 async fn audit(w: &mut Writer, a: &NewAudit) -> Result<()> {
-    let seq = w.audit_head.0 + 1;
-    let at = rfc3339(a.at);
-    let hash = entry_hash(
-        &w.audit_head.1,
-        seq,
-        &at,
-        &a.actor,
-        &a.action,
-        &a.resource,
-        &a.detail,
-    );
-    sqlx::query("INSERT INTO audit_log (seq, at, actor, action, resource, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(seq)
-        .bind(&at)
-        .bind(&a.actor)
-        .bind(&a.action)
-        .bind(&a.resource)
-        .bind(a.detail.to_string())
-        .bind(&w.audit_head.1)
-        .bind(&hash)
-        .execute(&mut w.conn)
-        .await?;
-    w.audit_head = (seq, hash);
+    audit_many(w, std::slice::from_ref(a)).await
+}
+
+/// Appends several audit entries with multi-row INSERTs, chaining their hashes in order.
+async fn audit_many(w: &mut Writer, entries: &[NewAudit]) -> Result<()> {
+    let mut rows = Vec::with_capacity(entries.len());
+    let (mut seq, mut prev) = w.audit_head.clone();
+    for a in entries {
+        seq += 1;
+        let at = rfc3339(a.at);
+        let detail = a.detail.to_string();
+        let hash = entry_hash(&prev, seq, &at, &a.actor, &a.action, &a.resource, &a.detail);
+        rows.push((
+            seq,
+            at,
+            a,
+            detail,
+            std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        ));
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_log (seq, at, actor, action, resource, detail, prev_hash, hash) ",
+        );
+        q.push_values(chunk, |mut b, (seq, at, a, detail, prev_hash, hash)| {
+            b.push_bind(*seq)
+                .push_bind(at)
+                .push_bind(&a.actor)
+                .push_bind(&a.action)
+                .push_bind(&a.resource)
+                .push_bind(detail)
+                .push_bind(prev_hash)
+                .push_bind(hash);
+        });
+        q.build().execute(&mut w.conn).await?;
+    }
+    w.audit_head = (seq, prev);
     Ok(())
 }
 
@@ -404,74 +420,120 @@ fn token_from_row(r: &SqliteRow) -> Result<TokenRecord> {
     })
 }
 
-async fn accept_one(w: &mut Writer, m: &NewMessage) -> Result<AcceptOutcome> {
-    if let Some(idem) = &m.idempotency {
-        let existing = sqlx::query(
-            "SELECT request_hash, response, expires_at FROM idempotency_keys WHERE key = ?",
-        )
-        .bind(&idem.key)
-        .fetch_optional(&mut w.conn)
-        .await?;
-        if let Some(row) = existing {
-            let expires_at: i64 = row.try_get("expires_at")?;
-            if expires_at > m.created_at {
-                let hash: String = row.try_get("request_hash")?;
-                return Ok(if hash == idem.request_hash {
-                    AcceptOutcome::Replayed {
-                        response: row.try_get("response")?,
-                    }
-                } else {
-                    AcceptOutcome::KeyConflict
-                });
+/// Rows per multi-row INSERT (SQLite allows 32 766 bound values per statement).
+const ROWS_PER_INSERT: usize = 200;
+
+/// Accepts a batch: idempotency keys resolved one by one (a repeat inside the batch sees
+/// the earlier message), then every new row written with a few multi-row INSERTs — the
+/// per-statement cost, not the bytes, is what a write costs here.
+async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut new: Vec<&NewMessage> = Vec::with_capacity(batch.len());
+    let mut keys_here: HashMap<&str, (&str, &str)> = HashMap::new();
+    for m in batch {
+        if let Some(idem) = &m.idempotency {
+            if let Some((hash, response)) = keys_here.get(idem.key.as_str()) {
+                outcomes.push(replay_or_conflict(hash, &idem.request_hash, response));
+                continue;
             }
-            sqlx::query("DELETE FROM idempotency_keys WHERE key = ?")
-                .bind(&idem.key)
-                .execute(&mut w.conn)
-                .await?;
-        }
-    }
-    sqlx::query("INSERT INTO messages (id, event_type, idempotency_key, body, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(&m.id)
-        .bind(&m.event_type)
-        .bind(m.idempotency.as_ref().map(|i| &i.key))
-        .bind(&m.body)
-        .bind(m.created_at)
-        .execute(&mut w.conn)
-        .await?;
-    for d in &m.deliveries {
-        sqlx::query(
-            "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
-        )
-        .bind(&d.id)
-        .bind(&m.id)
-        .bind(&d.destination)
-        .bind(m.created_at)
-        .execute(&mut w.conn)
-        .await?;
-    }
-    if let Some(idem) = &m.idempotency {
-        sqlx::query("INSERT INTO idempotency_keys (key, request_hash, message_id, response, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+            let existing = sqlx::query(
+                "SELECT request_hash, response, expires_at FROM idempotency_keys WHERE key = ?",
+            )
             .bind(&idem.key)
-            .bind(&idem.request_hash)
-            .bind(&m.id)
-            .bind(&idem.response)
-            .bind(m.created_at)
-            .bind(idem.expires_at)
-            .execute(&mut w.conn)
+            .fetch_optional(&mut w.conn)
             .await?;
+            if let Some(row) = existing {
+                let expires_at: i64 = row.try_get("expires_at")?;
+                if expires_at > m.created_at {
+                    let hash: String = row.try_get("request_hash")?;
+                    let response: String = row.try_get("response")?;
+                    outcomes.push(replay_or_conflict(&hash, &idem.request_hash, &response));
+                    continue;
+                }
+                sqlx::query("DELETE FROM idempotency_keys WHERE key = ?")
+                    .bind(&idem.key)
+                    .execute(&mut w.conn)
+                    .await?;
+            }
+            keys_here.insert(&idem.key, (&idem.request_hash, &idem.response));
+        }
+        new.push(m);
+        outcomes.push(AcceptOutcome::Accepted);
     }
-    let destinations: Vec<&str> = m
-        .deliveries
+    for chunk in new.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (id, event_type, idempotency_key, body, created_at) ",
+        );
+        q.push_values(chunk, |mut b, m| {
+            b.push_bind(&m.id)
+                .push_bind(&m.event_type)
+                .push_bind(m.idempotency.as_ref().map(|i| &i.key))
+                .push_bind(&m.body)
+                .push_bind(m.created_at);
+        });
+        q.build().execute(&mut w.conn).await?;
+    }
+    let deliveries: Vec<(&NewMessage, &NewDelivery)> = new
         .iter()
-        .map(|d| d.destination.as_str())
+        .flat_map(|m| m.deliveries.iter().map(move |d| (*m, d)))
         .collect();
-    let detail = json!({"event_type": m.event_type, "destinations": destinations});
-    audit(
-        w,
-        &new_audit(m.created_at, &m.actor, "message.accepted", &m.id, detail),
-    )
-    .await?;
-    Ok(AcceptOutcome::Accepted)
+    for chunk in deliveries.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, (m, d)| {
+            b.push_bind(&d.id)
+                .push_bind(&m.id)
+                .push_bind(&d.destination)
+                .push_bind("pending")
+                .push_bind(m.created_at)
+                .push_bind(m.created_at)
+                .push_bind(m.created_at);
+        });
+        q.build().execute(&mut w.conn).await?;
+    }
+    let keyed: Vec<(&NewMessage, &IdempotencyRecord)> = new
+        .iter()
+        .filter_map(|m| m.idempotency.as_ref().map(|i| (*m, i)))
+        .collect();
+    for chunk in keyed.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO idempotency_keys (key, request_hash, message_id, response, created_at, expires_at) ",
+        );
+        q.push_values(chunk, |mut b, (m, i)| {
+            b.push_bind(&i.key)
+                .push_bind(&i.request_hash)
+                .push_bind(&m.id)
+                .push_bind(&i.response)
+                .push_bind(m.created_at)
+                .push_bind(i.expires_at);
+        });
+        q.build().execute(&mut w.conn).await?;
+    }
+    let entries: Vec<NewAudit> = new
+        .iter()
+        .map(|m| {
+            let destinations: Vec<&str> = m
+                .deliveries
+                .iter()
+                .map(|d| d.destination.as_str())
+                .collect();
+            let detail = json!({"event_type": m.event_type, "destinations": destinations});
+            new_audit(m.created_at, &m.actor, "message.accepted", &m.id, detail)
+        })
+        .collect();
+    audit_many(w, &entries).await?;
+    Ok(outcomes)
+}
+
+fn replay_or_conflict(stored_hash: &str, request_hash: &str, response: &str) -> AcceptOutcome {
+    if stored_hash == request_hash {
+        AcceptOutcome::Replayed {
+            response: response.to_string(),
+        }
+    } else {
+        AcceptOutcome::KeyConflict
+    }
 }
 
 async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
@@ -822,16 +884,8 @@ impl Store for SqliteStore {
     }
 
     async fn accept_messages(&self, batch: Vec<NewMessage>) -> Result<Vec<AcceptOutcome>> {
-        self.write(move |w| {
-            Box::pin(async move {
-                let mut out = Vec::with_capacity(batch.len());
-                for m in &batch {
-                    out.push(accept_one(w, m).await?);
-                }
-                Ok(out)
-            })
-        })
-        .await
+        self.write(move |w| Box::pin(async move { accept_batch(w, &batch).await }))
+            .await
     }
 
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>> {
