@@ -20,6 +20,18 @@ fn env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// Registers the receiver as webhook destination `hook` with a fixed retry delay.
+async fn put_hook(http: &reqwest::Client, base: &str, url: &str, retry: &str) {
+    let put = http
+        .put(format!("{base}/api/v1/destinations/hook"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"kind": "webhook", "url": url, "retry": {"schedule": [retry], "jitter": false}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+}
+
 fn spawn(dir: &Path) -> HeraldProcess {
     HeraldProcess::spawn(Path::new(env!("CARGO_BIN_EXE_herald")), dir, &env())
 }
@@ -31,14 +43,7 @@ async fn a_kill_9_mid_load_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let node = spawn(dir.path());
     let http = reqwest::Client::new();
-    let put = http
-        .put(format!("{}/api/v1/destinations/hook", node.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({"kind": "webhook", "url": rx.url("/hook"), "retry": {"schedule": ["200ms"], "jitter": false}}))
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
+    put_hook(&http, &node.base, &rx.url("/hook"), "200ms").await;
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -128,14 +133,7 @@ async fn sigterm_shuts_down_cleanly_and_nothing_pending_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let node = spawn(dir.path());
     let http = reqwest::Client::new();
-    let put = http
-        .put(format!("{}/api/v1/destinations/hook", node.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({"kind": "webhook", "url": rx.url("/hook"), "retry": {"schedule": ["300ms"], "jitter": false}}))
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
+    put_hook(&http, &node.base, &rx.url("/hook"), "300ms").await;
     let sent: serde_json::Value = http
         .post(format!("{}/api/v1/messages", node.base))
         .bearer_auth(TOKEN)
