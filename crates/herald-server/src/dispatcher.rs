@@ -27,11 +27,12 @@ use herald_store::{
     AttemptRecord, BreakerUpdate, ClaimRequest, ClaimedDelivery, FinishAttempt, NextState,
     QueueClaim,
 };
+use herald_store::{FinishOutcome, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -54,6 +55,8 @@ struct Inner {
     stopping: AtomicBool,
     total: AtomicU32,
     per_destination: Mutex<HashMap<String, u32>>,
+    /// Where finished attempts go to be recorded together (see [`run_recorder`]).
+    recorder: OnceLock<mpsc::UnboundedSender<(FinishAttempt, RecordReply)>>,
     /// Attempts running now: delivery id → (lease token, task).
     running: Mutex<HashMap<String, (String, AbortHandle)>>,
 }
@@ -75,8 +78,33 @@ impl Dispatcher {
 
     /// Runs the claim loop until [`Dispatcher::shutdown`].
     pub fn spawn(&self, state: AppState) -> tokio::task::JoinHandle<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.inner.recorder.set(tx).is_ok() {
+            tokio::spawn(run_recorder(state.store.clone(), rx));
+        }
         let this = self.clone();
         tokio::spawn(async move { this.run(state).await })
+    }
+
+    /// Records an attempt's outcome, batched with others finishing at the same time.
+    async fn store_finish(
+        &self,
+        state: &AppState,
+        f: FinishAttempt,
+    ) -> Result<FinishOutcome, String> {
+        if let Some(tx) = self.inner.recorder.get() {
+            let (reply, answer) = oneshot::channel();
+            if tx.send((f.clone(), reply)).is_ok() {
+                return answer
+                    .await
+                    .map_err(|_| "the recorder stopped".to_string())?;
+            }
+        }
+        state
+            .store
+            .finish_attempt(f)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn run(self, state: AppState) {
@@ -390,6 +418,41 @@ impl Drop for Slot {
     }
 }
 
+type RecordReply = oneshot::Sender<Result<FinishOutcome, String>>;
+/// Most attempt records one transaction carries.
+const MAX_RECORDS: usize = 512;
+
+/// Takes every attempt record that is waiting and stores them in one store call: under
+/// load, hundreds of attempts share one transaction instead of one each.
+async fn run_recorder(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(FinishAttempt, RecordReply)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_RECORDS {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let (finishes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match store.finish_attempts(finishes).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// How a destination's claims are handled this round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
@@ -566,7 +629,7 @@ async fn record(state: &AppState, finish: FinishAttempt) {
     let destination = finish.destination.clone();
     let mut outcome = None;
     for i in 0..5u64 {
-        match state.store.finish_attempt(finish.clone()).await {
+        match state.dispatcher.store_finish(state, finish.clone()).await {
             Ok(o) => {
                 outcome = Some(o);
                 break;

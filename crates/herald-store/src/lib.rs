@@ -84,6 +84,9 @@ pub trait Store: Send + Sync + 'static {
     /// breaker state, pause and disablement. Nothing is written when the lease was lost (a
     /// newer claim owns the delivery).
     async fn finish_attempt(&self, f: FinishAttempt) -> Result<FinishOutcome>;
+    /// [`finish_attempt`](Store::finish_attempt) for many deliveries in one transaction
+    /// (outcomes in input order); an error fails them all, to be retried.
+    async fn finish_attempts(&self, batch: Vec<FinishAttempt>) -> Result<Vec<FinishOutcome>>;
     /// Gives leased deliveries back (graceful shutdown) without counting an attempt.
     async fn release(&self, leases: Vec<(String, String)>, now: i64) -> Result<()>;
 

@@ -1120,6 +1120,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn finish_attempts(&self, batch: Vec<FinishAttempt>) -> Result<Vec<FinishOutcome>> {
+        self.write(move |w| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(batch.len());
+                for f in &batch {
+                    out.push(finish_in(w, f).await?);
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
     async fn release(&self, leases: Vec<(String, String)>, now: i64) -> Result<()> {
         self.write(move |w| {
             Box::pin(async move {

@@ -126,7 +126,8 @@ pub fn problem_response(p: &Problem) -> Response {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         // The rest of the body was never read: the connection cannot carry another request,
         // and saying so keeps clients from racing a reused connection into an error.
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut()
