@@ -29,8 +29,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/sqlite/0001_init.sql")),
-    (2, include_str!("../migrations/sqlite/0002_resilience.sql")),
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_resilience.sql")),
 ];
 /// Most jobs one commit carries.
 const MAX_GROUP: usize = 512;
@@ -106,7 +106,7 @@ impl SqliteStore {
             SqliteConnection::connect_with(&base.clone().create_if_missing(true)).await?;
         migrate(&mut conn).await?;
         let now = herald_core::clock::now_ms();
-        sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = ?1, updated_at = ?1 WHERE status = 'in_flight'")
+        sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'")
             .bind(now)
             .execute(&mut conn)
             .await?;
@@ -192,7 +192,7 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::Migration(format!("v{version}: {e}")))?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(version)
             .bind(herald_core::clock::now_ms())
             .execute(&mut *tx)
@@ -437,7 +437,7 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
                 continue;
             }
             let existing = sqlx::query(
-                "SELECT request_hash, response, expires_at FROM idempotency_keys WHERE key = ?",
+                "SELECT request_hash, response, expires_at FROM idempotency_keys WHERE key = $1",
             )
             .bind(&idem.key)
             .fetch_optional(&mut w.conn)
@@ -450,7 +450,7 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
                     outcomes.push(replay_or_conflict(&hash, &idem.request_hash, &response));
                     continue;
                 }
-                sqlx::query("DELETE FROM idempotency_keys WHERE key = ?")
+                sqlx::query("DELETE FROM idempotency_keys WHERE key = $1")
                     .bind(&idem.key)
                     .execute(&mut w.conn)
                     .await?;
@@ -539,7 +539,7 @@ fn replay_or_conflict(stored_hash: &str, request_hash: &str, response: &str) -> 
 async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
     let mut result = ClaimResult::default();
     result.recovered = sqlx::query(
-        "UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = ?1, updated_at = ?1 WHERE status = 'in_flight' AND lease_until <= ?1",
+        "UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_until <= $1",
     )
     .bind(req.now)
     .execute(&mut w.conn)
@@ -587,9 +587,9 @@ async fn claim_due(
     let mut claimed = false;
     if q.capacity > 0 {
         let n = sqlx::query(
-            "UPDATE deliveries SET status = 'in_flight', lease_until = ?1, lease_token = ?2, updated_at = ?3
-             WHERE id IN (SELECT id FROM deliveries WHERE destination = ?4 AND status = 'pending' AND next_attempt_at <= ?3
-                          ORDER BY next_attempt_at LIMIT ?5)",
+            "UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3
+             WHERE id IN (SELECT id FROM deliveries WHERE destination = $4 AND status = 'pending' AND next_attempt_at <= $3
+                          ORDER BY next_attempt_at LIMIT $5)",
         )
         .bind(req.now + q.lease_ms)
         .bind(&req.lease_token)
@@ -602,7 +602,7 @@ async fn claim_due(
         claimed = n > 0;
     }
     let next: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND status = 'pending'",
+        "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = $1 AND status = 'pending'",
     )
     .bind(&q.destination)
     .fetch_one(&mut w.conn)
@@ -618,7 +618,7 @@ async fn claim_head(
     q: &QueueClaim,
 ) -> Result<(bool, Option<i64>)> {
     let head = sqlx::query(
-        "SELECT id, status, next_attempt_at FROM deliveries WHERE destination = ? AND status IN ('pending', 'in_flight')
+        "SELECT id, status, next_attempt_at FROM deliveries WHERE destination = $1 AND status IN ('pending', 'in_flight')
          ORDER BY created_at, id LIMIT 1",
     )
     .bind(&q.destination)
@@ -636,7 +636,7 @@ async fn claim_head(
         return Ok((false, next));
     }
     let id: String = head.try_get("id")?;
-    sqlx::query("UPDATE deliveries SET status = 'in_flight', lease_until = ?1, lease_token = ?2, updated_at = ?3 WHERE id = ?4 AND status = 'pending'")
+    sqlx::query("UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3 WHERE id = $4 AND status = 'pending'")
         .bind(req.now + q.lease_ms)
         .bind(&req.lease_token)
         .bind(req.now)
@@ -655,11 +655,11 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
     };
     let a = f.attempt.as_ref();
     let row = sqlx::query(
-        "UPDATE deliveries SET status = ?1, attempt_count = attempt_count + ?2, next_attempt_at = ?3, lease_until = NULL, lease_token = NULL,
-                last_status_code = CASE WHEN ?2 = 1 THEN ?4 ELSE last_status_code END,
-                last_error = CASE WHEN ?2 = 1 THEN ?5 ELSE last_error END,
-                dead_at = ?6, updated_at = ?7
-         WHERE id = ?8 AND lease_token = ?9 AND status = 'in_flight'
+        "UPDATE deliveries SET status = $1, attempt_count = attempt_count + $2, next_attempt_at = $3, lease_until = NULL, lease_token = NULL,
+                last_status_code = CASE WHEN $2 = 1 THEN $4 ELSE last_status_code END,
+                last_error = CASE WHEN $2 = 1 THEN $5 ELSE last_error END,
+                dead_at = $6, updated_at = $7
+         WHERE id = $8 AND lease_token = $9 AND status = 'in_flight'
          RETURNING attempt_count, message_id",
     )
     .bind(status)
@@ -685,7 +685,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
     if let Some(a) = a {
         sqlx::query(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt, destination)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&f.delivery_id)
         .bind(number)
@@ -712,7 +712,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
     if let Some((fallback, new_id)) = fallback {
         sqlx::query(
             "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, fallback_of, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?4, ?4)",
+             VALUES ($1, $2, $3, 'pending', $4, $5, $4, $4)",
         )
         .bind(new_id)
         .bind(&message_id)
@@ -741,9 +741,9 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
 
     if let Some(a) = a {
         let sql = if a.outcome == AttemptOutcome::Delivered {
-            "UPDATE destinations SET failing_since = NULL, last_success_at = ?1 WHERE name = ?2"
+            "UPDATE destinations SET failing_since = NULL, last_success_at = $1 WHERE name = $2"
         } else {
-            "UPDATE destinations SET failing_since = COALESCE(failing_since, ?1) WHERE name = ?2"
+            "UPDATE destinations SET failing_since = COALESCE(failing_since, $1) WHERE name = $2"
         };
         sqlx::query(sql)
             .bind(f.now)
@@ -752,7 +752,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
             .await?;
     }
     if let Some(b) = &f.breaker {
-        sqlx::query("UPDATE destinations SET breaker = ?1 WHERE name = ?2")
+        sqlx::query("UPDATE destinations SET breaker = $1 WHERE name = $2")
             .bind(&b.state)
             .bind(&f.destination)
             .execute(&mut w.conn)
@@ -767,7 +767,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         }
     }
     if let Some(until) = f.pause_destination_until {
-        sqlx::query("UPDATE destinations SET paused_until = MAX(COALESCE(paused_until, 0), ?1) WHERE name = ?2")
+        sqlx::query("UPDATE destinations SET paused_until = MAX(COALESCE(paused_until, 0), $1) WHERE name = $2")
             .bind(until)
             .bind(&f.destination)
             .execute(&mut w.conn)
@@ -791,7 +791,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         && a.is_some_and(|a| a.outcome != AttemptOutcome::Delivered)
     {
         let since: Option<i64> = sqlx::query_scalar(
-            "SELECT failing_since FROM destinations WHERE name = ? AND failing_since <= ?",
+            "SELECT failing_since FROM destinations WHERE name = $1 AND failing_since <= $2",
         )
         .bind(&f.destination)
         .bind(cutoff)
@@ -801,7 +801,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         disable = since.map(|s| format!("no successful delivery since {}", rfc3339(s)));
     }
     if let Some(reason) = disable {
-        let changed = sqlx::query("UPDATE destinations SET enabled = 0, disabled_reason = ?1, updated_at = ?2 WHERE name = ?3 AND enabled = 1")
+        let changed = sqlx::query("UPDATE destinations SET enabled = 0, disabled_reason = $1, updated_at = $2 WHERE name = $3 AND enabled = 1")
             .bind(&reason)
             .bind(f.now)
             .bind(&f.destination)
@@ -835,10 +835,10 @@ async fn dlq_change(
     replay: bool,
 ) -> Result<DlqChange> {
     let sql = if replay {
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, budget_base = attempt_count, dead_at = NULL, updated_at = ?1
-         WHERE id = ?2 AND destination = ?3 AND status = 'dead'"
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, budget_base = attempt_count, dead_at = NULL, updated_at = $1
+         WHERE id = $2 AND destination = $3 AND status = 'dead'"
     } else {
-        "UPDATE deliveries SET status = 'discarded', updated_at = ?1 WHERE id = ?2 AND destination = ?3 AND status = 'dead'"
+        "UPDATE deliveries SET status = 'discarded', updated_at = $1 WHERE id = $2 AND destination = $3 AND status = 'dead'"
     };
     let n = sqlx::query(sql)
         .bind(now)
@@ -849,7 +849,7 @@ async fn dlq_change(
         .rows_affected();
     if n == 0 {
         let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM deliveries WHERE id = ? AND destination = ?")
+            sqlx::query_scalar("SELECT 1 FROM deliveries WHERE id = $1 AND destination = $2")
                 .bind(id)
                 .bind(queue)
                 .fetch_optional(&mut w.conn)
@@ -890,7 +890,7 @@ impl Store for SqliteStore {
 
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>> {
         let row = sqlx::query(
-            "SELECT id, event_type, idempotency_key, body, created_at FROM messages WHERE id = ?",
+            "SELECT id, event_type, idempotency_key, body, created_at FROM messages WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.reads)
@@ -899,7 +899,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>> {
-        let sql = format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.id = ?");
+        let sql = format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.reads)
@@ -942,7 +942,7 @@ impl Store for SqliteStore {
 
     async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRecord>> {
         let rows = sqlx::query(
-            "SELECT number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY number",
+            "SELECT number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt FROM attempts WHERE delivery_id = $1 ORDER BY number",
         )
         .bind(delivery_id)
         .fetch_all(&self.reads)
@@ -970,7 +970,7 @@ impl Store for SqliteStore {
 
     async fn queue_counts(&self, destination: &str) -> Result<QueueCounts> {
         let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM deliveries WHERE destination = ? AND status IN ('pending', 'in_flight', 'dead') GROUP BY status",
+            "SELECT status, COUNT(*) AS n FROM deliveries WHERE destination = $1 AND status IN ('pending', 'in_flight', 'dead') GROUP BY status",
         )
         .bind(destination)
         .fetch_all(&self.reads)
@@ -991,10 +991,10 @@ impl Store for SqliteStore {
         let actor = actor.to_string();
         self.write(move |w| {
             Box::pin(async move {
-                let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM destinations WHERE name = ?").bind(&row.name).fetch_optional(&mut w.conn).await?;
+                let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM destinations WHERE name = $1").bind(&row.name).fetch_optional(&mut w.conn).await?;
                 sqlx::query(
                     "INSERT INTO destinations (name, kind, spec, enabled, disabled_reason, paused_until, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, spec = excluded.spec, enabled = excluded.enabled,
                          disabled_reason = excluded.disabled_reason, updated_at = excluded.updated_at",
                 )
@@ -1017,7 +1017,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_destination(&self, name: &str) -> Result<Option<DestinationRow>> {
-        let row = sqlx::query("SELECT * FROM destinations WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM destinations WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.reads)
             .await?;
@@ -1035,13 +1035,13 @@ impl Store for SqliteStore {
         let (name, actor) = (name.to_string(), actor.to_string());
         self.write(move |w| {
             Box::pin(async move {
-                let n = sqlx::query("DELETE FROM destinations WHERE name = ?").bind(&name).execute(&mut w.conn).await?.rows_affected();
+                let n = sqlx::query("DELETE FROM destinations WHERE name = $1").bind(&name).execute(&mut w.conn).await?.rows_affected();
                 if n == 0 {
                     return Ok(false);
                 }
                 let discarded = sqlx::query(
-                    "UPDATE deliveries SET status = 'discarded', lease_until = NULL, lease_token = NULL, updated_at = ?1
-                     WHERE destination = ?2 AND status IN ('pending', 'in_flight', 'dead')",
+                    "UPDATE deliveries SET status = 'discarded', lease_until = NULL, lease_token = NULL, updated_at = $1
+                     WHERE destination = $2 AND status IN ('pending', 'in_flight', 'dead')",
                 )
                 .bind(now)
                 .bind(&name)
@@ -1060,8 +1060,8 @@ impl Store for SqliteStore {
         self.write(move |w| {
             Box::pin(async move {
                 let n = sqlx::query(
-                    "UPDATE destinations SET enabled = 1, disabled_reason = NULL, paused_until = NULL, breaker = NULL, failing_since = NULL, updated_at = ?1
-                     WHERE name = ?2",
+                    "UPDATE destinations SET enabled = 1, disabled_reason = NULL, paused_until = NULL, breaker = NULL, failing_since = NULL, updated_at = $1
+                     WHERE name = $2",
                 )
                 .bind(now)
                 .bind(&name)
@@ -1081,7 +1081,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.write(move |w| {
             Box::pin(async move {
-                sqlx::query("UPDATE destinations SET breaker = ?1 WHERE name = ?2")
+                sqlx::query("UPDATE destinations SET breaker = $1 WHERE name = $2")
                     .bind(&update.state)
                     .bind(&name)
                     .execute(&mut w.conn)
@@ -1098,7 +1098,7 @@ impl Store for SqliteStore {
 
     async fn attempt_stats(&self, destination: &str, since: i64) -> Result<AttemptStats> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS total, COALESCE(SUM(outcome = 'delivered'), 0) AS delivered FROM attempts WHERE destination = ? AND started_at >= ?",
+            "SELECT COUNT(*) AS total, COALESCE(SUM(outcome = 'delivered'), 0) AS delivered FROM attempts WHERE destination = $1 AND started_at >= $2",
         )
         .bind(destination)
         .bind(since)
@@ -1138,8 +1138,8 @@ impl Store for SqliteStore {
             Box::pin(async move {
                 for (id, token) in &leases {
                     sqlx::query(
-                        "UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = ?1, updated_at = ?1
-                         WHERE id = ?2 AND lease_token = ?3 AND status = 'in_flight'",
+                        "UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1
+                         WHERE id = $2 AND lease_token = $3 AND status = 'in_flight'",
                     )
                     .bind(now)
                     .bind(id)
@@ -1210,10 +1210,10 @@ impl Store for SqliteStore {
         self.write(move |w| {
             Box::pin(async move {
                 let n = sqlx::query(
-                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, budget_base = attempt_count, dead_at = NULL, updated_at = ?1
-                     WHERE destination = ?2 AND status = 'dead'
-                       AND (?3 IS NULL OR message_id IN (SELECT id FROM messages WHERE event_type = ?3))
-                       AND (?4 IS NULL OR dead_at >= ?4)",
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, budget_base = attempt_count, dead_at = NULL, updated_at = $1
+                     WHERE destination = $2 AND status = 'dead'
+                       AND ($3 IS NULL OR message_id IN (SELECT id FROM messages WHERE event_type = $3))
+                       AND ($4 IS NULL OR dead_at >= $4)",
                 )
                 .bind(now)
                 .bind(&queue)
@@ -1248,7 +1248,7 @@ impl Store for SqliteStore {
         let actor = actor.to_string();
         self.write(move |w| {
             Box::pin(async move {
-                sqlx::query("INSERT INTO tokens (id, name, hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)")
+                sqlx::query("INSERT INTO tokens (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)")
                     .bind(&t.id)
                     .bind(&t.name)
                     .bind(&t.hash)
@@ -1263,7 +1263,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.reads)
             .await?;
@@ -1282,7 +1282,7 @@ impl Store for SqliteStore {
         self.write(move |w| {
             Box::pin(async move {
                 let n = sqlx::query(
-                    "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
                 )
                 .bind(now)
                 .bind(&id)
@@ -1302,7 +1302,7 @@ impl Store for SqliteStore {
         self.write(move |w| {
             Box::pin(async move {
                 for (id, at) in &used {
-                    sqlx::query("UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?")
+                    sqlx::query("UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), $1) WHERE id = $2")
                         .bind(at)
                         .bind(id)
                         .execute(&mut w.conn)
@@ -1333,10 +1333,11 @@ impl Store for SqliteStore {
                 if seq == 0 {
                     return Ok(None);
                 }
-                let last: String = sqlx::query_scalar("SELECT action FROM audit_log WHERE seq = ?")
-                    .bind(seq)
-                    .fetch_one(&mut w.conn)
-                    .await?;
+                let last: String =
+                    sqlx::query_scalar("SELECT action FROM audit_log WHERE seq = $1")
+                        .bind(seq)
+                        .fetch_one(&mut w.conn)
+                        .await?;
                 if last == CHECKPOINT_ACTION {
                     return Ok(None);
                 }
@@ -1363,10 +1364,10 @@ impl Store for SqliteStore {
         self.write(move |w| {
             Box::pin(async move {
                 for (name, sealed) in &destinations {
-                    sqlx::query("UPDATE destinations SET spec = ? WHERE name = ?").bind(sealed).bind(name).execute(&mut w.conn).await?;
+                    sqlx::query("UPDATE destinations SET spec = $1 WHERE name = $2").bind(sealed).bind(name).execute(&mut w.conn).await?;
                 }
                 for (key, value) in &meta {
-                    sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")
+                    sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
                         .bind(key)
                         .bind(value)
                         .execute(&mut w.conn)
@@ -1379,7 +1380,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(limit as i64)
             .fetch_all(&self.reads)
@@ -1403,7 +1404,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.reads)
             .await?)
@@ -1414,13 +1415,13 @@ impl Store for SqliteStore {
         self.write(move |w| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
                 )
                 .bind(&key)
                 .bind(&value)
                 .execute(&mut w.conn)
                 .await?;
-                Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+                Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
                     .bind(&key)
                     .fetch_one(&mut w.conn)
                     .await?)
@@ -1432,11 +1433,11 @@ impl Store for SqliteStore {
     async fn prune(&self, now: i64, older_than: i64) -> Result<u64> {
         self.write(move |w| {
             Box::pin(async move {
-                let keys = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?").bind(now).execute(&mut w.conn).await?.rows_affected();
+                let keys = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1").bind(now).execute(&mut w.conn).await?.rows_affected();
                 // A message goes once every delivery of it is terminal and old enough.
                 let messages = sqlx::query(
                     "DELETE FROM messages WHERE id IN (
-                        SELECT m.id FROM messages m WHERE m.created_at < ?1
+                        SELECT m.id FROM messages m WHERE m.created_at < $1
                           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.status IN ('pending', 'in_flight', 'dead'))
                         LIMIT 10000)",
                 )
