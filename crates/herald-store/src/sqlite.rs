@@ -15,23 +15,25 @@ use herald_core::audit::{AuditEntry, CHECKPOINT_ACTION, GENESIS, entry_hash};
 use herald_core::clock::rfc3339;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
 use serde_json::{Value, json};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, QueryBuilder, Row};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_resilience.sql")),
 ];
+/// Connection settings of the writer: WAL, durability, waits, foreign keys.
+const PRAGMAS_FULL: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;";
+const PRAGMAS_NORMAL: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;";
+const READ_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;";
 /// Most jobs one commit carries.
 const MAX_GROUP: usize = 512;
 
@@ -64,7 +66,7 @@ enum Msg {
 
 /// State owned by the writer task.
 pub struct Writer {
-    conn: SqliteConnection,
+    conn: AnyConnection,
     stats: Arc<WriterStats>,
     /// `(seq, hash)` of the last audit entry.
     audit_head: (i64, String),
@@ -73,7 +75,7 @@ pub struct Writer {
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     jobs: mpsc::Sender<Msg>,
-    reads: SqlitePool,
+    reads: AnyPool,
     stats: Arc<WriterStats>,
 }
 
@@ -90,20 +92,15 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file, applies migrations and starts the
     /// writer. Leases left by a previous process are released: SQLite serves one node.
     pub async fn open(path: &Path, opts: SqliteOptions) -> Result<Self> {
-        let base = SqliteConnectOptions::new()
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if opts.synchronous_full {
-                SqliteSynchronous::Full
-            } else {
-                SqliteSynchronous::Normal
-            })
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
-        let mut conn =
-            SqliteConnection::connect_with(&base.clone().create_if_missing(true)).await?;
+        sqlx::any::install_default_drivers();
+        let pragmas: &'static str = if opts.synchronous_full {
+            PRAGMAS_FULL
+        } else {
+            PRAGMAS_NORMAL
+        };
+        let url = |mode: &str| format!("sqlite://{}?mode={mode}", path.display());
+        let mut conn = AnyConnection::connect(&url("rwc")).await?;
+        sqlx::raw_sql(pragmas).execute(&mut conn).await?;
         migrate(&mut conn).await?;
         let now = herald_core::clock::now_ms();
         sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'")
@@ -117,9 +114,12 @@ impl SqliteStore {
             Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
             None => (0, GENESIS.to_string()),
         };
-        let reads = SqlitePoolOptions::new()
+        let reads = AnyPoolOptions::new()
             .max_connections(opts.read_connections.max(1))
-            .connect_with(base.read_only(true))
+            .after_connect(|conn, _| {
+                Box::pin(async move { sqlx::raw_sql(READ_PRAGMAS).execute(conn).await.map(|_| ()) })
+            })
+            .connect(&url("ro"))
             .await?;
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let stats = Arc::new(WriterStats::default());
@@ -176,7 +176,7 @@ impl SqliteStore {
     }
 }
 
-async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
+async fn migrate(conn: &mut AnyConnection) -> Result<()> {
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
         .execute(&mut *conn)
         .await?;
@@ -209,10 +209,7 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
     Ok(())
 }
 
-async fn exec(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-) -> std::result::Result<(), sqlx::Error> {
+async fn exec(conn: &mut AnyConnection, sql: &'static str) -> std::result::Result<(), sqlx::Error> {
     sqlx::raw_sql(sql).execute(conn).await.map(|_| ())
 }
 
@@ -327,7 +324,7 @@ async fn audit_many(w: &mut Writer, entries: &[NewAudit]) -> Result<()> {
         ));
     }
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::<Any>::new(
             "INSERT INTO audit_log (seq, at, actor, action, resource, detail, prev_hash, hash) ",
         );
         q.push_values(chunk, |mut b, (seq, at, a, detail, prev_hash, hash)| {
@@ -358,7 +355,7 @@ fn new_audit(at: i64, actor: &str, action: &str, resource: &str, detail: Value) 
 
 const DELIVERY_COLS: &str = "d.id, d.message_id, d.destination, d.status, d.attempt_count, d.budget_base, d.next_attempt_at, d.last_status_code, d.last_error, d.fallback_of, d.dead_at, d.created_at, d.updated_at";
 
-fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRecord> {
+fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord> {
     let status: String = r.try_get("status")?;
     Ok(DeliveryRecord {
         id: r.try_get("id")?,
@@ -380,7 +377,7 @@ fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRecord> {
     })
 }
 
-fn message_from_row(r: &SqliteRow, prefix: &str) -> Result<MessageRecord> {
+fn message_from_row(r: &AnyRow, prefix: &str) -> Result<MessageRecord> {
     let col = |c: &str| format!("{prefix}{c}");
     Ok(MessageRecord {
         id: r.try_get(col("id").as_str())?,
@@ -391,7 +388,7 @@ fn message_from_row(r: &SqliteRow, prefix: &str) -> Result<MessageRecord> {
     })
 }
 
-fn destination_from_row(r: &SqliteRow) -> Result<DestinationRow> {
+fn destination_from_row(r: &AnyRow) -> Result<DestinationRow> {
     Ok(DestinationRow {
         name: r.try_get("name")?,
         kind: r.try_get("kind")?,
@@ -407,7 +404,7 @@ fn destination_from_row(r: &SqliteRow) -> Result<DestinationRow> {
     })
 }
 
-fn token_from_row(r: &SqliteRow) -> Result<TokenRecord> {
+fn token_from_row(r: &AnyRow) -> Result<TokenRecord> {
     let scopes: String = r.try_get("scopes")?;
     Ok(TokenRecord {
         id: r.try_get("id")?,
@@ -461,7 +458,7 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
         outcomes.push(AcceptOutcome::Accepted);
     }
     for chunk in new.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::<Any>::new(
             "INSERT INTO messages (id, event_type, idempotency_key, body, created_at) ",
         );
         q.push_values(chunk, |mut b, m| {
@@ -478,7 +475,7 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
         .flat_map(|m| m.deliveries.iter().map(move |d| (*m, d)))
         .collect();
     for chunk in deliveries.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::<Any>::new(
             "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, created_at, updated_at) ",
         );
         q.push_values(chunk, |mut b, (m, d)| {
@@ -497,7 +494,7 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
         .filter_map(|m| m.idempotency.as_ref().map(|i| (*m, i)))
         .collect();
     for chunk in keyed.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::<Any>::new(
             "INSERT INTO idempotency_keys (key, request_hash, message_id, response, created_at, expires_at) ",
         );
         q.push_values(chunk, |mut b, (m, i)| {
