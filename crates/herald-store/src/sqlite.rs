@@ -16,7 +16,7 @@ use herald_core::clock::rfc3339;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
 use serde_json::{Value, json};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, QueryBuilder, Row};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
@@ -324,20 +324,23 @@ async fn audit_many(w: &mut Writer, entries: &[NewAudit]) -> Result<()> {
         ));
     }
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Any>::new(
-            "INSERT INTO audit_log (seq, at, actor, action, resource, detail, prev_hash, hash) ",
-        );
-        q.push_values(chunk, |mut b, (seq, at, a, detail, prev_hash, hash)| {
-            b.push_bind(*seq)
-                .push_bind(at)
-                .push_bind(&a.actor)
-                .push_bind(&a.action)
-                .push_bind(&a.resource)
-                .push_bind(detail)
-                .push_bind(prev_hash)
-                .push_bind(hash);
-        });
-        q.build().execute(&mut w.conn).await?;
+        let mut q = sqlx::query(AssertSqlSafe(values_sql(
+            "INSERT INTO audit_log (seq, at, actor, action, resource, detail, prev_hash, hash)",
+            chunk.len(),
+            8,
+        )));
+        for (seq, at, a, detail, prev_hash, hash) in chunk {
+            q = q
+                .bind(*seq)
+                .bind(at)
+                .bind(&a.actor)
+                .bind(&a.action)
+                .bind(&a.resource)
+                .bind(detail)
+                .bind(prev_hash)
+                .bind(hash);
+        }
+        q.execute(&mut w.conn).await?;
     }
     w.audit_head = (seq, prev);
     Ok(())
@@ -417,6 +420,24 @@ fn token_from_row(r: &AnyRow) -> Result<TokenRecord> {
     })
 }
 
+/// `head VALUES ($1, …), (…)` for `rows` rows of `cols` columns. Numbered placeholders are
+/// read by both SQLite and Postgres (sqlx's query builder for `Any` writes `?`, which
+/// Postgres does not accept).
+fn values_sql(head: &str, rows: usize, cols: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(head.len() + 10 + rows * cols * 6);
+    s.push_str(head);
+    s.push_str(" VALUES ");
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            let _ = write!(s, "{}${}", if c == 0 { "" } else { ", " }, r * cols + c + 1);
+        }
+        s.push(')');
+    }
+    s
+}
+
 /// Rows per multi-row INSERT (SQLite allows 32 766 bound values per statement).
 const ROWS_PER_INSERT: usize = 200;
 
@@ -458,54 +479,63 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
         outcomes.push(AcceptOutcome::Accepted);
     }
     for chunk in new.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Any>::new(
-            "INSERT INTO messages (id, event_type, idempotency_key, body, created_at) ",
-        );
-        q.push_values(chunk, |mut b, m| {
-            b.push_bind(&m.id)
-                .push_bind(&m.event_type)
-                .push_bind(m.idempotency.as_ref().map(|i| &i.key))
-                .push_bind(&m.body)
-                .push_bind(m.created_at);
-        });
-        q.build().execute(&mut w.conn).await?;
+        let mut q = sqlx::query(AssertSqlSafe(values_sql(
+            "INSERT INTO messages (id, event_type, idempotency_key, body, created_at)",
+            chunk.len(),
+            5,
+        )));
+        for m in chunk {
+            q = q
+                .bind(&m.id)
+                .bind(&m.event_type)
+                .bind(m.idempotency.as_ref().map(|i| &i.key))
+                .bind(&m.body)
+                .bind(m.created_at);
+        }
+        q.execute(&mut w.conn).await?;
     }
     let deliveries: Vec<(&NewMessage, &NewDelivery)> = new
         .iter()
         .flat_map(|m| m.deliveries.iter().map(move |d| (*m, d)))
         .collect();
     for chunk in deliveries.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Any>::new(
-            "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, created_at, updated_at) ",
-        );
-        q.push_values(chunk, |mut b, (m, d)| {
-            b.push_bind(&d.id)
-                .push_bind(&m.id)
-                .push_bind(&d.destination)
-                .push_bind("pending")
-                .push_bind(m.created_at)
-                .push_bind(m.created_at)
-                .push_bind(m.created_at);
-        });
-        q.build().execute(&mut w.conn).await?;
+        let mut q = sqlx::query(AssertSqlSafe(values_sql(
+            "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, created_at, updated_at)",
+            chunk.len(),
+            7,
+        )));
+        for (m, d) in chunk {
+            q = q
+                .bind(&d.id)
+                .bind(&m.id)
+                .bind(&d.destination)
+                .bind("pending")
+                .bind(m.created_at)
+                .bind(m.created_at)
+                .bind(m.created_at);
+        }
+        q.execute(&mut w.conn).await?;
     }
     let keyed: Vec<(&NewMessage, &IdempotencyRecord)> = new
         .iter()
         .filter_map(|m| m.idempotency.as_ref().map(|i| (*m, i)))
         .collect();
     for chunk in keyed.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Any>::new(
-            "INSERT INTO idempotency_keys (key, request_hash, message_id, response, created_at, expires_at) ",
-        );
-        q.push_values(chunk, |mut b, (m, i)| {
-            b.push_bind(&i.key)
-                .push_bind(&i.request_hash)
-                .push_bind(&m.id)
-                .push_bind(&i.response)
-                .push_bind(m.created_at)
-                .push_bind(i.expires_at);
-        });
-        q.build().execute(&mut w.conn).await?;
+        let mut q = sqlx::query(AssertSqlSafe(values_sql(
+            "INSERT INTO idempotency_keys (key, request_hash, message_id, response, created_at, expires_at)",
+            chunk.len(),
+            6,
+        )));
+        for (m, i) in chunk {
+            q = q
+                .bind(&i.key)
+                .bind(&i.request_hash)
+                .bind(&m.id)
+                .bind(&i.response)
+                .bind(m.created_at)
+                .bind(i.expires_at);
+        }
+        q.execute(&mut w.conn).await?;
     }
     let entries: Vec<NewAudit> = new
         .iter()
