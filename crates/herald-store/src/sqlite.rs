@@ -29,6 +29,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_resilience.sql")),
 ];
+/// Which SQL database the store talks to; the schema and almost all SQL are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 /// Connection settings of the writer: WAL, durability, waits, foreign keys.
 const PRAGMAS_FULL: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;";
 const PRAGMAS_NORMAL: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;";
@@ -67,6 +74,7 @@ enum Msg {
 /// State owned by the writer task.
 pub struct Writer {
     conn: AnyConnection,
+    dialect: Dialect,
     stats: Arc<WriterStats>,
     /// `(seq, hash)` of the last audit entry.
     audit_head: (i64, String),
@@ -92,21 +100,41 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file, applies migrations and starts the
     /// writer. Leases left by a previous process are released: SQLite serves one node.
     pub async fn open(path: &Path, opts: SqliteOptions) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let pragmas: &'static str = if opts.synchronous_full {
-            PRAGMAS_FULL
-        } else {
-            PRAGMAS_NORMAL
-        };
         let url = |mode: &str| format!("sqlite://{}?mode={mode}", path.display());
-        let mut conn = AnyConnection::connect(&url("rwc")).await?;
-        sqlx::raw_sql(pragmas).execute(&mut conn).await?;
+        Self::open_any(Dialect::Sqlite, &url("rwc"), &url("ro"), opts).await
+    }
+
+    /// Opens a Postgres database (`postgres://…`) with the same schema and SQL.
+    /// (Work in progress: one node; cluster leases and the shared audit head are next.)
+    pub async fn open_postgres(url: &str, opts: SqliteOptions) -> Result<Self> {
+        Self::open_any(Dialect::Postgres, url, url, opts).await
+    }
+
+    async fn open_any(
+        dialect: Dialect,
+        write_url: &str,
+        read_url: &str,
+        opts: SqliteOptions,
+    ) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let mut conn = AnyConnection::connect(write_url).await?;
+        if dialect == Dialect::Sqlite {
+            let pragmas: &'static str = if opts.synchronous_full {
+                PRAGMAS_FULL
+            } else {
+                PRAGMAS_NORMAL
+            };
+            sqlx::raw_sql(pragmas).execute(&mut conn).await?;
+        }
         migrate(&mut conn).await?;
-        let now = herald_core::clock::now_ms();
-        sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'")
-            .bind(now)
-            .execute(&mut conn)
-            .await?;
+        if dialect == Dialect::Sqlite {
+            // One node owns a SQLite file: leases left by a previous process are void.
+            let now = herald_core::clock::now_ms();
+            sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'")
+                .bind(now)
+                .execute(&mut conn)
+                .await?;
+        }
         let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut conn)
             .await?;
@@ -116,16 +144,22 @@ impl SqliteStore {
         };
         let reads = AnyPoolOptions::new()
             .max_connections(opts.read_connections.max(1))
-            .after_connect(|conn, _| {
-                Box::pin(async move { sqlx::raw_sql(READ_PRAGMAS).execute(conn).await.map(|_| ()) })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlx::raw_sql(READ_PRAGMAS).execute(conn).await?;
+                    }
+                    Ok(())
+                })
             })
-            .connect(&url("ro"))
+            .connect(read_url)
             .await?;
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let stats = Arc::new(WriterStats::default());
         tokio::spawn(run_writer(
             Writer {
                 conn,
+                dialect,
                 stats: stats.clone(),
                 audit_head,
             },
@@ -177,7 +211,7 @@ impl SqliteStore {
 }
 
 async fn migrate(conn: &mut AnyConnection) -> Result<()> {
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         .execute(&mut *conn)
         .await?;
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
@@ -254,7 +288,11 @@ async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
 async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
     let head_before = w.audit_head.clone();
-    if let Err(e) = exec(&mut w.conn, "BEGIN IMMEDIATE").await {
+    let begin = match w.dialect {
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+        Dialect::Postgres => "BEGIN",
+    };
+    if let Err(e) = exec(&mut w.conn, begin).await {
         // Dropping the jobs answers each caller with an error.
         tracing::error!(error = %e, "store: could not begin a transaction");
         return;
@@ -587,7 +625,7 @@ async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
     if any {
         let sql = format!(
             "SELECT {DELIVERY_COLS}, m.id AS m_id, m.event_type AS m_event_type, m.idempotency_key AS m_idempotency_key, m.body AS m_body, m.created_at AS m_created_at
-             FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.lease_token = ? AND d.status = 'in_flight' ORDER BY d.next_attempt_at"
+             FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.lease_token = $1 AND d.status = 'in_flight' ORDER BY d.next_attempt_at"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(&req.lease_token)
@@ -794,7 +832,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         }
     }
     if let Some(until) = f.pause_destination_until {
-        sqlx::query("UPDATE destinations SET paused_until = MAX(COALESCE(paused_until, 0), $1) WHERE name = $2")
+        sqlx::query("UPDATE destinations SET paused_until = CASE WHEN COALESCE(paused_until, 0) > $1 THEN paused_until ELSE $1 END WHERE name = $2")
             .bind(until)
             .bind(&f.destination)
             .execute(&mut w.conn)
@@ -937,19 +975,25 @@ impl Store for SqliteStore {
     async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>> {
         // Only fixed fragments are spliced in; every value is bound.
         let mut sql = format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE 1 = 1");
+        let mut n = 0;
         if q.destination.is_some() {
-            sql.push_str(" AND d.destination = ?");
+            n += 1;
+            sql.push_str(&format!(" AND d.destination = ${n}"));
         }
         if q.status.is_some() {
-            sql.push_str(" AND d.status = ?");
+            n += 1;
+            sql.push_str(&format!(" AND d.status = ${n}"));
         }
         if q.message_id.is_some() {
-            sql.push_str(" AND d.message_id = ?");
+            n += 1;
+            sql.push_str(&format!(" AND d.message_id = ${n}"));
         }
         if q.before.is_some() {
-            sql.push_str(" AND d.id < ?");
+            n += 1;
+            sql.push_str(&format!(" AND d.id < ${n}"));
         }
-        sql.push_str(" ORDER BY d.id DESC LIMIT ?");
+        n += 1;
+        sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ${n}"));
         let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(d) = &q.destination {
             query = query.bind(d);
@@ -1125,7 +1169,7 @@ impl Store for SqliteStore {
 
     async fn attempt_stats(&self, destination: &str, since: i64) -> Result<AttemptStats> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS total, COALESCE(SUM(outcome = 'delivered'), 0) AS delivered FROM attempts WHERE destination = $1 AND started_at >= $2",
+            "SELECT COUNT(*) AS total, CAST(COALESCE(SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END), 0) AS BIGINT) AS delivered FROM attempts WHERE destination = $1 AND started_at >= $2",
         )
         .bind(destination)
         .bind(since)
@@ -1185,13 +1229,17 @@ impl Store for SqliteStore {
             "SELECT d.id, d.destination, d.message_id, m.event_type, d.attempt_count, d.last_error, d.last_status_code, d.dead_at
              FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.status = 'dead'",
         );
+        let mut n = 0;
         if q.queue.is_some() {
-            sql.push_str(" AND d.destination = ?");
+            n += 1;
+            sql.push_str(&format!(" AND d.destination = ${n}"));
         }
         if q.before.is_some() {
-            sql.push_str(" AND d.id < ?");
+            n += 1;
+            sql.push_str(&format!(" AND d.id < ${n}"));
         }
-        sql.push_str(" ORDER BY d.id DESC LIMIT ?");
+        n += 1;
+        sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ${n}"));
         let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(queue) = &q.queue {
             query = query.bind(queue);
@@ -1329,7 +1377,7 @@ impl Store for SqliteStore {
         self.write(move |w| {
             Box::pin(async move {
                 for (id, at) in &used {
-                    sqlx::query("UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), $1) WHERE id = $2")
+                    sqlx::query("UPDATE tokens SET last_used_at = CASE WHEN COALESCE(last_used_at, 0) > $1 THEN last_used_at ELSE $1 END WHERE id = $2")
                         .bind(at)
                         .bind(id)
                         .execute(&mut w.conn)

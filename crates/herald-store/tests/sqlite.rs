@@ -8,6 +8,34 @@ use herald_store::*;
 use std::sync::Arc;
 
 async fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    // WIP: HERALD_TEST_POSTGRES_URL runs the same stories on a fresh Postgres database per
+    // directory (the conformance suite proper comes with the Postgres store).
+    if let Ok(base) = std::env::var("HERALD_TEST_POSTGRES_URL") {
+        let name = format!(
+            "herald_t_{}",
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(['.', '-'], "_")
+        );
+        let mut admin: sqlx::AnyConnection = {
+            sqlx::any::install_default_drivers();
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+                .await
+                .unwrap()
+        };
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await;
+        let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+        return Arc::new(
+            SqliteStore::open_postgres(&url, SqliteOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
     Arc::new(
         SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default())
             .await
