@@ -36,6 +36,10 @@ async fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
                 .unwrap(),
         );
     }
+    open_sqlite(dir).await
+}
+
+async fn open_sqlite(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
     Arc::new(
         SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default())
             .await
@@ -226,9 +230,10 @@ async fn idempotency_keys_replay_or_conflict_within_one_batch_and_across_batches
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// SQLite semantics: one node owns the file, so a restart releases its leases at once.
 async fn everything_survives_reopening_and_leases_of_a_dead_process_are_released() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+    let store = open_sqlite(&dir).await;
     store
         .accept_messages(vec![message("hook", None)])
         .await
@@ -246,7 +251,7 @@ async fn everything_survives_reopening_and_leases_of_a_dead_process_are_released
     assert_eq!(claimed.claimed.len(), 1);
     drop(store); // no close: as if the process died
 
-    let store = open(&dir).await;
+    let store = open_sqlite(&dir).await;
     let again = store
         .claim(claim(herald_core::clock::now_ms(), "l2", "hook", 1, 1_000))
         .await
