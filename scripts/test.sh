@@ -15,6 +15,20 @@ log=target/test-output.log
 : >"$log"
 status=0
 
+# The Postgres store and cluster tests run against the machine's Postgres (started here if
+# installed but stopped); without one they skip loudly, except in CI, where they must run.
+if [ -z "${HERALD_TEST_POSTGRES_URL:-}" ]; then
+    if pg_env="$(./scripts/postgres.sh)"; then
+        eval "$pg_env"
+    elif [ -n "${CI:-}" ]; then
+        echo "CI needs Postgres for the store and cluster tests, and none answers" >&2
+        exit 1
+    else
+        echo "== no Postgres answers: the Postgres store and cluster tests will be SKIPPED"
+    fi
+fi
+[ -n "${HERALD_TEST_POSTGRES_URL:-}" ] && echo "== Postgres tests on $HERALD_TEST_POSTGRES_URL"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -35,7 +49,7 @@ if [ "${FAST:-0}" != "1" ]; then
 fi
 
 echo "== results"
-grep -E "^(crash test|group commit|rate limit|breaker|fast destination):" "$log" || true
+grep -E "^(crash test|cluster test|cluster audit chain|claims|group commit|rate limit|breaker|fast destination)[ :(]" "$log" || true
 # One closing line for the whole run: every test runner's counts added up.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
      /^(fuzz|schemathesis): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }

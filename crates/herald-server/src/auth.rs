@@ -195,6 +195,11 @@ impl Authenticator {
         })
     }
 
+    /// Forgets every cached token (another node revoked one).
+    pub fn forget_all(&self) {
+        self.cache.lock().expect("auth cache lock").clear();
+    }
+
     /// Forgets a token at once (after revocation).
     pub fn forget(&self, id: &str) {
         self.cache.lock().expect("auth cache lock").remove(id);

@@ -23,6 +23,7 @@ const ENV_KEYS: &[&str] = &[
     "concurrency",
     "sqlite_synchronous",
     "metrics_token",
+    "database_read_connections",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,8 +33,11 @@ pub struct Config {
     pub listen: String,
     /// Where the SQLite database and the master key file live.
     pub data_dir: PathBuf,
-    /// `sqlite://PATH` (default: `<data_dir>/herald.db`).
+    /// `sqlite://PATH` (default: `<data_dir>/herald.db`) or `postgres://…` (a cluster).
     pub database_url: Option<String>,
+    /// Read connections per node (the writer and, on Postgres, the LISTEN connection come
+    /// on top).
+    pub database_read_connections: u32,
     /// A fixed admin token (otherwise one is created and printed on first start).
     pub admin_token: Option<String>,
     /// CIDRs exempt from the SSRF guard, e.g. `127.0.0.0/8` for local testing.
@@ -76,6 +80,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("herald-data"),
             database_url: None,
+            database_read_connections: 4,
             admin_token: None,
             allow_networks: String::new(),
             master_key: None,
@@ -131,22 +136,23 @@ impl Config {
         }
         herald_core::netpolicy::NetPolicy::with_allowed(&self.allow_networks)
             .map_err(|e| format!("configuration: allow_networks: {e}"))?;
+        if self.database_read_connections == 0 || self.database_read_connections > 256 {
+            return Err(
+                "configuration: database_read_connections must be between 1 and 256".into(),
+            );
+        }
+        self.database().map_err(|e| format!("configuration: {e}"))?;
         Ok(())
     }
 
-    /// The SQLite file this configuration points at.
-    pub fn sqlite_path(&self) -> Result<PathBuf, String> {
+    /// The database this configuration points at.
+    pub fn database(&self) -> Result<Database, String> {
         match &self.database_url {
-            None => Ok(self.data_dir.join("herald.db")),
-            Some(url) => {
-                if let Some(p) = url.strip_prefix("sqlite://") {
-                    Ok(PathBuf::from(p))
-                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    Err("database_url: Postgres is not supported by this build yet; use sqlite://PATH".into())
-                } else {
-                    Err(format!("database_url: expected sqlite://PATH, got {url:?}"))
-                }
-            }
+            None => Ok(Database::Sqlite(self.data_dir.join("herald.db"))),
+            Some(url) => Database::parse(url).map_err(|e| format!("database_url: {e}")),
         }
     }
 }
+
+/// Where Herald keeps its state.
+pub use herald_store::Location as Database;

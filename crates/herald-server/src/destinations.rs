@@ -6,8 +6,7 @@ use crate::state::AppState;
 use herald_core::breaker::Breaker;
 use herald_core::crypto::SecretBox;
 use herald_core::destination::{DestinationSpec, KindSpec};
-use herald_core::rate_limit::TokenBucket;
-use herald_store::{DestinationRow, Store, StoreError};
+use herald_store::{DestinationRow, DestinationState, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,10 +16,9 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct DestinationEntry {
     pub name: String,
     pub spec: DestinationSpec,
-    /// The circuit breaker (stored; this is the working copy).
+    /// The circuit breaker as last read from or written to the store (the stored state is
+    /// the truth, shared by every node; this copy is refreshed at every claim).
     pub breaker: Mutex<Breaker>,
-    /// The rate limiter's bucket, when the destination has a rate limit.
-    pub bucket: Mutex<Option<TokenBucket>>,
     enabled: AtomicBool,
     disabled_reason: RwLock<Option<String>>,
     /// Epoch ms until which no attempt is made (Retry-After); 0 when not paused.
@@ -41,14 +39,10 @@ impl DestinationEntry {
             .as_deref()
             .and_then(|b| serde_json::from_str(b).ok())
             .unwrap_or_default();
-        let bucket = spec
-            .rate_limit()
-            .map(|l| TokenBucket::full(&l, herald_core::clock::now_ms()));
         Ok(DestinationEntry {
             name: row.name,
             spec,
             breaker: Mutex::new(breaker),
-            bucket: Mutex::new(bucket),
             enabled: AtomicBool::new(row.enabled),
             disabled_reason: RwLock::new(row.disabled_reason),
             paused_until: AtomicI64::new(row.paused_until.unwrap_or(0)),
@@ -80,6 +74,27 @@ impl DestinationEntry {
         self.paused_until.fetch_max(until, Ordering::Relaxed);
     }
 
+    /// Takes on the shared state the store holds (what other nodes decided).
+    pub fn observe(&self, state: &DestinationState) {
+        if state.enabled != self.enabled() {
+            self.enabled.store(state.enabled, Ordering::Relaxed);
+            *self.disabled_reason.write().expect("destination lock") =
+                state.disabled_reason.clone();
+        }
+        if let Some(p) = state.paused_until {
+            self.pause_until(p);
+        }
+        self.set_breaker(state.breaker.as_deref());
+    }
+
+    /// Replaces the breaker copy with a stored state (JSON); `None` is closed.
+    pub fn set_breaker(&self, stored: Option<&str>) {
+        let b = stored
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        *self.breaker.lock().expect("breaker lock") = b;
+    }
+
     pub fn disable(&self, reason: String) {
         self.enabled.store(false, Ordering::Relaxed);
         *self.disabled_reason.write().expect("destination lock") = Some(reason);
@@ -107,10 +122,6 @@ impl DestinationCache {
         let mut map = HashMap::with_capacity(rows.len());
         for row in rows {
             let e = DestinationEntry::from_row(row, secrets)?;
-            // Keep the live rate-limit bucket of a destination whose settings did not change.
-            if let Some(old) = self.get(&e.name).filter(|o| o.spec == e.spec) {
-                *e.bucket.lock().expect("bucket lock") = *old.bucket.lock().expect("bucket lock");
-            }
             map.insert(e.name.clone(), Arc::new(e));
         }
         *self.map.write().expect("destination cache lock") = map;

@@ -22,9 +22,8 @@ use herald_core::clock::now_ms;
 use herald_core::delivery::{SendReport, Verdict};
 use herald_core::destination::FallbackWhen;
 use herald_core::message::{Message, MessageBody, MessageInput, Severity};
-use herald_core::rate_limit::TokenBucket;
 use herald_store::{
-    AttemptRecord, BreakerUpdate, ClaimRequest, ClaimedDelivery, FinishAttempt, NextState,
+    AttemptRecord, BreakerEvent, ClaimRequest, ClaimedDelivery, FinishAttempt, NextState,
     QueueClaim,
 };
 use herald_store::{FinishOutcome, Store};
@@ -110,12 +109,22 @@ impl Dispatcher {
     async fn run(self, state: AppState) {
         let mut rotate = 0usize;
         let mut last_reload = Instant::now();
+        // Other nodes' news (Postgres NOTIFY); polling covers what it misses.
+        let remote = state.store.remote_signals();
         while !self.inner.stopping.load(Ordering::Relaxed) {
             let now = now_ms();
             let (req, modes, mut wake_at) = self.plan(&state, now, rotate);
             rotate = rotate.wrapping_add(1);
             match state.store.claim(req).await {
                 Ok(res) => {
+                    for ds in &res.destinations {
+                        if let Some(d) = state.destinations.get(&ds.name) {
+                            d.observe(ds);
+                        }
+                    }
+                    for name in &res.rate_limited {
+                        metrics::counter!("herald_rate_limit_waits_total", "destination" => name.clone()).increment(1);
+                    }
                     if res.recovered > 0 {
                         tracing::warn!(
                             count = res.recovered,
@@ -132,11 +141,30 @@ impl Dispatcher {
             let sleep = Duration::from_millis(
                 (wake_at - now_ms()).clamp(0, POLL.as_millis() as i64) as u64,
             );
+            let remote_work = async {
+                match &remote {
+                    Some(r) => r.work.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let remote_destinations = async {
+                match &remote {
+                    Some(r) => r.config.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut reload_now = false;
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
+                _ = remote_work => {}
+                _ = remote_destinations => reload_now = true,
                 _ = tokio::time::sleep(sleep) => {}
             }
-            if last_reload.elapsed() >= RELOAD {
+            if reload_now {
+                // A token revoked on another node stops working here at once.
+                state.auth.forget_all();
+            }
+            if reload_now || last_reload.elapsed() >= RELOAD {
                 last_reload = Instant::now();
                 if let Err(e) = state
                     .destinations
@@ -201,18 +229,12 @@ impl Dispatcher {
                     }
                 }
             }
-            if !matches!(mode, Mode::FailOver(_))
-                && let Some(l) = d.spec.rate_limit()
-            {
-                let mut bucket = d.bucket.lock().expect("bucket lock");
-                let b = bucket.get_or_insert_with(|| TokenBucket::full(&l, now));
-                let available = b.available(&l, now);
-                if available < capacity {
-                    metrics::counter!("herald_rate_limit_waits_total", "destination" => d.name.clone()).increment(1);
-                    capacity = available;
-                    wake_at = wake_at.min(b.next_token_at(&l));
-                }
-            }
+            // The token bucket is spent in the claim transaction (shared by every node).
+            let rate_limit = match mode {
+                Mode::FailOver(_) => None,
+                _ => d.spec.rate_limit(),
+            };
+            let require_closed_breaker = mode == Mode::Send && d.spec.breaker().is_some();
             room -= capacity;
             let lease = state
                 .config
@@ -224,6 +246,8 @@ impl Dispatcher {
                 capacity,
                 lease_ms: lease.as_millis() as i64,
                 ordered: d.spec.ordered,
+                rate_limit,
+                require_closed_breaker,
             });
             modes.insert(d.name.clone(), mode);
         }
@@ -238,7 +262,7 @@ impl Dispatcher {
         )
     }
 
-    /// Spends rate-limit tokens, opens half-open probes and starts a task per claim.
+    /// Opens half-open probes (one for the whole cluster) and starts a task per claim.
     async fn dispatch(
         &self,
         state: &AppState,
@@ -246,57 +270,48 @@ impl Dispatcher {
         modes: &HashMap<String, Mode>,
         now: i64,
     ) {
-        let mut per_destination: HashMap<&str, u32> = HashMap::new();
+        let mut refused: Vec<String> = Vec::new();
         for c in &claimed {
-            *per_destination
-                .entry(c.delivery.destination.as_str())
-                .or_default() += 1;
-        }
-        for (name, count) in per_destination {
+            let name = c.delivery.destination.as_str();
+            if modes.get(name) != Some(&Mode::Probe) || refused.iter().any(|r| r == name) {
+                continue;
+            }
             let Some(d) = state.destinations.get(name) else {
                 continue;
             };
-            match modes.get(name) {
-                Some(Mode::FailOver(_)) => {}
-                mode => {
-                    if let Some(l) = d.spec.rate_limit() {
-                        let mut bucket = d.bucket.lock().expect("bucket lock");
-                        bucket
-                            .get_or_insert_with(|| TokenBucket::full(&l, now))
-                            .take(&l, count, now);
-                    }
-                    if mode == Some(&Mode::Probe) {
-                        let deadline = now
-                            + state
-                                .config
-                                .lease
-                                .0
-                                .max(d.spec.timeout() + Duration::from_secs(10))
-                                .as_millis() as i64;
-                        let (transition, json) = {
-                            let mut b = d.breaker.lock().expect("breaker lock");
-                            (
-                                b.start_probe(deadline),
-                                serde_json::to_string(&*b).unwrap_or_default(),
-                            )
-                        };
-                        let update = BreakerUpdate {
-                            state: json,
-                            transition: transition.map(|t| t.action().to_string()),
-                        };
-                        if let Err(e) = state.store.record_breaker(name, update, now).await {
-                            tracing::warn!(destination = name, error = %e, "recording the half-open breaker failed");
-                        }
-                    }
+            let deadline = now
+                + state
+                    .config
+                    .lease
+                    .0
+                    .max(d.spec.timeout() + Duration::from_secs(10))
+                    .as_millis() as i64;
+            match state.store.start_probe(name, deadline, now).await {
+                Ok(Some(stored)) => d.set_breaker(Some(&stored)),
+                Ok(None) => refused.push(name.to_string()),
+                Err(e) => {
+                    tracing::warn!(destination = name, error = %e, "starting the half-open probe failed");
+                    refused.push(name.to_string());
                 }
             }
         }
+        let mut give_back = Vec::new();
         for c in claimed {
+            if refused.contains(&c.delivery.destination) {
+                // Another node is probing (or the breaker changed): not this one's turn.
+                give_back.push((c.delivery.id.clone(), c.lease_token.clone()));
+                continue;
+            }
             let mode = modes
                 .get(&c.delivery.destination)
                 .cloned()
                 .unwrap_or(Mode::Send);
             self.start(state.clone(), c, mode);
+        }
+        if !give_back.is_empty()
+            && let Err(e) = state.store.release(give_back, now).await
+        {
+            tracing::warn!(error = %e, "giving back deliveries failed; their leases expire on their own");
         }
     }
 
@@ -556,22 +571,10 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, slot: Sl
         } => Some(reason.clone()),
         _ => None,
     };
-    let breaker = dest.spec.breaker().and_then(|cfg| {
-        let mut b = dest.breaker.lock().expect("breaker lock");
-        let before = b.clone();
-        let transition = match report.verdict {
-            Verdict::Retry { .. } => b.on_retryable_failure(&cfg, finished_at),
-            _ => b.on_answer(),
-        };
-        (*b != before).then(|| BreakerUpdate {
-            state: serde_json::to_string(&*b).unwrap_or_default(),
-            transition: transition.map(|t| t.action().to_string()),
-        })
+    let breaker = dest.spec.breaker().map(|config| BreakerEvent {
+        config,
+        failure: matches!(report.verdict, Verdict::Retry { .. }),
     });
-    if let Some(t) = breaker.as_ref().and_then(|b| b.transition.as_deref()) {
-        tracing::warn!(destination = %dest.name, transition = t, "circuit breaker changed state");
-        metrics::counter!("herald_breaker_transitions_total", "destination" => dest.name.clone(), "transition" => t.to_string()).increment(1);
-    }
     tracing::Span::current().record("outcome", report.verdict.outcome().as_str());
     tracing::info!(status = ?report.status_code, error = ?report.error, duration_ms, next = ?next, "attempt finished");
     let finish = FinishAttempt {
@@ -641,6 +644,15 @@ async fn record(state: &AppState, finish: FinishAttempt) {
         }
     }
     let Some(outcome) = outcome else { return };
+    if let Some(stored) = &outcome.breaker
+        && let Some(d) = state.destinations.get(&destination)
+    {
+        d.set_breaker(Some(stored));
+    }
+    if let Some(t) = &outcome.breaker_transition {
+        tracing::warn!(destination = %destination, transition = %t, "circuit breaker changed state");
+        metrics::counter!("herald_breaker_transitions_total", "destination" => destination.clone(), "transition" => t.clone()).increment(1);
+    }
     if !outcome.recorded {
         tracing::warn!(
             "lease lost before the attempt was recorded; another worker owns the delivery"

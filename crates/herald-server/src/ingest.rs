@@ -52,6 +52,22 @@ pub async fn submit(
     let mut results: Vec<Option<Result<Accepted, ApiError>>> = Vec::with_capacity(subs.len());
     let mut batch = Vec::new();
     let mut slots = Vec::new();
+    // In a cluster a destination may have been created on another node a moment ago.
+    if state.store.remote_signals().is_some()
+        && subs.iter().any(|s| {
+            s.input
+                .to
+                .iter()
+                .flatten()
+                .any(|n| state.destinations.get(n).is_none())
+        })
+        && let Err(e) = state
+            .destinations
+            .reload(state.store.as_ref(), &state.secrets)
+            .await
+    {
+        tracing::warn!(error = %e, "reloading destinations failed");
+    }
     for sub in subs {
         match prepare(state, sub, now, actor) {
             Ok((msg, body)) => {

@@ -26,7 +26,7 @@ pub mod telemetry;
 pub use herald_channels::client::install_crypto_provider;
 
 use auth::{Authenticator, Scope, new_token};
-use config::Config;
+use config::{Config, Database};
 use destinations::DestinationCache;
 use dispatcher::Dispatcher;
 use herald_channels::Channels;
@@ -59,25 +59,40 @@ pub struct Herald {
 
 /// Opens the configured store (creating directories as needed) and checks the master key.
 pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretBox), String> {
-    let path = config.sqlite_path()?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let database = config.database()?;
+    if let Database::Sqlite(path) = &database
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
     let secrets = keys::load_master_key(config.master_key.as_deref(), &config.data_dir)?;
+    let store = open_database(&database, config).await?;
+    keys::verify_key(store.as_ref(), &secrets)
+        .await
+        .map_err(|e| match &database {
+            Database::Postgres(_) => format!(
+                "{e}; every node of a cluster must be started with the same HERALD_MASTER_KEY"
+            ),
+            Database::Sqlite(_) => e,
+        })?;
+    Ok((store, secrets))
+}
+
+/// Opens a database and applies its migrations (no key check).
+pub async fn open_database(database: &Database, config: &Config) -> Result<Arc<dyn Store>, String> {
     let opts = SqliteOptions {
         synchronous_full: config.sqlite_synchronous == "full",
-        ..Default::default()
+        read_connections: config.database_read_connections,
     };
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&path, opts)
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-    );
-    keys::verify_key(store.as_ref(), &secrets).await?;
-    Ok((store, secrets))
+    let store = match database {
+        Database::Sqlite(path) => SqliteStore::open(path, opts).await,
+        Database::Postgres(url) => SqliteStore::open_postgres(url, opts).await,
+    };
+    let store = store.map_err(|e| format!("cannot open {}: {e}", database.describe()))?;
+    Ok(Arc::new(store))
 }
 
 /// Opens the store, applies configuration and starts serving.

@@ -16,11 +16,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod copy;
+pub mod location;
 pub mod model;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use herald_core::audit::AuditEntry;
+pub use location::Location;
 pub use model::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,36 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Signals raised by other nodes of a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteSignals {
+    /// Another node created due deliveries (accepted, replayed, failed over, released).
+    pub work: std::sync::Arc<tokio::sync::Notify>,
+    /// Another node created, changed, deleted, enabled or disabled a destination, or
+    /// revoked a token.
+    pub config: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// Walks a store's whole audit chain, page by page, through `v`.
+pub async fn verify_audit(
+    store: &dyn Store,
+    mut v: herald_core::audit::ChainVerifier,
+) -> Result<herald_core::audit::Verification> {
+    let mut after = 0;
+    loop {
+        let page = store.list_audit(after, 1000).await?;
+        let Some(last) = page.last() else {
+            return Ok(v.finish());
+        };
+        after = last.seq;
+        for e in &page {
+            if let Err(reason) = v.push(e) {
+                return Ok(v.broken(e.seq, reason));
+            }
+        }
+    }
+}
 
 /// Builds a checkpoint's detail from the `(seq, hash)` it attests.
 pub type CheckpointFn = Box<dyn FnOnce(i64, &str) -> serde_json::Value + Send>;
@@ -70,8 +103,11 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_destination(&self, name: &str, actor: &str, now: i64) -> Result<bool>;
     /// Re-enables a destination: clears its disablement, pause, breaker and failure streak.
     async fn enable_destination(&self, name: &str, actor: &str, now: i64) -> Result<bool>;
-    /// Stores a breaker state changed outside an attempt (open → half-open) and audits it.
-    async fn record_breaker(&self, name: &str, update: BreakerUpdate, now: i64) -> Result<()>;
+    /// Lets one half-open probe through an open breaker, for every node together: moves
+    /// the stored breaker to half-open (probe running until `deadline`) and audits it, if
+    /// it still permits a probe at `now`. Returns the new state (JSON), or `None` when the
+    /// breaker no longer permits one (another node is probing, or it closed).
+    async fn start_probe(&self, name: &str, deadline: i64, now: i64) -> Result<Option<String>>;
     /// Attempts to a destination started since `since`.
     async fn attempt_stats(&self, destination: &str, since: i64) -> Result<AttemptStats>;
 
@@ -136,4 +172,11 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self, now: i64, older_than: i64) -> Result<u64>;
     /// Finishes queued writes and closes.
     async fn close(&self);
+
+    /// What other nodes announce (Postgres `LISTEN`): new due work, so the dispatcher
+    /// claims at once instead of at its next poll, and changed destinations or revoked tokens,
+    /// so every node re-reads them. `None`: a single-node store.
+    fn remote_signals(&self) -> Option<RemoteSignals> {
+        None
+    }
 }

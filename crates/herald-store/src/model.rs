@@ -1,6 +1,8 @@
 //! What goes in and out of a [`Store`](crate::Store): plain rows, no behaviour.
 
+use herald_core::breaker::BreakerConfig;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
+use herald_core::rate_limit::RateLimit;
 use serde_json::Value;
 
 /// A message to accept, with one delivery per routed destination.
@@ -123,6 +125,24 @@ pub struct QueueClaim {
     /// FIFO: only the oldest unfinished delivery may be claimed, and only when none is in
     /// flight.
     pub ordered: bool,
+    /// The destination's token bucket, kept in its row and spent in the claim transaction,
+    /// so the limit holds for every node together.
+    pub rate_limit: Option<RateLimit>,
+    /// Claim only while the stored circuit breaker is closed (another node may have opened
+    /// it since this node last looked).
+    pub require_closed_breaker: bool,
+}
+
+/// A destination's shared state as the claim transaction saw it, so every node acts on
+/// what the others decided (pauses, breakers, disablement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationState {
+    pub name: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub paused_until: Option<i64>,
+    /// JSON of the breaker state (`None`: closed, never tripped).
+    pub breaker: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +168,10 @@ pub struct ClaimResult {
     pub next_due_at: Option<i64>,
     /// Deliveries whose lease had expired and went back to pending.
     pub recovered: u64,
+    /// The shared state of every destination, as of this claim.
+    pub destinations: Vec<DestinationState>,
+    /// Queues that got fewer deliveries than asked because their rate limit ran out.
+    pub rate_limited: Vec<String>,
 }
 
 /// The state a delivery moves to after an attempt.
@@ -166,13 +190,13 @@ pub enum NextState {
     },
 }
 
-/// A breaker state to store with an attempt, and the transition to audit, if any.
+/// What an attempt tells the destination's circuit breaker. The store applies it to the
+/// stored state inside the attempt's transaction, so failures seen by every node count.
 #[derive(Debug, Clone)]
-pub struct BreakerUpdate {
-    /// JSON of the new state.
-    pub state: String,
-    /// Audit action of the transition (`breaker.opened`…), if the state changed.
-    pub transition: Option<String>,
+pub struct BreakerEvent {
+    pub config: BreakerConfig,
+    /// A retryable failure (`true`) or an answer from the receiver (`false`).
+    pub failure: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +207,7 @@ pub struct FinishAttempt {
     /// `None` when no attempt was made (failed over while the breaker is open).
     pub attempt: Option<AttemptRecord>,
     pub next: NextState,
-    pub breaker: Option<BreakerUpdate>,
+    pub breaker: Option<BreakerEvent>,
     /// Disable the destination if it has been failing since before this time with no
     /// success (sustained failure).
     pub disable_if_failing_since: Option<i64>,
@@ -201,6 +225,10 @@ pub struct FinishOutcome {
     pub recorded: bool,
     /// The destination was disabled by this transition, for this reason.
     pub disabled: Option<String>,
+    /// The stored breaker state after this attempt (JSON), when a breaker is configured.
+    pub breaker: Option<String>,
+    /// The audit action of the breaker's transition, if it changed state.
+    pub breaker_transition: Option<String>,
 }
 
 /// Attempts to a destination over a window.

@@ -12,8 +12,10 @@ use crate::model::*;
 use crate::{CheckpointFn, Result, Store, StoreError};
 use async_trait::async_trait;
 use herald_core::audit::{AuditEntry, CHECKPOINT_ACTION, GENESIS, entry_hash};
+use herald_core::breaker::{Breaker, Permit};
 use herald_core::clock::rfc3339;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
+use herald_core::rate_limit::{RateLimit, TokenBucket};
 use serde_json::{Value, json};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
@@ -28,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_resilience.sql")),
+    (3, include_str!("../migrations/0003_cluster.sql")),
 ];
 /// Which SQL database the store talks to; the schema and almost all SQL are shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +79,35 @@ pub struct Writer {
     conn: AnyConnection,
     dialect: Dialect,
     stats: Arc<WriterStats>,
-    /// `(seq, hash)` of the last audit entry.
+    /// `(seq, hash)` of the last audit entry (on Postgres re-read under a lock at each
+    /// commit, since other nodes append too).
     audit_head: (i64, String),
+    /// Audit entries of this group's jobs, chained and written just before the commit.
+    staged: Vec<NewAudit>,
+    /// Checkpoints asked for in this group: each attests the head after the staged entries.
+    checkpoints: Vec<Arc<std::sync::Mutex<Option<i64>>>>,
+    checkpoint_signers: Vec<(CheckpointFn, i64)>,
+    /// Set by jobs that created due work other nodes should hear about (Postgres NOTIFY).
+    new_work: bool,
+    /// Set by jobs that changed a destination or revoked a token (Postgres NOTIFY).
+    config_changed: bool,
 }
+
+/// Key of the Postgres advisory lock that serialises appends to the audit chain.
+const AUDIT_LOCK: i64 = 0x6865_7261_6c64; // "herald"
+/// Postgres channel on which nodes announce new due deliveries.
+pub const WORK_CHANNEL: &str = "herald_work";
+/// Postgres channel on which nodes announce changed destinations and revoked tokens.
+pub const CONFIG_CHANNEL: &str = "herald_config";
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     jobs: mpsc::Sender<Msg>,
     reads: AnyPool,
     stats: Arc<WriterStats>,
+    /// Postgres only: woken by other nodes' `NOTIFY`.
+    remote: Option<crate::RemoteSignals>,
+    listener: Option<tokio::task::AbortHandle>,
 }
 
 /// Counters of the writer, to see group commit at work.
@@ -107,7 +130,30 @@ impl SqliteStore {
     /// Opens a Postgres database (`postgres://…`) with the same schema and SQL.
     /// (Work in progress: one node; cluster leases and the shared audit head are next.)
     pub async fn open_postgres(url: &str, opts: SqliteOptions) -> Result<Self> {
-        Self::open_any(Dialect::Postgres, url, url, opts).await
+        let mut store = Self::open_any(Dialect::Postgres, url, url, opts).await?;
+        let signals = crate::RemoteSignals::default();
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen_all([WORK_CHANNEL, CONFIG_CHANNEL]).await?;
+        let wake = signals.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(n) if n.channel() == CONFIG_CHANNEL => wake.config.notify_one(),
+                    Ok(_) => wake.work.notify_one(),
+                    Err(e) => {
+                        // The listener reconnects on the next recv; polling covers the gap,
+                        // and a re-read covers what was missed meanwhile.
+                        tracing::warn!(error = %e, "postgres LISTEN connection lost; reconnecting");
+                        wake.work.notify_one();
+                        wake.config.notify_one();
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        store.remote = Some(signals);
+        store.listener = Some(task.abort_handle());
+        Ok(store)
     }
 
     async fn open_any(
@@ -162,6 +208,11 @@ impl SqliteStore {
                 dialect,
                 stats: stats.clone(),
                 audit_head,
+                staged: Vec::new(),
+                checkpoints: Vec::new(),
+                checkpoint_signers: Vec::new(),
+                new_work: false,
+                config_changed: false,
             },
             rx,
         ));
@@ -169,6 +220,8 @@ impl SqliteStore {
             jobs: tx,
             reads,
             stats,
+            remote: None,
+            listener: None,
         })
     }
 
@@ -210,7 +263,55 @@ impl SqliteStore {
     }
 }
 
+/// Connects to a location with the writer's settings (SQLite: WAL, `synchronous=FULL`).
+pub async fn connect(location: &crate::Location) -> Result<(AnyConnection, Dialect)> {
+    sqlx::any::install_default_drivers();
+    match location {
+        crate::Location::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Migration(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let mut conn =
+                AnyConnection::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?;
+            sqlx::raw_sql(PRAGMAS_FULL).execute(&mut conn).await?;
+            Ok((conn, Dialect::Sqlite))
+        }
+        crate::Location::Postgres(url) => {
+            Ok((AnyConnection::connect(url).await?, Dialect::Postgres))
+        }
+    }
+}
+
+/// Applies every migration this Herald knows (idempotent) and returns the schema version.
+pub async fn migrate_to_latest(conn: &mut AnyConnection) -> Result<i64> {
+    migrate(conn).await?;
+    Ok(MIGRATIONS.last().map(|m| m.0).unwrap_or(0))
+}
+
+/// Key of the Postgres advisory lock held while migrating (nodes starting together).
+const MIGRATION_LOCK: i64 = 0x6865_7261_6c65;
+
 async fn migrate(conn: &mut AnyConnection) -> Result<()> {
+    let postgres = conn.backend_name() == "PostgreSQL";
+    if postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = migrate_locked(conn).await;
+    if postgres {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await;
+    }
+    result
+}
+
+async fn migrate_locked(conn: &mut AnyConnection) -> Result<()> {
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         .execute(&mut *conn)
         .await?;
@@ -283,11 +384,16 @@ async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-/// Runs jobs in one transaction, each inside its own savepoint, commits once, then answers
-/// every caller.
+/// Runs jobs in one transaction, each inside its own savepoint, appends their audit
+/// entries, commits once, then answers every caller.
 async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
     let head_before = w.audit_head.clone();
+    w.staged.clear();
+    w.checkpoints.clear();
+    w.checkpoint_signers.clear();
+    w.new_work = false;
+    w.config_changed = false;
     let begin = match w.dialect {
         Dialect::Sqlite => "BEGIN IMMEDIATE",
         Dialect::Postgres => "BEGIN",
@@ -299,7 +405,7 @@ async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
     }
     let mut replies = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let saved = w.audit_head.clone();
+        let saved = (w.staged.len(), w.checkpoints.len());
         if let Err(e) = exec(&mut w.conn, "SAVEPOINT job").await {
             tracing::error!(error = %e, "store: savepoint failed");
         }
@@ -310,14 +416,24 @@ async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
             "ROLLBACK TO job; RELEASE job"
         };
         if !ok {
-            w.audit_head = saved;
+            w.staged.truncate(saved.0);
+            w.checkpoints.truncate(saved.1);
+            w.checkpoint_signers.truncate(saved.1);
         }
         if let Err(e) = exec(&mut w.conn, end).await {
             tracing::error!(error = %e, "store: savepoint release failed");
         }
         replies.push(reply);
     }
-    match exec(&mut w.conn, "COMMIT").await {
+    let result = match append_staged(w).await {
+        Ok(()) => notify_work(w).await,
+        Err(e) => Err(e),
+    };
+    let result = match result {
+        Ok(()) => exec(&mut w.conn, "COMMIT").await.map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => {
             w.stats.commits.fetch_add(1, Ordering::Relaxed);
             w.stats
@@ -333,18 +449,89 @@ async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
             tracing::error!(error = %msg, "store: commit failed");
             let _ = exec(&mut w.conn, "ROLLBACK").await;
             w.audit_head = head_before;
+            for slot in &w.checkpoints {
+                if let Ok(mut s) = slot.lock() {
+                    *s = None;
+                }
+            }
             replies.into_iter().for_each(|r| r(Some(&msg)));
         }
     }
 }
 
-/// Appends one audit entry inside the writer's transaction.
-async fn audit(w: &mut Writer, a: &NewAudit) -> Result<()> {
-    audit_many(w, std::slice::from_ref(a)).await
+/// Tells the other nodes (Postgres `NOTIFY`, delivered at commit) that due work appeared.
+async fn notify_work(w: &mut Writer) -> Result<()> {
+    if w.dialect != Dialect::Postgres {
+        return Ok(());
+    }
+    for (raised, channel) in [
+        (w.new_work, WORK_CHANNEL),
+        (w.config_changed, CONFIG_CHANNEL),
+    ] {
+        if raised {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(channel)
+                .execute(&mut w.conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
-/// Appends several audit entries with multi-row INSERTs, chaining their hashes in order.
-async fn audit_many(w: &mut Writer, entries: &[NewAudit]) -> Result<()> {
+/// Chains the group's staged audit entries (and checkpoints) onto the head and writes them
+/// with multi-row INSERTs. On Postgres the head is read under a transaction-scoped advisory
+/// lock, so the writers of several nodes append one chain, in turn, each for the moment
+/// between this append and its commit.
+async fn append_staged(w: &mut Writer) -> Result<()> {
+    if w.staged.is_empty() && w.checkpoints.is_empty() {
+        return Ok(());
+    }
+    if w.dialect == Dialect::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
+            .execute(&mut w.conn)
+            .await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut w.conn)
+            .await?;
+        w.audit_head = match head {
+            Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
+            None => (0, GENESIS.to_string()),
+        };
+    }
+    let staged = std::mem::take(&mut w.staged);
+    let mut last_action = match staged.last() {
+        Some(a) => Some(a.action.clone()),
+        None if w.audit_head.0 == 0 => None,
+        None => Some(
+            sqlx::query_scalar::<_, String>("SELECT action FROM audit_log WHERE seq = $1")
+                .bind(w.audit_head.0)
+                .fetch_one(&mut w.conn)
+                .await?,
+        ),
+    };
+    insert_chained(w, &staged).await?;
+    let signers = std::mem::take(&mut w.checkpoint_signers);
+    let slots = w.checkpoints.clone();
+    for ((sign, at), slot) in signers.into_iter().zip(slots) {
+        // Nothing to attest on an empty log or right after another checkpoint.
+        if last_action.is_none() || last_action.as_deref() == Some(CHECKPOINT_ACTION) {
+            continue;
+        }
+        let (seq, hash) = w.audit_head.clone();
+        let detail = sign(seq, &hash);
+        let entry = new_audit(at, "system", CHECKPOINT_ACTION, "audit", detail);
+        insert_chained(w, std::slice::from_ref(&entry)).await?;
+        last_action = Some(CHECKPOINT_ACTION.to_string());
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(seq + 1);
+        }
+    }
+    Ok(())
+}
+
+/// Writes entries after the head, chaining their hashes in order, and moves the head.
+async fn insert_chained(w: &mut Writer, entries: &[NewAudit]) -> Result<()> {
     let mut rows = Vec::with_capacity(entries.len());
     let (mut seq, mut prev) = w.audit_head.clone();
     for a in entries {
@@ -381,6 +568,18 @@ async fn audit_many(w: &mut Writer, entries: &[NewAudit]) -> Result<()> {
         q.execute(&mut w.conn).await?;
     }
     w.audit_head = (seq, prev);
+    Ok(())
+}
+
+/// Stages one audit entry; it is written, chained, with the rest of the group's.
+async fn audit(w: &mut Writer, a: &NewAudit) -> Result<()> {
+    w.staged.push(a.clone());
+    Ok(())
+}
+
+/// Stages several audit entries, in order.
+async fn audit_many(w: &mut Writer, entries: &[NewAudit]) -> Result<()> {
+    w.staged.extend_from_slice(entries);
     Ok(())
 }
 
@@ -461,7 +660,7 @@ fn token_from_row(r: &AnyRow) -> Result<TokenRecord> {
 /// `head VALUES ($1, …), (…)` for `rows` rows of `cols` columns. Numbered placeholders are
 /// read by both SQLite and Postgres (sqlx's query builder for `Any` writes `?`, which
 /// Postgres does not accept).
-fn values_sql(head: &str, rows: usize, cols: usize) -> String {
+pub(crate) fn values_sql(head: &str, rows: usize, cols: usize) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(head.len() + 10 + rows * cols * 6);
     s.push_str(head);
@@ -588,6 +787,7 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
         })
         .collect();
     audit_many(w, &entries).await?;
+    w.new_work |= !deliveries.is_empty();
     Ok(outcomes)
 }
 
@@ -610,14 +810,68 @@ async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
     .execute(&mut w.conn)
     .await?
     .rows_affected();
+    if result.recovered > 0 {
+        w.new_work = true;
+    }
+    let rows = sqlx::query(
+        "SELECT name, enabled, disabled_reason, paused_until, breaker FROM destinations",
+    )
+    .fetch_all(&mut w.conn)
+    .await?;
+    for r in &rows {
+        result.destinations.push(DestinationState {
+            name: r.try_get("name")?,
+            enabled: r.try_get::<i64, _>("enabled")? != 0,
+            disabled_reason: r.try_get("disabled_reason")?,
+            paused_until: r.try_get("paused_until")?,
+            breaker: r.try_get("breaker")?,
+        });
+    }
     let mut any = false;
     for q in &req.queues {
-        let (claimed, next) = if q.ordered {
-            claim_head(w, req, q).await?
-        } else {
-            claim_due(w, req, q).await?
+        // What other nodes decided wins over this node's view: disabled, paused, tripped.
+        let mut capacity = q.capacity;
+        if let Some(state) = result.destinations.iter().find(|d| d.name == q.destination) {
+            if !state.enabled {
+                continue;
+            }
+            if let Some(p) = state.paused_until.filter(|p| *p > req.now) {
+                capacity = 0;
+                result.next_due_at = Some(result.next_due_at.map_or(p, |c: i64| c.min(p)));
+            }
+            if q.require_closed_breaker && !breaker_closed(state.breaker.as_deref()) {
+                capacity = 0;
+            }
+        }
+        let mut bucket = None;
+        if let (Some(limit), true) = (&q.rate_limit, capacity > 0) {
+            let (b, available) = take_bucket(w, &q.destination, limit, req.now).await?;
+            if available < capacity {
+                capacity = available;
+                result.rate_limited.push(q.destination.clone());
+                let at = b.next_token_at(limit);
+                result.next_due_at = Some(result.next_due_at.map_or(at, |c: i64| c.min(at)));
+            }
+            bucket = Some((b, limit));
+        }
+        let q = QueueClaim {
+            capacity,
+            ..q.clone()
         };
-        any |= claimed;
+        let (claimed, next) = if q.ordered {
+            claim_head(w, req, &q).await?
+        } else {
+            claim_due(w, req, &q).await?
+        };
+        if let Some((mut b, limit)) = bucket {
+            b.take(limit, claimed, req.now);
+            sqlx::query("UPDATE destinations SET bucket = $1 WHERE name = $2")
+                .bind(serde_json::to_string(&b).unwrap_or_default())
+                .bind(&q.destination)
+                .execute(&mut w.conn)
+                .await?;
+        }
+        any |= claimed > 0;
         if let Some(n) = next.filter(|n| *n > req.now) {
             result.next_due_at = Some(result.next_due_at.map_or(n, |c: i64| c.min(n)));
         }
@@ -642,29 +896,79 @@ async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
     Ok(result)
 }
 
-/// Leases up to `capacity` due deliveries of a queue; returns whether any were leased and
-/// the queue's earliest `next_attempt_at`.
+fn breaker_closed(stored: Option<&str>) -> bool {
+    stored_breaker(stored).permit(i64::MIN) == Permit::Any
+}
+
+/// The stored breaker state; an unreadable one counts as closed (it is rewritten on the
+/// next attempt).
+fn stored_breaker(stored: Option<&str>) -> Breaker {
+    stored
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+/// Reads a destination's token bucket under its row lock (Postgres) and refills it to
+/// `now`: the bucket and the whole tokens available.
+async fn take_bucket(
+    w: &mut Writer,
+    destination: &str,
+    limit: &RateLimit,
+    now: i64,
+) -> Result<(TokenBucket, u32)> {
+    let sql = match w.dialect {
+        Dialect::Sqlite => "SELECT bucket FROM destinations WHERE name = $1",
+        Dialect::Postgres => "SELECT bucket FROM destinations WHERE name = $1 FOR UPDATE",
+    };
+    let stored: Option<String> = sqlx::query_scalar(sql)
+        .bind(destination)
+        .fetch_optional(&mut w.conn)
+        .await?
+        .flatten();
+    let mut b = stored
+        .and_then(|s| serde_json::from_str::<TokenBucket>(&s).ok())
+        // A changed limit may leave more tokens than the new burst: never more than it.
+        .map(|b| TokenBucket {
+            tokens: b.tokens.min(limit.burst),
+            ..b
+        })
+        .unwrap_or_else(|| TokenBucket::full(limit, now));
+    let available = b.available(limit, now);
+    Ok((b, available))
+}
+
+/// Leases up to `capacity` due deliveries of a queue; returns how many were leased and
+/// the queue's earliest `next_attempt_at`. On Postgres the rows are picked with
+/// `FOR UPDATE SKIP LOCKED`, so nodes claiming at once never wait for, or take, the same
+/// deliveries.
 async fn claim_due(
     w: &mut Writer,
     req: &ClaimRequest,
     q: &QueueClaim,
-) -> Result<(bool, Option<i64>)> {
-    let mut claimed = false;
+) -> Result<(u32, Option<i64>)> {
+    let mut claimed = 0;
     if q.capacity > 0 {
-        let n = sqlx::query(
-            "UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3
-             WHERE id IN (SELECT id FROM deliveries WHERE destination = $4 AND status = 'pending' AND next_attempt_at <= $3
-                          ORDER BY next_attempt_at LIMIT $5)",
-        )
-        .bind(req.now + q.lease_ms)
-        .bind(&req.lease_token)
-        .bind(req.now)
-        .bind(&q.destination)
-        .bind(q.capacity as i64)
-        .execute(&mut w.conn)
-        .await?
-        .rows_affected();
-        claimed = n > 0;
+        let sql = match w.dialect {
+            Dialect::Sqlite => {
+                "UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3
+                 WHERE id IN (SELECT id FROM deliveries WHERE destination = $4 AND status = 'pending' AND next_attempt_at <= $3
+                              ORDER BY next_attempt_at LIMIT $5)"
+            }
+            Dialect::Postgres => {
+                "UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3
+                 WHERE id IN (SELECT id FROM deliveries WHERE destination = $4 AND status = 'pending' AND next_attempt_at <= $3
+                              ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
+            }
+        };
+        claimed = sqlx::query(sql)
+            .bind(req.now + q.lease_ms)
+            .bind(&req.lease_token)
+            .bind(req.now)
+            .bind(&q.destination)
+            .bind(q.capacity as i64)
+            .execute(&mut w.conn)
+            .await?
+            .rows_affected() as u32;
     }
     let next: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = $1 AND status = 'pending'",
@@ -676,12 +980,12 @@ async fn claim_due(
 }
 
 /// FIFO: only the oldest unfinished delivery of the queue may be leased, and only when it
-/// is pending (not already in flight) and due.
+/// is pending (not already in flight, on any node) and due.
 async fn claim_head(
     w: &mut Writer,
     req: &ClaimRequest,
     q: &QueueClaim,
-) -> Result<(bool, Option<i64>)> {
+) -> Result<(u32, Option<i64>)> {
     let head = sqlx::query(
         "SELECT id, status, next_attempt_at FROM deliveries WHERE destination = $1 AND status IN ('pending', 'in_flight')
          ORDER BY created_at, id LIMIT 1",
@@ -690,25 +994,28 @@ async fn claim_head(
     .fetch_optional(&mut w.conn)
     .await?;
     let Some(head) = head else {
-        return Ok((false, None));
+        return Ok((0, None));
     };
     let status: String = head.try_get("status")?;
     let next: Option<i64> = head.try_get("next_attempt_at")?;
     if status != "pending" {
-        return Ok((false, None));
+        return Ok((0, None));
     }
     if q.capacity == 0 || next.is_some_and(|n| n > req.now) {
-        return Ok((false, next));
+        return Ok((0, next));
     }
     let id: String = head.try_get("id")?;
-    sqlx::query("UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3 WHERE id = $4 AND status = 'pending'")
+    // The status check re-reads the row under its lock (Postgres), so of two nodes seeing
+    // the same head only one leases it.
+    let n = sqlx::query("UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3 WHERE id = $4 AND status = 'pending'")
         .bind(req.now + q.lease_ms)
         .bind(&req.lease_token)
         .bind(req.now)
         .bind(&id)
         .execute(&mut w.conn)
-        .await?;
-    Ok((true, None))
+        .await?
+        .rows_affected();
+    Ok((n as u32, None))
 }
 
 async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
@@ -745,7 +1052,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
     let message_id: String = row.try_get("message_id")?;
     let mut outcome = FinishOutcome {
         recorded: true,
-        disabled: None,
+        ..Default::default()
     };
     if let Some(a) = a {
         sqlx::query(
@@ -786,6 +1093,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         .bind(&f.delivery_id)
         .execute(&mut w.conn)
         .await?;
+        w.new_work = true;
     }
     let detail = json!({
         "message_id": message_id,
@@ -805,10 +1113,13 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
     .await?;
 
     if let Some(a) = a {
+        // Only rows that change are written (and, on Postgres, locked): a healthy
+        // destination's row is touched at most once a second, not once per attempt.
         let sql = if a.outcome == AttemptOutcome::Delivered {
-            "UPDATE destinations SET failing_since = NULL, last_success_at = $1 WHERE name = $2"
+            "UPDATE destinations SET failing_since = NULL, last_success_at = $1 WHERE name = $2
+             AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < $1 - 1000)"
         } else {
-            "UPDATE destinations SET failing_since = COALESCE(failing_since, $1) WHERE name = $2"
+            "UPDATE destinations SET failing_since = $1 WHERE name = $2 AND failing_since IS NULL"
         };
         sqlx::query(sql)
             .bind(f.now)
@@ -816,20 +1127,49 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
             .execute(&mut w.conn)
             .await?;
     }
-    if let Some(b) = &f.breaker {
-        sqlx::query("UPDATE destinations SET breaker = $1 WHERE name = $2")
-            .bind(&b.state)
-            .bind(&f.destination)
-            .execute(&mut w.conn)
-            .await?;
-        if let Some(action) = &b.transition {
-            let detail: Value = serde_json::from_str(&b.state).unwrap_or(Value::Null);
+    if let Some(event) = &f.breaker {
+        // Applied to the stored state, under the row lock: every node's failures count. A
+        // closed breaker that stays closed is only read (no lock, no write).
+        let apply = |stored: Option<&str>| {
+            let mut b = stored_breaker(stored);
+            let before = b.clone();
+            let transition = if event.failure {
+                b.on_retryable_failure(&event.config, f.now)
+            } else {
+                b.on_answer()
+            };
+            let changed = b != before;
+            (b, transition, changed)
+        };
+        let seen: Option<String> =
+            sqlx::query_scalar("SELECT breaker FROM destinations WHERE name = $1")
+                .bind(&f.destination)
+                .fetch_optional(&mut w.conn)
+                .await?
+                .flatten();
+        let (mut b, mut transition, mut changed) = apply(seen.as_deref());
+        if changed && w.dialect == Dialect::Postgres {
+            let stored = locked_breaker(w, &f.destination).await?;
+            (b, transition, changed) = apply(stored.as_deref());
+        }
+        let json = serde_json::to_string(&b).unwrap_or_default();
+        if changed {
+            sqlx::query("UPDATE destinations SET breaker = $1 WHERE name = $2")
+                .bind(&json)
+                .bind(&f.destination)
+                .execute(&mut w.conn)
+                .await?;
+        }
+        if let Some(t) = transition {
+            let detail: Value = serde_json::to_value(&b).unwrap_or(Value::Null);
             audit(
                 w,
-                &new_audit(f.now, "dispatcher", action, &f.destination, detail),
+                &new_audit(f.now, "dispatcher", t.action(), &f.destination, detail),
             )
             .await?;
+            outcome.breaker_transition = Some(t.action().to_string());
         }
+        outcome.breaker = Some(json);
     }
     if let Some(until) = f.pause_destination_until {
         sqlx::query("UPDATE destinations SET paused_until = CASE WHEN COALESCE(paused_until, 0) > $1 THEN paused_until ELSE $1 END WHERE name = $2")
@@ -874,6 +1214,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
             .await?
             .rows_affected();
         if changed > 0 {
+            w.config_changed = true;
             audit(
                 w,
                 &new_audit(
@@ -889,6 +1230,23 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         }
     }
     Ok(outcome)
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(db)) if db.is_unique_violation())
+}
+
+/// A destination's stored breaker, read under its row lock on Postgres.
+async fn locked_breaker(w: &mut Writer, destination: &str) -> Result<Option<String>> {
+    let sql = match w.dialect {
+        Dialect::Sqlite => "SELECT breaker FROM destinations WHERE name = $1",
+        Dialect::Postgres => "SELECT breaker FROM destinations WHERE name = $1 FOR UPDATE",
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(destination)
+        .fetch_optional(&mut w.conn)
+        .await?
+        .flatten())
 }
 
 async fn dlq_change(
@@ -925,6 +1283,7 @@ async fn dlq_change(
             DlqChange::NotFound
         });
     }
+    w.new_work |= replay;
     let action = if replay {
         "dlq.replayed"
     } else {
@@ -949,8 +1308,20 @@ impl Store for SqliteStore {
     }
 
     async fn accept_messages(&self, batch: Vec<NewMessage>) -> Result<Vec<AcceptOutcome>> {
-        self.write(move |w| Box::pin(async move { accept_batch(w, &batch).await }))
-            .await
+        let batch = Arc::new(batch);
+        let mut tries = 0;
+        loop {
+            let b = batch.clone();
+            match self
+                .write(move |w| Box::pin(async move { accept_batch(w, &b).await }))
+                .await
+            {
+                // Another node stored the same idempotency key between our look-up and our
+                // insert (it committed first): look again, and it is a replay.
+                Err(e) if is_unique_violation(&e) && tries < 3 => tries += 1,
+                other => return other,
+            }
+        }
     }
 
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>> {
@@ -1079,6 +1450,7 @@ impl Store for SqliteStore {
                 .bind(row.updated_at)
                 .execute(&mut w.conn)
                 .await?;
+                w.config_changed = true;
                 let action = if existed.is_some() { "destination.updated" } else { "destination.created" };
                 audit(w, &new_audit(row.updated_at, &actor, action, &row.name, json!({"kind": row.kind, "enabled": row.enabled}))).await?;
                 Ok(existed.is_none())
@@ -1119,6 +1491,7 @@ impl Store for SqliteStore {
                 .execute(&mut w.conn)
                 .await?
                 .rows_affected();
+                w.config_changed = true;
                 audit(w, &new_audit(now, &actor, "destination.deleted", &name, json!({"discarded_deliveries": discarded}))).await?;
                 Ok(true)
             })
@@ -1140,6 +1513,8 @@ impl Store for SqliteStore {
                 .await?
                 .rows_affected();
                 if n > 0 {
+                    w.new_work = true;
+                    w.config_changed = true;
                     audit(w, &new_audit(now, &actor, "destination.enabled", &name, json!({}))).await?;
                 }
                 Ok(n > 0)
@@ -1148,20 +1523,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_breaker(&self, name: &str, update: BreakerUpdate, now: i64) -> Result<()> {
+    async fn start_probe(&self, name: &str, deadline: i64, now: i64) -> Result<Option<String>> {
         let name = name.to_string();
         self.write(move |w| {
             Box::pin(async move {
+                let stored = locked_breaker(w, &name).await?;
+                let mut b = stored_breaker(stored.as_deref());
+                if b.permit(now) != Permit::Probe {
+                    return Ok(None);
+                }
+                let transition = b.start_probe(deadline);
+                let json = serde_json::to_string(&b).unwrap_or_default();
                 sqlx::query("UPDATE destinations SET breaker = $1 WHERE name = $2")
-                    .bind(&update.state)
+                    .bind(&json)
                     .bind(&name)
                     .execute(&mut w.conn)
                     .await?;
-                if let Some(action) = &update.transition {
-                    let detail: Value = serde_json::from_str(&update.state).unwrap_or(Value::Null);
-                    audit(w, &new_audit(now, "dispatcher", action, &name, detail)).await?;
+                if let Some(t) = transition {
+                    let detail: Value = serde_json::to_value(&b).unwrap_or(Value::Null);
+                    audit(w, &new_audit(now, "dispatcher", t.action(), &name, detail)).await?;
                 }
-                Ok(())
+                Ok(Some(json))
             })
         })
         .await
@@ -1297,6 +1679,7 @@ impl Store for SqliteStore {
                 .execute(&mut w.conn)
                 .await?
                 .rows_affected();
+                w.new_work |= n > 0;
                 let detail = json!({"replayed": n, "event_type": filter.event_type, "since": filter.since.map(rfc3339)});
                 audit(w, &new_audit(now, &actor, "dlq.replayed_all", &queue, detail)).await?;
                 Ok(n)
@@ -1365,6 +1748,7 @@ impl Store for SqliteStore {
                 .await?
                 .rows_affected();
                 if n > 0 {
+                    w.config_changed = true;
                     audit(w, &new_audit(now, &actor, "token.revoked", &id, json!({}))).await?;
                 }
                 Ok(n > 0)
@@ -1402,30 +1786,17 @@ impl Store for SqliteStore {
     }
 
     async fn append_checkpoint(&self, sign: CheckpointFn, now: i64) -> Result<Option<i64>> {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let staged = slot.clone();
         self.write(move |w| {
             Box::pin(async move {
-                let (seq, hash) = w.audit_head.clone();
-                if seq == 0 {
-                    return Ok(None);
-                }
-                let last: String =
-                    sqlx::query_scalar("SELECT action FROM audit_log WHERE seq = $1")
-                        .bind(seq)
-                        .fetch_one(&mut w.conn)
-                        .await?;
-                if last == CHECKPOINT_ACTION {
-                    return Ok(None);
-                }
-                let detail = sign(seq, &hash);
-                audit(
-                    w,
-                    &new_audit(now, "system", CHECKPOINT_ACTION, "audit", detail),
-                )
-                .await?;
-                Ok(Some(seq + 1))
+                w.checkpoints.push(staged);
+                w.checkpoint_signers.push((sign, now));
+                Ok(())
             })
         })
-        .await
+        .await?;
+        Ok(slot.lock().ok().and_then(|s| *s))
     }
 
     async fn reseal(
@@ -1531,6 +1902,13 @@ impl Store for SqliteStore {
         if self.jobs.send(Msg::Close(ack)).await.is_ok() {
             let _ = done.await;
         }
+        if let Some(l) = &self.listener {
+            l.abort();
+        }
         self.reads.close().await;
+    }
+
+    fn remote_signals(&self) -> Option<crate::RemoteSignals> {
+        self.remote.clone()
     }
 }

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod herald;
+pub mod postgres;
 pub mod process;
 pub mod providers;
 pub mod receiver;

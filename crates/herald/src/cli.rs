@@ -103,6 +103,21 @@ pub enum Command {
         #[arg(long, env = "HERALD_NEW_MASTER_KEY", hide_env_values = true)]
         new_key: Option<String>,
     },
+    /// Apply the database schema of this Herald (nodes also do it on start).
+    Migrate {
+        #[command(flatten)]
+        server: ServeArgs,
+    },
+    /// Copy a whole store into a new, empty database, e.g. from SQLite to Postgres (run with
+    /// every node stopped).
+    MigrateStore {
+        /// The database to copy: sqlite://PATH or postgres://…
+        #[arg(long)]
+        from: String,
+        /// The empty database to fill: postgres://… or sqlite://PATH
+        #[arg(long)]
+        to: String,
+    },
     /// The audit log.
     Audit {
         #[command(flatten)]
@@ -120,7 +135,7 @@ pub struct ServeArgs {
     /// Data directory [default: ./herald-data].
     #[arg(long, env = "HERALD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// sqlite://PATH [default: <data-dir>/herald.db].
+    /// sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://<data-dir>/herald.db].
     #[arg(long, env = "HERALD_DATABASE_URL")]
     pub database_url: Option<String>,
     /// A TOML configuration file.

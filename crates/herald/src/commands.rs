@@ -161,6 +161,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Tokens { remote, action } => tokens(&remote, action).await,
         Command::Audit { remote, action } => audit(&remote, action).await,
         Command::RotateMasterKey { server, new_key } => rotate_master_key(server, new_key).await,
+        Command::Migrate { server } => crate::storage::migrate(server).await,
+        Command::MigrateStore { from, to } => crate::storage::migrate_store(&from, &to).await,
     }
 }
 
@@ -182,7 +184,7 @@ fn encode(s: &str) -> String {
 }
 
 /// The server configuration from defaults, file, environment and flags.
-fn server_config(args: ServeArgs) -> Result<herald_server::config::Config, String> {
+pub fn server_config(args: ServeArgs) -> Result<herald_server::config::Config, String> {
     let mut figment = herald_server::config::Config::figment(args.config.as_deref());
     if let Some(v) = args.listen {
         figment = figment.merge(("listen", v));

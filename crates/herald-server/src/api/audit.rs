@@ -57,20 +57,10 @@ pub async fn verify(
     caller: Caller,
 ) -> ApiResult<Json<Verification>> {
     caller.require(Scope::Read)?;
-    let mut v = ChainVerifier::with_public_key(&state.signer.public_key());
-    let mut after = 0;
-    loop {
-        let page = state.store.list_audit(after, 1000).await?;
-        if page.is_empty() {
-            return Ok(Json(v.finish()));
-        }
-        for e in &page {
-            if let Err(reason) = v.push(e) {
-                return Ok(Json(v.broken(e.seq, reason)));
-            }
-        }
-        after = page.last().map(|e| e.seq).unwrap_or(after);
-    }
+    let v = ChainVerifier::with_public_key(&state.signer.public_key());
+    Ok(Json(
+        herald_store::verify_audit(state.store.as_ref(), v).await?,
+    ))
 }
 
 #[derive(Serialize, ToSchema)]

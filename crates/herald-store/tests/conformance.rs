@@ -1,0 +1,748 @@
+//! The store conformance suite: every story runs on the SQLite store (real files) and on the
+//! Postgres store (a fresh database on a real server), the cluster stories with two stores
+//! ("nodes") on one database: group commit, leases, the shared audit chain, idempotency,
+//! rate limits, breakers and pauses that hold across nodes.
+
+use herald_core::audit::verify_chain;
+use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
+use herald_core::ids::{DELIVERY, MESSAGE, new_id};
+use herald_store::Location;
+use herald_store::sqlite::{SqliteOptions, SqliteStore};
+use herald_store::*;
+use std::sync::Arc;
+
+/// One store under test: "two nodes" are two stores on one database (on SQLite, where one
+/// process owns the file, both are the same store).
+struct Backend {
+    name: &'static str,
+    a: Arc<SqliteStore>,
+    b: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+/// The SQLite store on a fresh file, and the Postgres store on a fresh database when
+/// `HERALD_TEST_POSTGRES_URL` is set: every story runs on both.
+async fn backends(label: &str) -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = open_sqlite(&dir).await;
+    let mut v = vec![Backend {
+        name: "sqlite",
+        a: sqlite.clone(),
+        b: sqlite,
+        _dir: dir,
+    }];
+    if let Some(url) = herald_testkit::postgres::fresh_database(label).await {
+        let a = Arc::new(
+            SqliteStore::open_postgres(&url, SqliteOptions::default())
+                .await
+                .unwrap(),
+        );
+        let b = Arc::new(
+            SqliteStore::open_postgres(&url, SqliteOptions::default())
+                .await
+                .unwrap(),
+        );
+        v.push(Backend {
+            name: "postgres",
+            a,
+            b,
+            _dir: tempfile::tempdir().unwrap(),
+        });
+    }
+    v
+}
+
+async fn open_sqlite(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    Arc::new(
+        SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+fn message(dest: &str, key: Option<(&str, &str)>) -> NewMessage {
+    let id = new_id(MESSAGE);
+    NewMessage {
+        id: id.clone(),
+        event_type: "test".into(),
+        body: r#"{"text":"hi"}"#.into(),
+        created_at: herald_core::clock::now_ms(),
+        deliveries: vec![NewDelivery {
+            id: new_id(DELIVERY),
+            destination: dest.into(),
+        }],
+        idempotency: key.map(|(k, h)| IdempotencyRecord {
+            key: k.into(),
+            request_hash: h.into(),
+            response: format!("{{\"id\":\"{id}\"}}"),
+            expires_at: i64::MAX,
+        }),
+        actor: "test".into(),
+    }
+}
+
+fn claim(now: i64, token: &str, dest: &str, n: u32, lease_ms: i64) -> ClaimRequest {
+    ClaimRequest {
+        now,
+        lease_token: token.into(),
+        queues: vec![QueueClaim {
+            destination: dest.into(),
+            capacity: n,
+            lease_ms,
+            ordered: false,
+            rate_limit: None,
+            require_closed_breaker: false,
+        }],
+    }
+}
+
+fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
+    AttemptRecord {
+        number: 0,
+        started_at: 0,
+        duration_ms: 1,
+        outcome,
+        status_code: Some(200),
+        error_class: None,
+        error: None,
+        response_excerpt: String::new(),
+    }
+}
+
+async fn destination(store: &SqliteStore, name: &str) {
+    let now = herald_core::clock::now_ms();
+    store
+        .put_destination(
+            DestinationRow {
+                name: name.into(),
+                kind: "webhook".into(),
+                sealed_spec: "sealed".into(),
+                enabled: true,
+                disabled_reason: None,
+                paused_until: None,
+                breaker: None,
+                failing_since: None,
+                last_success_at: None,
+                created_at: now,
+                updated_at: now,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+}
+
+fn finish(
+    c: &ClaimedDelivery,
+    next: NextState,
+    outcome: AttemptOutcome,
+    now: i64,
+) -> FinishAttempt {
+    FinishAttempt {
+        delivery_id: c.delivery.id.clone(),
+        lease_token: c.lease_token.clone(),
+        destination: c.delivery.destination.clone(),
+        attempt: Some(attempt(outcome)),
+        next,
+        breaker: None,
+        disable_if_failing_since: None,
+        pause_destination_until: None,
+        disable_destination: None,
+        now,
+    }
+}
+
+async fn whole_chain(store: &SqliteStore) -> Vec<herald_core::audit::AuditEntry> {
+    let mut all = Vec::new();
+    loop {
+        let page = store
+            .list_audit(
+                all.last()
+                    .map_or(0, |e: &herald_core::audit::AuditEntry| e.seq),
+                1000,
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_commits_and_keep_one_valid_audit_chain() {
+    for be in backends("auditchain").await {
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = if i % 2 == 0 {
+                    be.a.clone()
+                } else {
+                    be.b.clone()
+                };
+                tokio::spawn(async move {
+                    s.accept_messages(vec![message("hook", None)])
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        // Checkpoints from both nodes while they write.
+        let mut checkpoints = 0;
+        for s in [&be.a, &be.b, &be.a] {
+            let sign: CheckpointFn =
+                Box::new(|seq, hash| serde_json::json!({"seq": seq, "hash": hash}));
+            if s.append_checkpoint(sign, herald_core::clock::now_ms())
+                .await
+                .unwrap()
+                .is_some()
+            {
+                checkpoints += 1;
+            }
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), vec![AcceptOutcome::Accepted]);
+        }
+        let (commits, jobs) = be.a.writer_stats();
+        println!(
+            "group commit ({}): {jobs} store calls in {commits} commits",
+            be.name
+        );
+        assert!(
+            commits < jobs,
+            "{}: concurrent callers must share commits ({commits} commits for {jobs} jobs)",
+            be.name
+        );
+        let audit = whole_chain(&be.a).await;
+        assert_eq!(audit.len(), 200 + checkpoints, "{}", be.name);
+        let v = verify_chain(&audit);
+        assert!(
+            v.ok,
+            "{}: one valid chain from both writers: {v:?}",
+            be.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
+    for be in backends("stalelease").await {
+        be.a.accept_messages(vec![message("hook", None)])
+            .await
+            .unwrap();
+        let now = herald_core::clock::now_ms();
+        let first =
+            be.a.claim(claim(now, "lease-a", "hook", 10, 1_000))
+                .await
+                .unwrap();
+        assert_eq!(first.claimed.len(), 1);
+        let id = first.claimed[0].delivery.id.clone();
+        assert!(
+            be.b.claim(claim(now, "lease-x", "hook", 10, 1_000))
+                .await
+                .unwrap()
+                .claimed
+                .is_empty(),
+            "{}: leased: not claimable by the other node",
+            be.name
+        );
+
+        // The first node stalls (or dies) past its lease; the other takes over.
+        let later = now + 5_000;
+        let second =
+            be.b.claim(claim(later, "lease-b", "hook", 10, 1_000))
+                .await
+                .unwrap();
+        assert_eq!(second.recovered, 1);
+        assert_eq!(second.claimed.len(), 1);
+
+        let stale = FinishAttempt {
+            lease_token: "lease-a".into(),
+            ..finish(
+                &second.claimed[0],
+                NextState::Dead,
+                AttemptOutcome::Permanent,
+                later,
+            )
+        };
+        assert!(
+            !be.a.finish_attempt(stale).await.unwrap().recorded,
+            "{}: the stale node is refused",
+            be.name
+        );
+        let fresh = finish(
+            &second.claimed[0],
+            NextState::Delivered,
+            AttemptOutcome::Delivered,
+            later,
+        );
+        assert!(be.b.finish_attempt(fresh).await.unwrap().recorded);
+        let d = be.a.get_delivery(&id).await.unwrap().unwrap();
+        assert_eq!(d.status, DeliveryStatus::Delivered);
+        assert_eq!(d.attempt_count, 1);
+        assert_eq!(be.a.list_attempts(&id).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_or_conflict_within_one_batch_and_across_batches() {
+    for be in backends("idempotency").await {
+        let store = &be.a;
+        let a = message("hook", Some(("k1", "h1")));
+        let out = store
+            .accept_messages(vec![
+                a.clone(),
+                message("hook", Some(("k1", "h1"))),
+                message("hook", Some(("k1", "h2"))),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[0], AcceptOutcome::Accepted);
+        assert_eq!(
+            out[1],
+            AcceptOutcome::Replayed {
+                response: format!("{{\"id\":\"{}\"}}", a.id)
+            }
+        );
+        assert_eq!(out[2], AcceptOutcome::KeyConflict);
+        let again =
+            be.b.accept_messages(vec![message("hook", Some(("k1", "h1")))])
+                .await
+                .unwrap();
+        assert!(
+            matches!(again[0], AcceptOutcome::Replayed { .. }),
+            "{}: the other node replays",
+            be.name
+        );
+        let all = store
+            .list_deliveries(&DeliveryQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_sent_to_two_nodes_at_once_is_accepted_once() {
+    for be in backends("idemrace").await {
+        for round in 0..20 {
+            let key = format!("race-{round}");
+            let (x, y) = tokio::join!(
+                be.a.accept_messages(vec![message("hook", Some((&key, "h")))]),
+                be.b.accept_messages(vec![message("hook", Some((&key, "h")))]),
+            );
+            let outcomes = [x.unwrap().remove(0), y.unwrap().remove(0)];
+            let accepted = outcomes
+                .iter()
+                .filter(|o| **o == AcceptOutcome::Accepted)
+                .count();
+            let replayed = outcomes
+                .iter()
+                .filter(|o| matches!(o, AcceptOutcome::Replayed { .. }))
+                .count();
+            assert_eq!(
+                (accepted, replayed),
+                (1, 1),
+                "{} round {round}: {outcomes:?}",
+                be.name
+            );
+        }
+        let all =
+            be.a.list_deliveries(&DeliveryQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 20, "{}: one delivery per key", be.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_claiming_at_once_never_take_the_same_delivery() {
+    for be in backends("skiplocked").await {
+        let batch: Vec<_> = (0..300).map(|_| message("hook", None)).collect();
+        be.a.accept_messages(batch).await.unwrap();
+        let node = |s: Arc<SqliteStore>, tag: &'static str| {
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0.. {
+                    let now = herald_core::clock::now_ms();
+                    let r = s
+                        .claim(claim(now, &format!("{tag}-{i}"), "hook", 7, 600_000))
+                        .await
+                        .unwrap();
+                    if r.claimed.is_empty() {
+                        break;
+                    }
+                    ids.extend(r.claimed.into_iter().map(|c| c.delivery.id));
+                }
+                ids
+            })
+        };
+        let (x, y) = tokio::join!(node(be.a.clone(), "a"), node(be.b.clone(), "b"));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let mut all: Vec<_> = x.iter().chain(y.iter()).cloned().collect();
+        let total = all.len();
+        all.sort();
+        all.dedup();
+        println!(
+            "claims ({}): node a {} + node b {} deliveries, {} distinct",
+            be.name,
+            x.len(),
+            y.len(),
+            all.len()
+        );
+        assert_eq!(total, 300, "{}: every delivery claimed once", be.name);
+        assert_eq!(all.len(), 300, "{}: no delivery claimed twice", be.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_for_every_node_together() {
+    for be in backends("ratelimit").await {
+        destination(&be.a, "limited").await;
+        let batch: Vec<_> = (0..50).map(|_| message("limited", None)).collect();
+        be.a.accept_messages(batch).await.unwrap();
+        let limit = herald_core::rate_limit::RateLimit::from_spec(
+            &herald_core::rate_limit::RateLimitSpec::Rate("10/s".into()),
+            "rate_limit",
+        )
+        .unwrap();
+        let limited = |now: i64, token: &str| ClaimRequest {
+            queues: vec![QueueClaim {
+                rate_limit: Some(limit),
+                ..claim(now, token, "limited", 100, 600_000).queues[0].clone()
+            }],
+            ..claim(now, token, "limited", 100, 600_000)
+        };
+        let t = herald_core::clock::now_ms();
+        let a1 = be.a.claim(limited(t, "a1")).await.unwrap();
+        let b1 = be.b.claim(limited(t, "b1")).await.unwrap();
+        assert_eq!(
+            (a1.claimed.len(), b1.claimed.len()),
+            (10, 0),
+            "{}: the burst is shared",
+            be.name
+        );
+        assert_eq!(b1.rate_limited, vec!["limited".to_string()]);
+        assert!(
+            b1.next_due_at.is_some_and(|n| n > t && n <= t + 100),
+            "{}: wake for the next token: {:?}",
+            be.name,
+            b1.next_due_at
+        );
+        let b2 = be.b.claim(limited(t + 500, "b2")).await.unwrap();
+        let a2 = be.a.claim(limited(t + 500, "a2")).await.unwrap();
+        assert_eq!(
+            (b2.claimed.len(), a2.claimed.len()),
+            (5, 0),
+            "{}: 10/s refills 5 in 500 ms, for both nodes",
+            be.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_by_one_node_stops_the_other_and_only_one_probes() {
+    let cfg = herald_core::breaker::BreakerConfig {
+        failure_threshold: 2,
+        cooldown_ms: 1_000,
+        max_cooldown_ms: 10_000,
+    };
+    for be in backends("breaker").await {
+        destination(&be.a, "flaky").await;
+        let batch: Vec<_> = (0..4).map(|_| message("flaky", None)).collect();
+        be.a.accept_messages(batch).await.unwrap();
+        let t = herald_core::clock::now_ms();
+        // One failure seen by each node: together they reach the threshold.
+        let ca =
+            be.a.claim(claim(t, "a", "flaky", 1, 600_000))
+                .await
+                .unwrap()
+                .claimed;
+        let cb =
+            be.b.claim(claim(t, "b", "flaky", 1, 600_000))
+                .await
+                .unwrap()
+                .claimed;
+        assert_eq!((ca.len(), cb.len()), (1, 1));
+        let failed = |c: &ClaimedDelivery| FinishAttempt {
+            breaker: Some(BreakerEvent {
+                config: cfg,
+                failure: true,
+            }),
+            ..finish(
+                c,
+                NextState::Retry { at: t + 60_000 },
+                AttemptOutcome::Retry,
+                t,
+            )
+        };
+        let first = be.a.finish_attempt(failed(&ca[0])).await.unwrap();
+        assert_eq!(first.breaker_transition, None);
+        let second = be.b.finish_attempt(failed(&cb[0])).await.unwrap();
+        assert_eq!(
+            second.breaker_transition.as_deref(),
+            Some("breaker.opened"),
+            "{}",
+            be.name
+        );
+
+        let gated = |s: &'static str, now: i64| ClaimRequest {
+            queues: vec![QueueClaim {
+                require_closed_breaker: true,
+                ..claim(now, s, "flaky", 5, 600_000).queues[0].clone()
+            }],
+            ..claim(now, s, "flaky", 5, 600_000)
+        };
+        let blocked = be.a.claim(gated("a2", t + 1)).await.unwrap();
+        assert!(
+            blocked.claimed.is_empty(),
+            "{}: node a sees the breaker node b opened",
+            be.name
+        );
+        let seen = blocked
+            .destinations
+            .iter()
+            .find(|d| d.name == "flaky")
+            .unwrap();
+        assert!(
+            seen.breaker.as_deref().unwrap().contains("\"open\""),
+            "{:?}",
+            seen.breaker
+        );
+
+        // After the cooldown exactly one node gets the probe.
+        let probe_at = t + 1_000;
+        let pa =
+            be.a.start_probe("flaky", probe_at + 30_000, probe_at)
+                .await
+                .unwrap();
+        let pb =
+            be.b.start_probe("flaky", probe_at + 30_000, probe_at)
+                .await
+                .unwrap();
+        assert!(
+            pa.is_some() && pb.is_none(),
+            "{}: one probe for the cluster ({pa:?}, {pb:?})",
+            be.name
+        );
+        let audit = whole_chain(&be.a).await;
+        let actions: Vec<_> = audit
+            .iter()
+            .map(|e| e.action.as_str())
+            .filter(|a| a.starts_with("breaker."))
+            .collect();
+        assert_eq!(
+            actions,
+            ["breaker.opened", "breaker.half_opened"],
+            "{}",
+            be.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_pause_from_one_node_holds_on_the_other() {
+    for be in backends("pause").await {
+        destination(&be.a, "slow").await;
+        be.a.accept_messages(vec![message("slow", None), message("slow", None)])
+            .await
+            .unwrap();
+        let t = herald_core::clock::now_ms();
+        let c =
+            be.a.claim(claim(t, "a", "slow", 1, 600_000))
+                .await
+                .unwrap()
+                .claimed;
+        let paused = FinishAttempt {
+            pause_destination_until: Some(t + 60_000),
+            ..finish(
+                &c[0],
+                NextState::Retry { at: t + 60_000 },
+                AttemptOutcome::Retry,
+                t,
+            )
+        };
+        be.a.finish_attempt(paused).await.unwrap();
+        let r =
+            be.b.claim(claim(t + 10, "b", "slow", 5, 600_000))
+                .await
+                .unwrap();
+        assert!(
+            r.claimed.is_empty(),
+            "{}: paused for the whole cluster",
+            be.name
+        );
+        assert_eq!(r.next_due_at, Some(t + 60_000));
+        let after =
+            be.b.claim(claim(t + 60_001, "b2", "slow", 5, 600_000))
+                .await
+                .unwrap();
+        assert_eq!(
+            after.claimed.len(),
+            2,
+            "{}: both due once the pause ends",
+            be.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_queue_has_one_delivery_in_flight_across_nodes() {
+    for be in backends("ordered").await {
+        let batch: Vec<_> = (0..5).map(|_| message("fifo", None)).collect();
+        be.a.accept_messages(batch).await.unwrap();
+        let t = herald_core::clock::now_ms();
+        let ordered = |s: &'static str| ClaimRequest {
+            queues: vec![QueueClaim {
+                ordered: true,
+                ..claim(t, s, "fifo", 1, 600_000).queues[0].clone()
+            }],
+            ..claim(t, s, "fifo", 1, 600_000)
+        };
+        let (x, y) = tokio::join!(be.a.claim(ordered("a")), be.b.claim(ordered("b")));
+        let n = x.unwrap().claimed.len() + y.unwrap().claimed.len();
+        assert_eq!(n, 1, "{}: FIFO across nodes", be.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_work_on_one_node_wakes_the_others() {
+    for be in backends("notify").await {
+        match be.b.remote_signals() {
+            None => assert_eq!(be.name, "sqlite", "only a single-node store has no signals"),
+            Some(signals) => {
+                let wait = |n: std::sync::Arc<tokio::sync::Notify>| async move {
+                    tokio::time::timeout(std::time::Duration::from_secs(10), n.notified()).await
+                };
+                let work = tokio::spawn(wait(signals.work.clone()));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                be.a.accept_messages(vec![message("hook", None)])
+                    .await
+                    .unwrap();
+                work.await
+                    .unwrap()
+                    .expect("node b hears node a's new delivery (LISTEN/NOTIFY)");
+                let changed = tokio::spawn(wait(signals.config.clone()));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                destination(&be.a, "fresh").await;
+                changed
+                    .await
+                    .unwrap()
+                    .expect("node b hears of node a's new destination");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_copies_whole_into_an_empty_database_and_its_chain_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = open_sqlite(&dir).await;
+    destination(&src, "hook").await;
+    let batch: Vec<_> = (0..250)
+        .map(|i| message("hook", Some((&format!("k{i}"), "h"))))
+        .collect();
+    src.accept_messages(batch).await.unwrap();
+    let c = src
+        .claim(claim(herald_core::clock::now_ms(), "l", "hook", 3, 600_000))
+        .await
+        .unwrap()
+        .claimed;
+    for d in &c {
+        src.finish_attempt(finish(
+            d,
+            NextState::Delivered,
+            AttemptOutcome::Delivered,
+            herald_core::clock::now_ms(),
+        ))
+        .await
+        .unwrap();
+    }
+    src.close().await;
+    let from = Location::Sqlite(dir.path().join("herald.db"));
+
+    let mut targets = vec![Location::Sqlite(dir.path().join("copy.db"))];
+    if let Some(url) = herald_testkit::postgres::fresh_database("copy").await {
+        targets.push(Location::Postgres(url));
+    }
+    for to in targets {
+        let report = herald_store::copy::copy_store(&from, &to, |_, _| {})
+            .await
+            .unwrap();
+        let rows = |t: &str| report.iter().find(|(n, _)| n == t).map(|r| r.1);
+        assert_eq!(rows("messages"), Some(250), "{}", to.describe());
+        assert_eq!(rows("deliveries"), Some(250));
+        assert_eq!(rows("attempts"), Some(3));
+        assert_eq!(rows("idempotency_keys"), Some(250));
+        assert_eq!(rows("destinations"), Some(1));
+        let copy = match &to {
+            Location::Sqlite(p) => SqliteStore::open(p, SqliteOptions::default())
+                .await
+                .unwrap(),
+            Location::Postgres(u) => SqliteStore::open_postgres(u, SqliteOptions::default())
+                .await
+                .unwrap(),
+        };
+        let chain = whole_chain(&copy).await;
+        assert_eq!(chain.len() as u64, rows("audit_log").unwrap());
+        assert!(
+            verify_chain(&chain).ok,
+            "{}: the copied chain verifies",
+            to.describe()
+        );
+        // The copy is a working store: a repeat key is a replay, new messages chain on.
+        let again = copy
+            .accept_messages(vec![message("hook", Some(("k7", "h")))])
+            .await
+            .unwrap();
+        assert!(matches!(again[0], AcceptOutcome::Replayed { .. }));
+        copy.accept_messages(vec![message("hook", None)])
+            .await
+            .unwrap();
+        assert!(verify_chain(&whole_chain(&copy).await).ok);
+        copy.close().await;
+        let err = herald_store::copy::copy_store(&from, &to, |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// SQLite semantics: one node owns the file, so a restart releases its leases at once.
+async fn everything_survives_reopening_and_leases_of_a_dead_process_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite(&dir).await;
+    store
+        .accept_messages(vec![message("hook", None)])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(claim(
+            herald_core::clock::now_ms(),
+            "l",
+            "hook",
+            1,
+            3_600_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(claimed.claimed.len(), 1);
+    drop(store); // no close: as if the process died
+
+    let store = open_sqlite(&dir).await;
+    let again = store
+        .claim(claim(herald_core::clock::now_ms(), "l2", "hook", 1, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(again.claimed.len(), 1, "the old lease was released on open");
+    assert!(verify_chain(&store.list_audit(0, 100).await.unwrap()).ok);
+    store.close().await;
+    assert!(store.ping().await.is_err(), "a closed store says so");
+}

@@ -1,0 +1,92 @@
+//! Fresh Postgres databases for tests, from `HERALD_TEST_POSTGRES_URL`.
+//!
+//! CI sets the variable (the project's machines run Postgres at 127.0.0.1:5432, trust auth)
+//! and a test fails when that server is unreachable. Where it is unset and `CI` is not set,
+//! Postgres tests skip with a loud message instead.
+
+use sqlx::{AnyConnection, AssertSqlSafe, Connection};
+
+pub const ENV: &str = "HERALD_TEST_POSTGRES_URL";
+
+/// The URL of a new, empty database on the test server, or `None` (printed loudly) when no
+/// server is configured outside CI.
+pub async fn fresh_database(label: &str) -> Option<String> {
+    let base = match std::env::var(ENV) {
+        Ok(u) if !u.is_empty() => u,
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{ENV} must be set in CI (e.g. postgres://postgres@127.0.0.1:5432/test)")
+        }
+        _ => {
+            eprintln!(
+                "\n*** SKIPPED on Postgres ({label}): {ENV} is not set. \
+                 Set it (e.g. postgres://postgres@127.0.0.1:5432/test) to run this test on Postgres. ***\n"
+            );
+            return None;
+        }
+    };
+    sqlx::any::install_default_drivers();
+    let mut admin = AnyConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("{ENV}={base}: Postgres is unreachable: {e}"));
+    let name = format!(
+        "herald_t_{}_{}",
+        label
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(24)
+            .collect::<String>()
+            .to_lowercase(),
+        &uuid_like()
+    );
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+    let _ = admin.close().await;
+    Some(with_database(&base, &name))
+}
+
+/// `postgres://u@h:p/db?x` with the database replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = head.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i],
+        None => head,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}{:04x}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id() & 0xffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_the_database() {
+        assert_eq!(
+            super::with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://127.0.0.1/test?sslmode=disable", "x"),
+            "postgres://127.0.0.1/x?sslmode=disable"
+        );
+    }
+}
