@@ -32,18 +32,35 @@ pub fn binary(configured: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 impl Node {
+    /// A node on embedded SQLite in a fresh data directory.
     pub async fn start(bin: &Path) -> Result<Self, String> {
+        Self::start_on(bin, None).await
+    }
+
+    /// A node on a fresh database of the Postgres server at `postgres` (a base URL), or on
+    /// SQLite when `None`.
+    pub async fn start_on(bin: &Path, postgres: Option<&str>) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let env = [
-            ("HERALD_ADMIN_TOKEN", TOKEN),
-            ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8"),
-            ("HERALD_CONCURRENCY", "512"),
+        let database = match postgres {
+            Some(base) => Some(herald_testkit::postgres::create_database(base, "bench").await?),
+            None => None,
+        };
+        let mut env = vec![
+            ("HERALD_ADMIN_TOKEN", TOKEN.to_string()),
+            ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8".to_string()),
+            ("HERALD_CONCURRENCY", "512".to_string()),
         ];
+        if let Some(url) = database {
+            env.push(("HERALD_DATABASE_URL", url));
+        }
         let bin = bin.to_path_buf();
         let data = dir.path().to_path_buf();
-        let process = tokio::task::spawn_blocking(move || HeraldProcess::spawn(&bin, &data, &env))
-            .await
-            .map_err(|e| format!("starting herald: {e}"))?;
+        let process = tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            HeraldProcess::spawn(&bin, &data, &env)
+        })
+        .await
+        .map_err(|e| format!("starting herald: {e}"))?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .build()

@@ -50,6 +50,10 @@ pub struct Args {
     /// Only these scenarios (comma-separated): ceiling, ingest, batch, e2e, latency, backlog.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// A Postgres server (base URL): the end-to-end scenario also runs on a fresh database
+    /// there.
+    #[arg(long, env = "HERALD_TEST_POSTGRES_URL")]
+    pub postgres: Option<String>,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -44,13 +44,22 @@ pub async fn run_all(args: &Args) -> Result<Results, String> {
         throughput("ingest, batches of 100", v, Some("≥ 25000"), &mut figures);
     }
     if args.wants("e2e") {
-        let v = repeat(runs, || end_to_end(&bin, args)).await?;
+        let v = repeat(runs, || end_to_end(&bin, args, None)).await?;
         throughput(
             "end to end, signed webhook",
             v,
             Some("≥ 10000"),
             &mut figures,
         );
+        if let Some(pg) = args.postgres.as_deref().filter(|u| !u.is_empty()) {
+            let v = repeat(runs, || end_to_end(&bin, args, Some(pg))).await?;
+            throughput(
+                "end to end, signed webhook, Postgres",
+                v,
+                Some("≥ 3000"),
+                &mut figures,
+            );
+        }
     }
     if args.wants("latency") {
         let mut first = Vec::new();
@@ -268,9 +277,9 @@ async fn ingest(bin: &Path, args: &Args, batch: bool) -> Result<f64, String> {
 
 /// Delivered messages/s at the sink while clients keep submitting (batches, so the
 /// dispatcher rather than the request rate is what is measured).
-async fn end_to_end(bin: &Path, args: &Args) -> Result<f64, String> {
+async fn end_to_end(bin: &Path, args: &Args, postgres: Option<&str>) -> Result<f64, String> {
     let sink = Sink::start().await?;
-    let node = Arc::new(Node::start(bin).await?);
+    let node = Arc::new(Node::start_on(bin, postgres).await?);
     node.webhook("hook", &sink.url(), true).await?;
     let (next, stop) = (
         Arc::new(AtomicU64::new(0)),

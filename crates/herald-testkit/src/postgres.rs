@@ -24,10 +24,19 @@ pub async fn fresh_database(label: &str) -> Option<String> {
             return None;
         }
     };
+    Some(
+        create_database(&base, label)
+            .await
+            .unwrap_or_else(|e| panic!("{ENV}={base}: {e}")),
+    )
+}
+
+/// Creates a new, empty database on the server of `base` and returns its URL.
+pub async fn create_database(base: &str, label: &str) -> Result<String, String> {
     sqlx::any::install_default_drivers();
-    let mut admin = AnyConnection::connect(&base)
+    let mut admin = AnyConnection::connect(base)
         .await
-        .unwrap_or_else(|e| panic!("{ENV}={base}: Postgres is unreachable: {e}"));
+        .map_err(|e| format!("Postgres is unreachable: {e}"))?;
     let name = format!(
         "herald_t_{}_{}",
         label
@@ -41,9 +50,9 @@ pub async fn fresh_database(label: &str) -> Option<String> {
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
-        .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+        .map_err(|e| format!("cannot create the database {name}: {e}"))?;
     let _ = admin.close().await;
-    Some(with_database(&base, &name))
+    Ok(with_database(base, &name))
 }
 
 /// `postgres://u@h:p/db?x` with the database replaced by `name`.
