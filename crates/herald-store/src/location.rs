@@ -31,10 +31,10 @@ impl Location {
         }
     }
 
-    /// The location without any password, for messages and logs.
+    /// The location as a URL without any password, for messages and logs.
     pub fn describe(&self) -> String {
         match self {
-            Location::Sqlite(p) => p.display().to_string(),
+            Location::Sqlite(p) => format!("sqlite://{}", p.display()),
             Location::Postgres(url) => redact_url(url),
         }
     }
