@@ -288,7 +288,14 @@ impl Dispatcher {
                     .as_millis() as i64;
             match state.store.start_probe(name, deadline, now).await {
                 Ok(Some(stored)) => d.set_breaker(Some(&stored)),
-                Ok(None) => refused.push(name.to_string()),
+                Ok(None) => {
+                    // Another node holds the probe: take on the stored state, so this node
+                    // waits for its outcome instead of asking again.
+                    if let Ok(Some(row)) = state.store.get_destination(name).await {
+                        d.set_breaker(row.breaker.as_deref());
+                    }
+                    refused.push(name.to_string());
+                }
                 Err(e) => {
                     tracing::warn!(destination = name, error = %e, "starting the half-open probe failed");
                     refused.push(name.to_string());
@@ -297,7 +304,14 @@ impl Dispatcher {
         }
         let mut give_back = Vec::new();
         for c in claimed {
-            if refused.contains(&c.delivery.destination) {
+            let name = c.delivery.destination.as_str();
+            // The claim just refreshed the shared breaker state: if another node's probe
+            // closed it meanwhile, these deliveries are attempted normally, not failed over.
+            let closed_again = matches!(modes.get(name), Some(Mode::FailOver(_)))
+                && state.destinations.get(name).is_some_and(|d| {
+                    d.breaker.lock().expect("breaker lock").permit(now) == Permit::Any
+                });
+            if refused.iter().any(|r| r == name) || closed_again {
                 // Another node is probing (or the breaker changed): not this one's turn.
                 give_back.push((c.delivery.id.clone(), c.lease_token.clone()));
                 continue;
