@@ -6,7 +6,8 @@
 //! the same policy) and classifies the answer into a [`SendReport`]: delivered, retry (maybe
 //! not before a given time, maybe pausing the whole destination) or permanent (maybe
 //! disabling the destination). [`render`] holds what the human-facing kinds share:
-//! truncation with a visible marker, escaping, overrides and templates.
+//! truncation with a visible marker, escaping, overrides and templates; [`files`] what they
+//! share about attachments (decoding, multipart bodies, notes, progress across retries).
 //!
 //! ```no_run
 //! # async fn demo(message: herald_core::message::Message, spec: herald_core::destination::DestinationSpec) {
@@ -22,6 +23,7 @@
 pub mod client;
 pub mod discord;
 pub mod email;
+pub mod files;
 pub mod http;
 pub mod render;
 pub mod response;
@@ -60,6 +62,8 @@ pub struct Channels {
     pub http: GuardedClient,
     pub templates: Arc<TemplateEngine>,
     pub smtp: Arc<email::SmtpPools>,
+    /// Steps of several-request attempts already done, so a retry does not repeat them.
+    pub progress: Arc<files::Progress>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,7 @@ impl Channels {
             http: GuardedClient::new(policy)?,
             templates: Arc::new(TemplateEngine::new()),
             smtp: Arc::new(email::SmtpPools::default()),
+            progress: Arc::new(files::Progress::default()),
         })
     }
 
@@ -85,7 +90,7 @@ impl Channels {
             // The operator can fix a missing variable or file; keep the message meanwhile.
             Err(e) => return SendReport::failed(Verdict::retry(), "secret_ref", e),
         };
-        match &kind {
+        let report = match &kind {
             KindSpec::Webhook(w) => webhook::send(self, w, a).await,
             KindSpec::Http(h) => http::send(self, h, a).await,
             KindSpec::Slack(s) => slack::send(self, s, a).await,
@@ -94,6 +99,12 @@ impl Channels {
             KindSpec::Telegram(t) => telegram::send(self, t, a).await,
             KindSpec::Email(e) => email::send(self, e, a).await,
             KindSpec::Sms(s) => sms::send(self, s, a).await,
+        };
+        // A failed attempt keeps its progress: the retry, or a replay from the DLQ, sends
+        // only what is left.
+        if report.verdict == Verdict::Delivered {
+            self.progress.clear(a.message, a.destination);
         }
+        report
     }
 }

@@ -21,12 +21,14 @@
 //! `service_unavailable`, `request_timeout` and is permanent for every other code; 429
 //! retries after `Retry-After` and pauses the destination; 5xx retry.
 
+use crate::files::{File, files, not_sent_note, with_note};
 use crate::render::{
     Escape, escape_truncate, footer, heading_of, override_error, override_str, overrides,
     payload_fields, severity_emoji, template_json, text_of, title_of, truncate, units,
 };
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
+use herald_core::attachment::human_size;
 use herald_core::delivery::{SendReport, Verdict};
 use herald_core::destination::SlackSpec;
 use herald_core::message::Message;
@@ -46,6 +48,8 @@ pub const MAX_TOTAL_TEXT: usize = 12_000;
 /// Longest top-level `text` Slack shows in full.
 pub const MAX_FALLBACK_TEXT: usize = 4000;
 const MAX_CONTEXT_TEXT: usize = 2000;
+/// An image block's `alt_text`.
+const MAX_ALT_TEXT: usize = 2000;
 const MAX_FIELD_KEY: usize = 100;
 
 /// API error codes worth another try; every other code is permanent.
@@ -227,31 +231,318 @@ pub async fn send(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> SendReport {
         Ok(b) => b,
         Err(report) => return report,
     };
+    let files = match files(a.message) {
+        Ok(f) => f,
+        Err(report) => return report,
+    };
+    // Pictures with a public address are shown by Slack itself; the rest are uploaded
+    // (Web API) or listed (incoming webhooks).
+    let (pictures, others): (Vec<&File<'_>>, Vec<&File<'_>>) = files
+        .iter()
+        .partition(|f| f.is_image() && f.url().is_some());
+    add_blocks(&mut body, pictures.iter().map(|f| image_block(f)).collect());
     let timeout = a.spec.timeout();
     match (&s.url, &s.token, &s.channel) {
         (Some(url), _, _) => {
+            let note = not_sent_note(
+                "slack",
+                "incoming webhooks cannot upload files; use a bot token and channel for uploads",
+                &others,
+            );
+            if !others.is_empty() {
+                add_blocks(&mut body, vec![file_list_block(&others)]);
+            }
             let out = Outgoing::post_json(url, &Value::Object(body), timeout);
-            match send_http(ch, out).await {
+            let report = match send_http(ch, out).await {
                 Ok(ans) => classify_webhook(&ans),
                 Err(report) => report,
-            }
+            };
+            with_note(report, &note)
         }
         (None, Some(token), Some(channel)) => {
-            body.entry("channel").or_insert_with(|| json!(channel));
-            let base = s.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
-            let url = format!("{}/chat.postMessage", base.trim_end_matches('/'));
-            let out = Outgoing::post_json(&url, &Value::Object(body), timeout)
-                .header("authorization", format!("Bearer {token}"));
-            match send_http(ch, out).await {
-                Ok(ans) => classify_api(&ans),
-                Err(report) => report,
+            let api = Api {
+                ch,
+                base: s
+                    .api_base
+                    .as_deref()
+                    .unwrap_or(DEFAULT_API_BASE)
+                    .trim_end_matches('/'),
+                token,
+                timeout,
+            };
+            if others.is_empty() {
+                body.entry("channel").or_insert_with(|| json!(channel));
+                return match api
+                    .call_json("chat.postMessage", &Value::Object(body))
+                    .await
+                {
+                    Ok((ans, _)) => ans.delivered(),
+                    Err(report) => report,
+                };
             }
+            share_files(&api, a, channel, body, &others).await
         }
         _ => SendReport::failed(
             Verdict::permanent(),
             "config",
             "a Slack destination needs `url`, or `token` and `channel`",
         ),
+    }
+}
+
+/// An `image` block for a picture Slack loads from its public URL.
+fn image_block(f: &File<'_>) -> Value {
+    json!({
+        "type": "image",
+        "image_url": f.url(),
+        "alt_text": truncate(f.filename(), MAX_ALT_TEXT),
+    })
+}
+
+/// A section listing files that are not uploaded, linked where they have an address.
+fn file_list_block(files: &[&File<'_>]) -> Value {
+    let lines: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let name = Escape::Html.apply(f.filename()).replace('|', "¦");
+            let label = match f.url() {
+                Some(u) => format!("<{}|{name}>", u.replace(['<', '>', '|'], "")),
+                None => name,
+            };
+            format!(
+                ":paperclip: {label} ({}, {})",
+                f.meta.essence(),
+                human_size(f.bytes.len())
+            )
+        })
+        .collect();
+    let text = truncate(&lines.join("\n"), MAX_SECTION_TEXT).into_owned();
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+/// Adds blocks before the default rendering's closing context line (else at the end),
+/// as many as Block Kit's 50 allow. A body without blocks (a template's plain `text`)
+/// is left alone.
+fn add_blocks(body: &mut Map<String, Value>, extra: Vec<Value>) {
+    let Some(Value::Array(blocks)) = body.get_mut("blocks") else {
+        return;
+    };
+    let at = match blocks.last() {
+        Some(b) if b["type"] == "context" => blocks.len() - 1,
+        _ => blocks.len(),
+    };
+    let room = MAX_BLOCKS.saturating_sub(blocks.len());
+    for (i, b) in extra.into_iter().take(room).enumerate() {
+        blocks.insert(at + i, b);
+    }
+}
+
+/// The Web API, called with the bot token.
+struct Api<'a> {
+    ch: &'a Channels,
+    base: &'a str,
+    token: &'a str,
+    timeout: std::time::Duration,
+}
+
+impl Api<'_> {
+    async fn call(
+        &self,
+        method: &str,
+        out: Outgoing<'_>,
+    ) -> Result<(HttpAnswer, Value), SendReport> {
+        let out = out.header("authorization", format!("Bearer {}", self.token));
+        let ans = send_http(self.ch, out)
+            .await
+            .map_err(|r| step_error(r, method))?;
+        let report = classify_api(&ans);
+        if report.verdict != Verdict::Delivered {
+            return Err(step_error(report, method));
+        }
+        let v = ans.json().unwrap_or(Value::Null);
+        Ok((ans, v))
+    }
+
+    async fn call_json(
+        &self,
+        method: &str,
+        body: &Value,
+    ) -> Result<(HttpAnswer, Value), SendReport> {
+        let url = format!("{}/{method}", self.base);
+        self.call(method, Outgoing::post_json(&url, body, self.timeout))
+            .await
+    }
+
+    async fn call_form(
+        &self,
+        method: &str,
+        pairs: &[(&str, &str)],
+    ) -> Result<(HttpAnswer, Value), SendReport> {
+        let url = format!("{}/{method}", self.base);
+        // The serializer is not `Sync`: finish it before anything awaits.
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs {
+                form.append_pair(k, v);
+            }
+            form.finish()
+        };
+        let out = Outgoing {
+            method: reqwest::Method::POST,
+            url: &url,
+            headers: vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            body: body.into_bytes(),
+            timeout: self.timeout,
+        };
+        self.call(method, out).await
+    }
+
+    /// `files.getUploadURLExternal`, then the bytes to the `upload_url` it gave: the file
+    /// is uploaded but not shared anywhere yet (so repeating this never shows twice).
+    async fn upload(&self, f: &File<'_>) -> Result<String, SendReport> {
+        let method = "files.getUploadURLExternal";
+        let length = f.bytes.len().to_string();
+        let mut pairs = vec![("filename", f.filename()), ("length", length.as_str())];
+        if f.is_image() {
+            pairs.push(("alt_txt", f.filename()));
+        }
+        let (ans, v) = self.call_form(method, &pairs).await?;
+        let (Some(upload_url), Some(file_id)) = (v["upload_url"].as_str(), v["file_id"].as_str())
+        else {
+            return Err(step_error(
+                ans.permanent(None, "the answer has no upload_url and file_id".into()),
+                method,
+            ));
+        };
+        let out = Outgoing {
+            method: reqwest::Method::POST,
+            url: upload_url,
+            headers: vec![("content-type".into(), "application/octet-stream".into())],
+            body: f.bytes.clone(),
+            timeout: self.timeout,
+        };
+        let step = format!("upload of {}", f.filename());
+        let ans = send_http(self.ch, out)
+            .await
+            .map_err(|r| step_error(r, &step))?;
+        if ans.status != 200 {
+            return Err(step_error(
+                with_detail(classify_http(&ans), &ans.text()),
+                &step,
+            ));
+        }
+        Ok(file_id.to_string())
+    }
+}
+
+/// Names the step of a several-request attempt that failed.
+fn step_error(mut report: SendReport, step: &str) -> SendReport {
+    report.error = Some(format!(
+        "{step}: {}",
+        report.error.as_deref().unwrap_or("failed")
+    ));
+    report
+}
+
+/// Whether `channel` is an id (`C…`, `G…`, `D…`), as `files.completeUploadExternal` needs.
+fn is_channel_id(channel: &str) -> bool {
+    channel.len() >= 9
+        && channel.starts_with(['C', 'G', 'D'])
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// The upload flow: every file through `files.getUploadURLExternal` and its `upload_url`
+/// (invisible until shared), then one `files.completeUploadExternal` that shares them all
+/// in the channel with the message's blocks, so the message and its files are one post.
+/// With a channel name instead of an id, the message goes first through
+/// `chat.postMessage` (remembered, not repeated by a retry) and the files follow, shared
+/// to the id Slack answered with.
+async fn share_files(
+    api: &Api<'_>,
+    a: &Attempt<'_>,
+    channel: &str,
+    mut body: Map<String, Value>,
+    files: &[&File<'_>],
+) -> SendReport {
+    let mut channel_id = channel.to_string();
+    let mut with_message = true;
+    if !is_channel_id(channel) {
+        let step = format!("post:{channel}");
+        if let Some(id) = api
+            .ch
+            .progress
+            .posted_channel(a.message, a.destination, &step)
+        {
+            channel_id = id;
+        } else {
+            body.entry("channel").or_insert_with(|| json!(channel));
+            match api
+                .call_json("chat.postMessage", &Value::Object(body.clone()))
+                .await
+            {
+                Ok((_, v)) => match v["channel"].as_str() {
+                    Some(id) => channel_id = id.to_string(),
+                    None => {
+                        return SendReport::failed(
+                            Verdict::permanent(),
+                            "provider_error",
+                            "chat.postMessage answered without the channel id the files need",
+                        );
+                    }
+                },
+                Err(report) => return report,
+            }
+            api.ch
+                .progress
+                .remember_channel(a.message, a.destination, &step, &channel_id);
+        }
+        with_message = false;
+    }
+    let mut shared = Vec::with_capacity(files.len());
+    for f in files {
+        match api.upload(f).await {
+            Ok(id) => shared.push(json!({"id": id, "title": f.filename()})),
+            Err(report) => return report,
+        }
+    }
+    let files_json = Value::Array(shared).to_string();
+    let mut pairs = vec![
+        ("files", files_json.as_str()),
+        ("channel_id", channel_id.as_str()),
+    ];
+    let blocks = body.get("blocks").map(Value::to_string);
+    let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
+    match (&blocks, with_message) {
+        (Some(b), true) => pairs.push(("blocks", b.as_str())),
+        (None, true) if !text.is_empty() => pairs.push(("initial_comment", text)),
+        _ => {}
+    }
+    let method = "files.completeUploadExternal";
+    match api.call_form(method, &pairs).await {
+        Ok((ans, _)) => with_note(
+            ans.delivered(),
+            &format!(
+                "slack: {} file(s) uploaded and shared in {channel_id}{}",
+                files.len(),
+                if with_message {
+                    " with the message"
+                } else {
+                    " after the message"
+                }
+            ),
+        ),
+        Err(report) if matches!(report.error_class.as_deref(), Some("timeout" | "network")) => {
+            with_note(
+                report,
+                "Slack may have shared the files already; the retry can share them twice",
+            )
+        }
+        Err(report) => report,
     }
 }
 

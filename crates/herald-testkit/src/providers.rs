@@ -2,8 +2,10 @@
 //! [`FakeReceiver`](crate::receiver::FakeReceiver) that stands in for Slack, Teams, Discord,
 //! Telegram or Twilio.
 
-use crate::receiver::Reply;
+use crate::receiver::{FakeReceiver, Received, Reply};
 use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Slack incoming webhooks answer in plain text.
 pub mod slack_webhook {
@@ -52,6 +54,102 @@ pub mod slack_api {
         Reply::status(429)
             .header("retry-after", &secs.to_string())
             .json(json!({"ok": false, "error": "ratelimited"}))
+    }
+
+    /// Makes `rx` answer the Web API as Slack does for posts and the external upload flow:
+    /// `files.getUploadURLExternal` (form `filename` + `length`) answers an `upload_url`
+    /// on `rx` itself and a `file_id`; a POST of exactly `length` bytes there answers
+    /// `200 OK - <length>`; `files.completeUploadExternal` (form or JSON `files` with ids that
+    /// were uploaded, `channel_id`) shares them; `chat.postMessage` posts. A missing
+    /// bearer token is `not_authed`, a missing argument `invalid_arguments`.
+    pub fn serve_uploads(rx: &FakeReceiver) {
+        let base = rx.url("");
+        let files: Arc<Mutex<HashMap<String, (String, usize, bool)>>> = Arc::default();
+        rx.respond_with(move |r| {
+            let method = r.path.rsplit('/').next().unwrap_or_default();
+            if r.path.starts_with("/upload/") {
+                let mut files = files.lock().unwrap();
+                return Some(match files.get_mut(method) {
+                    Some((_, len, done)) if *len == r.body.len() => {
+                        *done = true;
+                        Reply::status(200).body(format!("OK - {len}"))
+                    }
+                    Some((_, len, _)) => Reply::status(400).body(format!(
+                        "length mismatch: {len} announced, {} sent",
+                        r.body.len()
+                    )),
+                    None => Reply::status(404).body("unknown upload"),
+                });
+            }
+            if !r
+                .header("authorization")
+                .is_some_and(|a| a.starts_with("Bearer xox"))
+            {
+                return Some(error("not_authed"));
+            }
+            let args = args(r);
+            let arg = |k: &str| args.get(k).cloned().unwrap_or_default();
+            Some(match method {
+                "chat.postMessage" => ok(),
+                "files.getUploadURLExternal" => {
+                    let (name, len) =
+                        (arg("filename"), arg("length").parse::<usize>().unwrap_or(0));
+                    if name.is_empty() || len == 0 {
+                        return Some(error("invalid_arguments"));
+                    }
+                    let mut files = files.lock().unwrap();
+                    let id = format!("F{:010}", files.len() + 1);
+                    files.insert(id.clone(), (name, len, false));
+                    Reply::status(200).json(json!({
+                        "ok": true, "upload_url": format!("{base}/upload/{id}"), "file_id": id
+                    }))
+                }
+                "files.completeUploadExternal" => {
+                    let list: Vec<serde_json::Value> =
+                        serde_json::from_str(&arg("files")).unwrap_or_default();
+                    let files = files.lock().unwrap();
+                    let mut shared = Vec::new();
+                    for f in &list {
+                        match f["id"]
+                            .as_str()
+                            .and_then(|id| files.get(id).map(|v| (id, v)))
+                        {
+                            Some((id, (name, len, true))) => shared.push(json!({
+                                "id": id, "name": name, "title": f["title"], "size": len,
+                                "channels": [arg("channel_id")]
+                            })),
+                            _ => return Some(error("file_not_found")),
+                        }
+                    }
+                    if shared.is_empty() {
+                        return Some(error("invalid_arguments"));
+                    }
+                    Reply::status(200).json(json!({"ok": true, "files": shared}))
+                }
+                _ => error("unknown_method"),
+            })
+        });
+    }
+
+    /// The arguments of a Web API call, form-encoded or JSON (JSON values as text).
+    pub fn args(r: &Received) -> HashMap<String, String> {
+        if r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json"))
+        {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            v.as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                            (k.clone(), text)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            url::form_urlencoded::parse(&r.body).into_owned().collect()
+        }
     }
 }
 

@@ -89,9 +89,13 @@ impl Received {
     }
 }
 
+/// Computes an answer from the request, as a stateful fake provider does.
+pub type Responder = Arc<dyn Fn(&Received) -> Option<Reply> + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
+    responder: Mutex<Option<Responder>>,
     default: Mutex<Option<Reply>>,
     received: Mutex<Vec<Received>>,
 }
@@ -138,6 +142,11 @@ impl FakeReceiver {
         self.inner.script.lock().unwrap().push_back(reply);
     }
 
+    /// Answers by `f` when the script is exhausted (a `None` falls through to the default).
+    pub fn respond_with(&self, f: impl Fn(&Received) -> Option<Reply> + Send + Sync + 'static) {
+        *self.inner.responder.lock().unwrap() = Some(Arc::new(f));
+    }
+
     /// Sets the answer used once the script is exhausted.
     pub fn set_default(&self, reply: Reply) {
         *self.inner.default.lock().unwrap() = Some(reply);
@@ -172,19 +181,19 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    inner.received.lock().unwrap().push(Received {
+    let received = Received {
         method,
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
         headers,
         body,
         at: Instant::now(),
-    });
-    let reply = inner
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
+    };
+    inner.received.lock().unwrap().push(received.clone());
+    let scripted = inner.script.lock().unwrap().pop_front();
+    let responder = inner.responder.lock().unwrap().clone();
+    let reply = scripted
+        .or_else(|| responder.and_then(|f| f(&received)))
         .or_else(|| inner.default.lock().unwrap().clone())
         .unwrap_or_else(Reply::ok);
     if !reply.delay.is_zero() {
