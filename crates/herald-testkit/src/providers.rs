@@ -62,11 +62,21 @@ pub mod slack_api {
     /// `200 OK - <length>`; `files.completeUploadExternal` (form or JSON `files` with ids that
     /// were uploaded, `channel_id`) shares them; `chat.postMessage` posts. A missing
     /// bearer token is `not_authed`, a missing argument `invalid_arguments`.
-    pub fn serve_uploads(rx: &FakeReceiver) {
+    ///
+    /// The returned handle queues a failure for the next call of one method.
+    pub fn serve_uploads(rx: &FakeReceiver) -> SlackFake {
         let base = rx.url("");
         let files: Arc<Mutex<HashMap<String, (String, usize, bool)>>> = Arc::default();
+        let fake = SlackFake::default();
+        let failures = fake.failures.clone();
         rx.respond_with(move |r| {
             let method = r.path.rsplit('/').next().unwrap_or_default();
+            {
+                let mut failures = failures.lock().unwrap();
+                if let Some(i) = failures.iter().position(|(m, _)| m == method) {
+                    return Some(failures.remove(i).1);
+                }
+            }
             if r.path.starts_with("/upload/") {
                 let mut files = files.lock().unwrap();
                 return Some(match files.get_mut(method) {
@@ -129,6 +139,20 @@ pub mod slack_api {
                 _ => error("unknown_method"),
             })
         });
+        fake
+    }
+
+    /// Failures queued per Web API method (e.g. `files.completeUploadExternal`).
+    #[derive(Clone, Default)]
+    pub struct SlackFake {
+        failures: Arc<Mutex<Vec<(String, Reply)>>>,
+    }
+
+    impl SlackFake {
+        /// The next call of `method` gets `reply` instead of the normal answer.
+        pub fn fail(&self, method: &str, reply: Reply) {
+            self.failures.lock().unwrap().push((method.into(), reply));
+        }
     }
 
     /// The arguments of a Web API call, form-encoded or JSON (JSON values as text).

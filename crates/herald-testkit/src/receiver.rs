@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub body: Vec<u8>,
     pub delay: Duration,
 }
 
@@ -25,14 +25,14 @@ impl Reply {
         Reply {
             status,
             headers: Vec::new(),
-            body: String::new(),
+            body: Vec::new(),
             delay: Duration::ZERO,
         }
     }
 
     pub fn ok() -> Self {
         Reply {
-            body: "ok".into(),
+            body: b"ok".to_vec(),
             ..Self::status(200)
         }
     }
@@ -43,6 +43,12 @@ impl Reply {
     }
 
     pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into().into_bytes();
+        self
+    }
+
+    /// A binary body, e.g. a file served for a `url` attachment.
+    pub fn bytes(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
