@@ -170,6 +170,16 @@ pub fn with_note(mut report: SendReport, note: &str) -> SendReport {
     report
 }
 
+/// Names the step of a several-request attempt that failed, e.g.
+/// `files.completeUploadExternal: Slack error internal_error`.
+pub fn step_error(mut report: SendReport, step: &str) -> SendReport {
+    report.error = Some(format!(
+        "{step}: {}",
+        report.error.as_deref().unwrap_or("failed")
+    ));
+    report
+}
+
 /// The note for files a channel sends only as a mention.
 pub fn not_sent_note(kind: &str, why: &str, files: &[&File<'_>]) -> String {
     if files.is_empty() {

@@ -21,7 +21,7 @@
 //! `service_unavailable`, `request_timeout` and is permanent for every other code; 429
 //! retries after `Retry-After` and pauses the destination; 5xx retry.
 
-use crate::files::{File, files, not_sent_note, with_note};
+use crate::files::{File, files, not_sent_note, step_error, with_note};
 use crate::render::{
     Escape, escape_truncate, footer, heading_of, override_error, override_str, overrides,
     payload_fields, severity_emoji, template_json, text_of, title_of, truncate, units,
@@ -436,15 +436,6 @@ impl Api<'_> {
         }
         Ok(file_id.to_string())
     }
-}
-
-/// Names the step of a several-request attempt that failed.
-fn step_error(mut report: SendReport, step: &str) -> SendReport {
-    report.error = Some(format!(
-        "{step}: {}",
-        report.error.as_deref().unwrap_or("failed")
-    ));
-    report
 }
 
 /// Whether `channel` is an id (`C…`, `G…`, `D…`), as `files.completeUploadExternal` needs.

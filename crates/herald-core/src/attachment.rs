@@ -37,6 +37,14 @@ impl Attachment {
             .map_err(|e| format!("attachment {:?}: {e}", self.filename))
     }
 
+    /// The decoded size of the stored data, from its base64 length.
+    pub fn size(&self) -> usize {
+        self.data.as_deref().map_or(0, |d| {
+            let d = d.trim_end();
+            (d.len() / 4 * 3).saturating_sub(d.bytes().rev().take_while(|b| *b == b'=').count())
+        })
+    }
+
     /// The media type without parameters, lower-cased: `image/png`.
     pub fn essence(&self) -> String {
         essence(&self.content_type)

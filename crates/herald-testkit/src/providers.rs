@@ -66,7 +66,7 @@ pub mod slack_api {
     /// The returned handle queues a failure for the next call of one method.
     pub fn serve_uploads(rx: &FakeReceiver) -> SlackFake {
         let base = rx.url("");
-        let files: Arc<Mutex<HashMap<String, (String, usize, bool)>>> = Arc::default();
+        let files: Arc<Mutex<HashMap<String, Upload>>> = Arc::default();
         let fake = SlackFake::default();
         let failures = fake.failures.clone();
         rx.respond_with(move |r| {
@@ -141,6 +141,9 @@ pub mod slack_api {
         });
         fake
     }
+
+    /// An announced upload: filename, announced length, whether the bytes arrived.
+    type Upload = (String, usize, bool);
 
     /// Failures queued per Web API method (e.g. `files.completeUploadExternal`).
     #[derive(Clone, Default)]

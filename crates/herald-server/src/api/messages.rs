@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use herald_core::attachment::content_disposition;
 use herald_core::clock::rfc3339;
 use herald_core::ids;
-use herald_core::message::{MessageBody, MessageInput};
+use herald_core::message::{Attachment, MessageBody, MessageInput};
 use herald_store::DeliveryQuery;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -176,8 +176,13 @@ pub async fn get(
             ..Default::default()
         })
         .await?;
+    let files = attachment_views(&m.id, &body.attachments);
     let mut body = serde_json::to_value(body).unwrap_or(Value::Null);
-    attachment_views(&m.id, &mut body);
+    if let Some(o) = body.as_object_mut()
+        && o.contains_key("attachments")
+    {
+        o.insert("attachments".into(), files);
+    }
     Ok(Json(MessageView {
         id: m.id,
         event_type: m.event_type,
@@ -237,23 +242,21 @@ pub async fn attachment(
 }
 
 /// The message view's attachments: what was sent, without the bytes (download them).
-fn attachment_views(id: &str, body: &mut Value) {
-    let Some(list) = body.get_mut("attachments").and_then(Value::as_array_mut) else {
-        return;
-    };
-    for (i, a) in list.iter_mut().enumerate() {
-        let Some(o) = a.as_object_mut() else { continue };
-        if let Some(data) = o.remove("data") {
-            let size = data
-                .as_str()
-                .map_or(0, |d| d.len() / 4 * 3 - d.matches('=').count());
-            o.insert("size".into(), json!(size));
-        }
-        o.insert(
-            "download".into(),
-            json!(format!("/api/v1/messages/{id}/attachments/{i}")),
-        );
-    }
+fn attachment_views(id: &str, attachments: &[Attachment]) -> Value {
+    attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            json!({
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size(),
+                "url": a.url,
+                "inline": a.inline.unwrap_or(false),
+                "download": format!("/api/v1/messages/{id}/attachments/{i}"),
+            })
+        })
+        .collect()
 }
 
 fn problem_value(e: &ApiError) -> Value {
