@@ -355,10 +355,33 @@ mod tests {
             .validate(Some("b"), 10)
             .unwrap_err();
         assert_eq!(err.0[0].field, "idempotency_key");
-        let err = input(json!({"text": "x", "attachments": [{"filename": "a.png", "content_type": "image/png", "data": "AAAA"}]}))
-            .validate(None, 2)
+        let three_bytes = || {
+            input(
+                json!({"text": "x", "attachments": [{"filename": "a.txt", "content_type": "text/plain", "data": "AAAA"}]}),
+            )
+        };
+        let err = three_bytes()
+            .validate_with(
+                None,
+                AttachmentLimits {
+                    total: 2,
+                    per_file: 10,
+                },
+            )
             .unwrap_err();
         assert_eq!(err.0[0].field, "attachments");
+        let err = three_bytes().validate(None, 2).unwrap_err();
+        assert_eq!(err.0[0].field, "attachments[0].data");
+        assert!(err.0[0].message.contains("per-attachment limit of 2"));
+        let err = input(json!({"text": "x", "attachments": [{"filename": "a.png", "content_type": "image/png", "data": "AAAA"}]}))
+            .validate(None, 10)
+            .unwrap_err();
+        assert!(err.0[0].message.contains("not image/png"), "{:?}", err.0);
+        let (_, _, body) = input(json!({"text": "x", "attachments": [{"filename": "dir\\..\\a:b.txt", "content_type": "text/plain", "data": "AAAA"}]}))
+            .validate(None, 10)
+            .unwrap();
+        assert_eq!(body.attachments[0].filename, "a_b.txt");
+        assert_eq!(body.attachments[0].size(), 3);
         assert!(
             serde_json::from_value::<MessageInput>(json!({"text": "x", "sevrity": "info"}))
                 .is_err()
