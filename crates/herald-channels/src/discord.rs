@@ -270,11 +270,8 @@ fn list_in_content(body: &mut Value, files: &[&File<'_>]) {
         }
         let name = f.filename().replace(['[', ']'], "");
         match f.url() {
-            Some(u) => content.push_str(&format!(
-                ":paperclip: [{name}](<{u}>) ({})",
-                f.meta.essence()
-            )),
-            None => content.push_str(&format!(":paperclip: {} (not uploaded)", f.describe())),
+            Some(u) => content.push_str(&format!("📎 [{name}](<{u}>) ({})", f.meta.essence())),
+            None => content.push_str(&format!("📎 {} (not uploaded)", f.describe())),
         }
     }
     body["content"] = json!(truncate(&content, MAX_CONTENT));

@@ -4,7 +4,8 @@
 
 use base64::Engine;
 use herald_testkit::herald::{TestHerald, fast_retry};
-use herald_testkit::providers::{slack_api, slack_webhook};
+use herald_testkit::mime::{self, field};
+use herald_testkit::providers::{discord, slack_api, slack_webhook, telegram};
 use herald_testkit::receiver::{FakeReceiver, Received, Reply};
 use herald_testkit::smtp::SmtpSink;
 use reqwest::{Method, StatusCode};
@@ -484,7 +485,7 @@ async fn a_slack_incoming_webhook_shows_pictures_and_lists_other_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_upload_steps_are_classified_per_step() {
     let slack = FakeReceiver::start().await;
-    let fake = slack_api::serve_uploads(&slack);
+    slack_api::serve_uploads(&slack);
     let h = TestHerald::start().await;
     h.put_destination(
         "slack",
@@ -495,8 +496,8 @@ async fn slack_upload_steps_are_classified_per_step() {
     let message = json!({"text": "x", "to": ["slack"], "attachments": [
         {"filename": "r.csv", "content_type": "text/csv", "data": b64(b"a,b")}]});
 
-    fake.fail(
-        "files.getUploadURLExternal",
+    slack.push_for(
+        "/files.getUploadURLExternal",
         slack_api::error("file_uploads_disabled"),
     );
     let id = h.send_one(message.clone()).await;
@@ -509,8 +510,8 @@ async fn slack_upload_steps_are_classified_per_step() {
     );
     assert!(requests_to(&slack.received(), "/files.completeUploadExternal").is_empty());
 
-    fake.fail(
-        "files.completeUploadExternal",
+    slack.push_for(
+        "/files.completeUploadExternal",
         slack_api::error("internal_error"),
     );
     let before = slack.received().len();
@@ -526,4 +527,270 @@ async fn slack_upload_steps_are_classified_per_step() {
     let got = slack.received()[before..].to_vec();
     assert_eq!(requests_to(&got, "/files.getUploadURLExternal").len(), 2);
     assert_eq!(requests_to(&got, "/files.completeUploadExternal").len(), 2);
+}
+
+/// Serves the chart for `url` attachments.
+async fn file_server() -> FakeReceiver {
+    let files = FakeReceiver::start().await;
+    files.set_default(Reply::status(200).bytes(png()));
+    files
+}
+
+/// Discord takes `payload_json` and `files[n]` in one multipart request; what does not
+/// fit the upload limit is listed in `content` and named in the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_uploads_files_as_multipart_within_the_limit() {
+    let discord = FakeReceiver::start().await;
+    discord::serve_webhook(&discord, 280);
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "discord",
+        json!({"kind": "discord", "url": discord.url("/api/webhooks/1/tok"), "max_upload_bytes": 280}),
+    )
+    .await;
+    let id = h
+        .send_one(
+            json!({"title": "리포트", "text": "첨부", "to": ["discord"], "attachments": [
+            {"filename": "chart.png", "content_type": "image/png", "data": b64(&png())},
+            {"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]}),
+        )
+        .await;
+    let d = h.wait_status(&id, "delivered", WAIT).await;
+    let parts = mime::form_data(&discord.received()[0]);
+    let payload: Value = serde_json::from_slice(&field(&parts, "payload_json").bytes).unwrap();
+    assert_eq!(
+        payload["attachments"],
+        json!([{"id": 0, "filename": "chart.png"}])
+    );
+    assert_eq!(payload["embeds"][0]["title"], "ℹ️ 리포트");
+    assert_eq!(payload["allowed_mentions"], json!({"parse": []}));
+    let chart = field(&parts, "files[0]");
+    assert_eq!(chart.filename.as_deref(), Some("chart.png"));
+    assert_eq!(chart.content_type, "image/png");
+    assert_eq!(chart.bytes, png());
+    assert_eq!(
+        parts.iter().filter(|p| p.filename.is_some()).count(),
+        1,
+        "the CSV is over the 280-byte limit"
+    );
+    let content = payload["content"].as_str().unwrap();
+    assert!(
+        content.contains(CSV_NAME) && content.contains("not uploaded"),
+        "{content}"
+    );
+    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains("discord") && excerpt.contains(CSV_NAME),
+        "{excerpt}"
+    );
+}
+
+/// Telegram: a picture by `sendPhoto` with the text as caption, other files by
+/// `sendDocument`, each multipart; a Korean filename arrives intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_sends_photos_and_documents_with_the_text_as_caption() {
+    let tg = FakeReceiver::start().await;
+    telegram::serve_bot(&tg);
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "tg",
+        json!({"kind": "telegram", "token": "123:abc", "chat_id": -100123, "api_base": tg.url("")}),
+    )
+    .await;
+    let id = h
+        .send_one(
+            json!({"title": "리포트", "text": "차트 <첨부>", "to": ["tg"], "attachments": [
+            {"filename": "chart.png", "content_type": "image/png", "data": b64(&png())},
+            {"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]}),
+        )
+        .await;
+    let d = h.wait_status(&id, "delivered", WAIT).await;
+    let got = tg.received();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/bot123:abc/sendPhoto", "/bot123:abc/sendDocument"]);
+    let photo = mime::form_data(&got[0]);
+    assert_eq!(field(&photo, "chat_id").text(), "-100123");
+    assert_eq!(field(&photo, "photo").bytes, png());
+    let caption = field(&photo, "caption").text();
+    assert!(
+        caption.starts_with("<b>ℹ️ 리포트</b>\n\n차트 &lt;첨부&gt;"),
+        "{caption}"
+    );
+    assert_eq!(field(&photo, "parse_mode").text(), "HTML");
+    let doc = mime::form_data(&got[1]);
+    let csv = field(&doc, "document");
+    assert_eq!(csv.filename.as_deref(), Some(CSV_NAME));
+    assert_eq!(csv.bytes, CSV.as_bytes());
+    assert!(doc.iter().all(|p| p.name.as_deref() != Some("caption")));
+    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains("telegram: sent sendPhoto chart.png, sendDocument 주간 보고서.csv"),
+        "{excerpt}"
+    );
+    assert!(!excerpt.contains("123:abc"), "the token stays out");
+}
+
+/// A text over the caption limit goes first as a message; a failed file is retried
+/// alone, without repeating what was already sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_retries_only_the_files_not_yet_sent() {
+    let tg = FakeReceiver::start().await;
+    telegram::serve_bot(&tg);
+    tg.push_for("/sendDocument", Reply::status(502));
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "tg",
+        json!({"kind": "telegram", "token": "123:abc", "chat_id": 42, "api_base": tg.url(""),
+               "retry": fast_retry()}),
+    )
+    .await;
+    let long = "긴 본문 ".repeat(300);
+    let id = h
+        .send_one(json!({"text": long, "to": ["tg"], "attachments": [
+            {"filename": "chart.png", "content_type": "image/png", "data": b64(&png())},
+            {"filename": "r.csv", "content_type": "text/csv", "data": b64(b"a,b")}]}))
+        .await;
+    let d = h.wait_status(&id, "delivered", WAIT).await;
+    assert_eq!(d["attempt_count"], 2);
+    let error = d["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("sendDocument r.csv: HTTP 502"), "{error}");
+    let paths: Vec<String> = tg
+        .received()
+        .iter()
+        .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        ["sendMessage", "sendPhoto", "sendDocument", "sendDocument"],
+        "the retry sends only the document"
+    );
+    let text: Value = tg.received()[0].json();
+    assert!(text["text"].as_str().unwrap().contains("긴 본문"));
+    let photo = mime::form_data(&tg.received()[1]);
+    assert!(photo.iter().all(|p| p.name.as_deref() != Some("caption")));
+    let excerpt = d["attempts"][1]["response_excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains(
+            "already sent by an earlier attempt, not repeated: the text, sendPhoto chart.png"
+        ),
+        "{excerpt}"
+    );
+}
+
+/// Teams: a picture with a URL is an `Image` element; a file without one is named, and
+/// the attempt says it was not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_shows_pictures_by_url_and_names_other_files() {
+    let files = file_server().await;
+    let teams = FakeReceiver::start().await;
+    teams.set_default(Reply::status(202));
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "teams",
+        json!({"kind": "teams", "url": teams.url("/workflows/x")}),
+    )
+    .await;
+    let chart = files.url("/chart.png");
+    let id = h
+        .send_one(json!({"title": "리포트", "to": ["teams"], "attachments": [
+            {"filename": "chart.png", "content_type": "image/png", "url": chart},
+            {"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]}))
+        .await;
+    let d = h.wait_status(&id, "delivered", WAIT).await;
+    let card = &teams.received()[0].json()["attachments"][0]["content"];
+    let body = card["body"].as_array().unwrap();
+    let image = body
+        .iter()
+        .find(|e| e["type"] == "Image")
+        .expect("an Image");
+    assert_eq!(image["url"], chart);
+    assert_eq!(image["altText"], "chart.png");
+    assert!(body.iter().any(|e| {
+        e["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(CSV_NAME) && t.contains("not attached"))
+    }));
+    assert!(
+        body.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains(&d["message_id"].as_str().unwrap().to_string())
+    );
+    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains("teams: files are not uploaded") && excerpt.contains(CSV_NAME),
+        "{excerpt}"
+    );
+}
+
+/// SMS: a file with a public URL is an MMS `MediaUrl`; one without is named in the text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_sends_media_urls_and_names_the_rest() {
+    let files = file_server().await;
+    let twilio = FakeReceiver::start().await;
+    twilio.set_default(herald_testkit::providers::twilio::created());
+    let h = TestHerald::start().await;
+    let sid = format!("AC{}", "0".repeat(32));
+    h.put_destination(
+        "sms",
+        json!({"kind": "sms", "account_sid": sid, "auth_token": "t", "from": "+15005550006",
+               "to": "+821012345678", "api_base": twilio.url("")}),
+    )
+    .await;
+    let chart = files.url("/chart.png");
+    let id = h
+        .send_one(json!({"text": "경보", "to": ["sms"], "attachments": [
+            {"filename": "chart.png", "content_type": "image/png", "url": chart},
+            {"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]}))
+        .await;
+    let d = h.wait_status(&id, "delivered", WAIT).await;
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&twilio.received()[0].body)
+        .into_owned()
+        .collect();
+    let get = |k: &str| {
+        form.iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(get("MediaUrl"), [chart]);
+    assert_eq!(get("Body"), [format!("경보\n[files not sent: {CSV_NAME}]")]);
+    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains("1 MediaUrl(s) sent") && excerpt.contains(CSV_NAME),
+        "{excerpt}"
+    );
+}
+
+/// Webhooks carry attachments (base64) unless `omit_attachments`; the `http` kind only
+/// with `include_attachments`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_and_http_bodies_carry_or_omit_attachments_by_option() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    for (name, spec) in [
+        ("hook", json!({"kind": "webhook", "url": rx.url("/hook")})),
+        (
+            "bare",
+            json!({"kind": "webhook", "url": rx.url("/bare"), "omit_attachments": true}),
+        ),
+        (
+            "api",
+            json!({"kind": "http", "url": rx.url("/api"), "include_attachments": true}),
+        ),
+        ("plain", json!({"kind": "http", "url": rx.url("/plain")})),
+    ] {
+        h.put_destination(name, spec).await;
+    }
+    h.send(json!({"text": "x", "payload": {"k": 1}, "to": ["hook", "bare", "api", "plain"],
+                  "attachments": [{"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]}))
+        .await;
+    let got = rx.wait_for(4, WAIT).await;
+    let body = |path: &str| got.iter().find(|r| r.path == path).unwrap().json();
+    let expected =
+        json!([{"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]);
+    assert_eq!(body("/hook")["attachments"], expected);
+    assert!(body("/bare").get("attachments").is_none());
+    assert_eq!(body("/api"), json!({"k": 1, "attachments": expected}));
+    assert_eq!(body("/plain"), json!({"k": 1}));
 }

@@ -62,21 +62,12 @@ pub mod slack_api {
     /// `200 OK - <length>`; `files.completeUploadExternal` (form or JSON `files` with ids that
     /// were uploaded, `channel_id`) shares them; `chat.postMessage` posts. A missing
     /// bearer token is `not_authed`, a missing argument `invalid_arguments`.
-    ///
-    /// The returned handle queues a failure for the next call of one method.
-    pub fn serve_uploads(rx: &FakeReceiver) -> SlackFake {
+    /// Inject a failure into one step with [`FakeReceiver::push_for`].
+    pub fn serve_uploads(rx: &FakeReceiver) {
         let base = rx.url("");
         let files: Arc<Mutex<HashMap<String, Upload>>> = Arc::default();
-        let fake = SlackFake::default();
-        let failures = fake.failures.clone();
         rx.respond_with(move |r| {
             let method = r.path.rsplit('/').next().unwrap_or_default();
-            {
-                let mut failures = failures.lock().unwrap();
-                if let Some(i) = failures.iter().position(|(m, _)| m == method) {
-                    return Some(failures.remove(i).1);
-                }
-            }
             if r.path.starts_with("/upload/") {
                 let mut files = files.lock().unwrap();
                 return Some(match files.get_mut(method) {
@@ -139,24 +130,10 @@ pub mod slack_api {
                 _ => error("unknown_method"),
             })
         });
-        fake
     }
 
     /// An announced upload: filename, announced length, whether the bytes arrived.
     type Upload = (String, usize, bool);
-
-    /// Failures queued per Web API method (e.g. `files.completeUploadExternal`).
-    #[derive(Clone, Default)]
-    pub struct SlackFake {
-        failures: Arc<Mutex<Vec<(String, Reply)>>>,
-    }
-
-    impl SlackFake {
-        /// The next call of `method` gets `reply` instead of the normal answer.
-        pub fn fail(&self, method: &str, reply: Reply) {
-            self.failures.lock().unwrap().push((method.into(), reply));
-        }
-    }
 
     /// The arguments of a Web API call, form-encoded or JSON (JSON values as text).
     pub fn args(r: &Received) -> HashMap<String, String> {
@@ -221,6 +198,55 @@ pub mod discord {
         Reply::status(status).json(json!({"code": code, "message": message}))
     }
 
+    /// Makes `rx` execute webhooks as Discord does, JSON or `multipart/form-data`: a
+    /// multipart request needs a `payload_json` field, and every entry of its
+    /// `attachments` a `files[<id>]` part; files over `limit` bytes in all are a 413
+    /// (`40005 Request entity too large`), a malformed form a 400 50035. Answers 204.
+    pub fn serve_webhook(rx: &FakeReceiver, limit: usize) {
+        rx.respond_with(move |r| {
+            let is_form = r
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("multipart/form-data"));
+            if !is_form {
+                return Some(match serde_json::from_slice::<serde_json::Value>(&r.body) {
+                    Ok(_) => no_content(),
+                    Err(_) => error(400, 50035, "Invalid Form Body"),
+                });
+            }
+            let parts = crate::mime::form_data(r);
+            let Some(payload) = parts
+                .iter()
+                .find(|p| p.name.as_deref() == Some("payload_json"))
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p.bytes).ok())
+            else {
+                return Some(error(400, 50035, "Invalid Form Body"));
+            };
+            let total: usize = parts
+                .iter()
+                .filter(|p| p.filename.is_some())
+                .map(|p| p.bytes.len())
+                .sum();
+            if total > limit {
+                return Some(error(413, 40005, "Request entity too large"));
+            }
+            let refs = payload["attachments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let complete = refs.iter().all(|a| {
+                let name = format!("files[{}]", a["id"]);
+                parts
+                    .iter()
+                    .any(|p| p.name.as_deref() == Some(&name) && p.filename.is_some())
+            });
+            Some(if complete {
+                no_content()
+            } else {
+                error(400, 50035, "Invalid Form Body")
+            })
+        });
+    }
+
     /// 429 with a float `retry_after` in the body and a rounded-up `Retry-After` header
     /// of `header_secs` (set it far off to prove the float wins).
     pub fn rate_limited(retry_after: f64, header_secs: u64) -> Reply {
@@ -256,6 +282,46 @@ pub mod telegram {
             "description": format!("Too Many Requests: retry after {retry_after}"),
             "parameters": {"retry_after": retry_after}
         }))
+    }
+
+    /// Makes `rx` answer `sendMessage` (JSON) and `sendPhoto`/`sendDocument`
+    /// (`multipart/form-data` with `chat_id` and a `photo`/`document` file part) as the
+    /// Bot API does: a caption over 1024 characters is `400 Bad Request: message caption
+    /// is too long`, a missing file `400 Bad Request: there is no photo in the request`.
+    pub fn serve_bot(rx: &FakeReceiver) {
+        rx.respond_with(|r| {
+            let method = r.path.rsplit('/').next().unwrap_or_default();
+            let field = match method {
+                "sendMessage" => return Some(ok()),
+                "sendPhoto" => "photo",
+                "sendDocument" => "document",
+                _ => return Some(error(404, "Not Found")),
+            };
+            let parts = crate::mime::form_data(r);
+            let has = |name: &str| parts.iter().any(|p| p.name.as_deref() == Some(name));
+            if !has("chat_id") {
+                return Some(error(400, "Bad Request: chat_id is empty"));
+            }
+            if !parts
+                .iter()
+                .any(|p| p.name.as_deref() == Some(field) && p.filename.is_some())
+            {
+                return Some(error(
+                    400,
+                    &format!("Bad Request: there is no {field} in the request"),
+                ));
+            }
+            let caption = parts
+                .iter()
+                .find(|p| p.name.as_deref() == Some("caption"))
+                .map(|p| p.text().encode_utf16().count())
+                .unwrap_or(0);
+            Some(if caption > 1024 {
+                error(400, "Bad Request: message caption is too long")
+            } else {
+                ok()
+            })
+        });
     }
 
     /// 400 telling that the group became the supergroup `new_id`.

@@ -101,6 +101,8 @@ pub type Responder = Arc<dyn Fn(&Received) -> Option<Reply> + Send + Sync>;
 #[derive(Default)]
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
+    /// Answers for the next request to a path ending so, before anything else.
+    targeted: Mutex<Vec<(String, Reply)>>,
     responder: Mutex<Option<Responder>>,
     default: Mutex<Option<Reply>>,
     received: Mutex<Vec<Received>>,
@@ -146,6 +148,16 @@ impl FakeReceiver {
     /// Queues one answer (answers are used in order, then the default).
     pub fn push(&self, reply: Reply) {
         self.inner.script.lock().unwrap().push_back(reply);
+    }
+
+    /// Answers the next request whose path ends with `suffix` (e.g. `/sendDocument`) with
+    /// `reply`, ahead of the script: a failure injected into one step of a flow.
+    pub fn push_for(&self, suffix: &str, reply: Reply) {
+        self.inner
+            .targeted
+            .lock()
+            .unwrap()
+            .push((suffix.into(), reply));
     }
 
     /// Answers by `f` when the script is exhausted (a `None` falls through to the default).
@@ -196,7 +208,13 @@ async fn handle(
         at: Instant::now(),
     };
     inner.received.lock().unwrap().push(received.clone());
-    let scripted = inner.script.lock().unwrap().pop_front();
+    let targeted = {
+        let mut t = inner.targeted.lock().unwrap();
+        t.iter()
+            .position(|(suffix, _)| received.path.ends_with(suffix.as_str()))
+            .map(|i| t.remove(i).1)
+    };
+    let scripted = targeted.or_else(|| inner.script.lock().unwrap().pop_front());
     let responder = inner.responder.lock().unwrap().clone();
     let reply = scripted
         .or_else(|| responder.and_then(|f| f(&received)))
