@@ -41,6 +41,18 @@ fn delivery_to(accepted: &Value, destination: &str) -> String {
         .to_string()
 }
 
+/// What attempt `n` recorded (its excerpt), checked to mention every one of `needles`.
+fn attempt_note(delivery: &Value, n: usize, needles: &[&str]) -> String {
+    let excerpt = delivery["attempts"][n]["response_excerpt"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for needle in needles {
+        assert!(excerpt.contains(needle), "{needle:?} not in {excerpt}");
+    }
+    excerpt
+}
+
 fn requests_to<'a>(all: &'a [Received], method: &str) -> Vec<&'a Received> {
     all.iter().filter(|r| r.path.ends_with(method)).collect()
 }
@@ -124,10 +136,10 @@ async fn a_chart_and_a_report_reach_slack_and_email_as_native_files() {
         requests_to(&got, "/chat.postMessage").is_empty(),
         "no separate post"
     );
-    let excerpt = slack_d["attempts"][0]["response_excerpt"].as_str().unwrap();
-    assert!(
-        excerpt.contains("2 file(s) uploaded and shared in C0123456789"),
-        "{excerpt}"
+    attempt_note(
+        &slack_d,
+        0,
+        &["2 file(s) uploaded and shared in C0123456789"],
     );
 
     // Email: text and HTML alternatives, the chart inline in a multipart/related with
@@ -232,6 +244,13 @@ async fn downloads_need_the_read_scope_and_unknown_ones_are_404_problems() {
             "{path}"
         );
     }
+    let (_, spec) = h.call(Method::GET, "/api/openapi.json", None).await;
+    let op = &spec["paths"]["/api/v1/messages/{id}/attachments/{n}"]["get"];
+    assert_eq!(
+        op["responses"]["200"]["content"]["*/*"]["schema"],
+        json!({"type": "string", "format": "binary"})
+    );
+    assert!(op["responses"]["404"]["content"]["application/problem+json"].is_object());
     let (status, _) = h
         .call_as(
             "hrld_nope",
@@ -473,11 +492,7 @@ async fn a_slack_incoming_webhook_shows_pictures_and_lists_other_files() {
         "{listed}"
     );
     assert_eq!(blocks.last().unwrap()["type"], "context");
-    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
-    assert!(
-        excerpt.contains("incoming webhooks cannot upload files") && excerpt.contains(CSV_NAME),
-        "{excerpt}"
-    );
+    attempt_note(&d, 0, &["incoming webhooks cannot upload files", CSV_NAME]);
 }
 
 /// Each upload step is classified as Slack answers it; a failed share retries, and the
@@ -578,11 +593,7 @@ async fn discord_uploads_files_as_multipart_within_the_limit() {
         content.contains(CSV_NAME) && content.contains("not uploaded"),
         "{content}"
     );
-    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
-    assert!(
-        excerpt.contains("discord") && excerpt.contains(CSV_NAME),
-        "{excerpt}"
-    );
+    attempt_note(&d, 0, &["discord", CSV_NAME]);
 }
 
 /// Telegram: a picture by `sendPhoto` with the text as caption, other files by
@@ -622,10 +633,10 @@ async fn telegram_sends_photos_and_documents_with_the_text_as_caption() {
     assert_eq!(csv.filename.as_deref(), Some(CSV_NAME));
     assert_eq!(csv.bytes, CSV.as_bytes());
     assert!(doc.iter().all(|p| p.name.as_deref() != Some("caption")));
-    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
-    assert!(
-        excerpt.contains("telegram: sent sendPhoto chart.png, sendDocument 주간 보고서.csv"),
-        "{excerpt}"
+    let excerpt = attempt_note(
+        &d,
+        0,
+        &["telegram: sent sendPhoto chart.png, sendDocument 주간 보고서.csv"],
     );
     assert!(!excerpt.contains("123:abc"), "the token stays out");
 }
@@ -668,12 +679,10 @@ async fn telegram_retries_only_the_files_not_yet_sent() {
     assert!(text["text"].as_str().unwrap().contains("긴 본문"));
     let photo = mime::form_data(&tg.received()[1]);
     assert!(photo.iter().all(|p| p.name.as_deref() != Some("caption")));
-    let excerpt = d["attempts"][1]["response_excerpt"].as_str().unwrap();
-    assert!(
-        excerpt.contains(
-            "already sent by an earlier attempt, not repeated: the text, sendPhoto chart.png"
-        ),
-        "{excerpt}"
+    attempt_note(
+        &d,
+        1,
+        &["already sent by an earlier attempt, not repeated: the text, sendPhoto chart.png"],
     );
 }
 
@@ -716,11 +725,7 @@ async fn teams_shows_pictures_by_url_and_names_other_files() {
             .unwrap()
             .contains(&d["message_id"].as_str().unwrap().to_string())
     );
-    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
-    assert!(
-        excerpt.contains("teams: files are not uploaded") && excerpt.contains(CSV_NAME),
-        "{excerpt}"
-    );
+    attempt_note(&d, 0, &["teams: files are not uploaded", CSV_NAME]);
 }
 
 /// SMS: a file with a public URL is an MMS `MediaUrl`; one without is named in the text.
@@ -755,11 +760,7 @@ async fn sms_sends_media_urls_and_names_the_rest() {
     };
     assert_eq!(get("MediaUrl"), [chart]);
     assert_eq!(get("Body"), [format!("경보\n[files not sent: {CSV_NAME}]")]);
-    let excerpt = d["attempts"][0]["response_excerpt"].as_str().unwrap();
-    assert!(
-        excerpt.contains("1 MediaUrl(s) sent") && excerpt.contains(CSV_NAME),
-        "{excerpt}"
-    );
+    attempt_note(&d, 0, &["1 MediaUrl(s) sent", CSV_NAME]);
 }
 
 /// Webhooks carry attachments (base64) unless `omit_attachments`; the `http` kind only
@@ -793,4 +794,100 @@ async fn webhook_and_http_bodies_carry_or_omit_attachments_by_option() {
     assert!(body("/bare").get("attachments").is_none());
     assert_eq!(body("/api"), json!({"k": 1, "attachments": expected}));
     assert_eq!(body("/plain"), json!({"k": 1}));
+}
+
+/// `files.completeUploadExternal` needs a channel id: with a channel name the message is
+/// posted first and the files shared right after it, to the id Slack answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_with_a_channel_name_posts_then_shares_to_the_answered_id() {
+    let slack = FakeReceiver::start().await;
+    slack_api::serve_uploads(&slack);
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "slack",
+        json!({"kind": "slack", "token": "xoxb-t", "channel": "#data-reports",
+               "api_base": slack.url("/api")}),
+    )
+    .await;
+    let id = h
+        .send_one(json!({"text": "리포트", "to": ["slack"], "attachments": [
+            {"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]}))
+        .await;
+    let d = h.wait_status(&id, "delivered", WAIT).await;
+    let got = slack.received();
+    let methods: Vec<&str> = got
+        .iter()
+        .map(|r| r.path.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "chat.postMessage",
+            "files.getUploadURLExternal",
+            "F0000000001",
+            "files.completeUploadExternal"
+        ]
+    );
+    assert_eq!(got[0].json()["channel"], "#data-reports");
+    let share = slack_api::args(&got[3]);
+    assert_eq!(share["channel_id"], "C0123456789");
+    assert!(!share.contains_key("blocks") && !share.contains_key("initial_comment"));
+    attempt_note(&d, 0, &["shared in C0123456789 after the message"]);
+}
+
+/// A custom HTML part shows a picture inline only where it references its Content-ID;
+/// a text-only email attaches every file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_inline_pictures_follow_the_html_that_references_them() {
+    let sink = SmtpSink::start().await;
+    let h = TestHerald::start().await;
+    let smtp = format!("smtp://{}?tls=none", sink.addr);
+    h.put_destination(
+        "mail",
+        json!({"kind": "email", "smtp_url": smtp, "from": "h@example.com", "to": ["a@example.com"],
+               "html_template": "<p>{{ text }}</p><img src=\"cid:att1.{{ id }}@herald\">"}),
+    )
+    .await;
+    h.put_destination(
+        "plain",
+        json!({"kind": "email", "smtp_url": smtp, "from": "h@example.com", "to": ["b@example.com"],
+               "template": "{{ text }}"}),
+    )
+    .await;
+    let pic = |name: &str| json!({"filename": name, "content_type": "image/png", "data": b64(&png()), "inline": true});
+    let accepted = h
+        .send(json!({"text": "차트", "to": ["mail", "plain"], "attachments": [pic("a.png"), pic("b.png")]}))
+        .await;
+    for name in ["mail", "plain"] {
+        h.wait_status(&delivery_to(&accepted, name), "delivered", WAIT)
+            .await;
+    }
+    let mails = sink.mails();
+    let by_rcpt = |r: &str| mails.iter().find(|m| m.to == [r]).unwrap().parts();
+    let html_mail = by_rcpt("a@example.com");
+    let find = |parts: &[mime::Part], f: &str| {
+        parts
+            .iter()
+            .find(|p| p.filename.as_deref() == Some(f))
+            .cloned()
+            .unwrap()
+    };
+    let (a, b) = (find(&html_mail, "a.png"), find(&html_mail, "b.png"));
+    assert_eq!(
+        a.disposition.as_deref(),
+        Some("attachment"),
+        "not referenced"
+    );
+    assert_eq!(a.parent, "multipart/mixed");
+    assert_eq!(b.disposition.as_deref(), Some("inline"));
+    assert_eq!(b.parent, "multipart/related");
+    let text_mail = by_rcpt("b@example.com");
+    assert!(text_mail.iter().all(|p| p.content_type != "text/html"));
+    for f in ["a.png", "b.png"] {
+        let p = find(&text_mail, f);
+        assert_eq!(
+            (p.disposition.as_deref(), p.bytes),
+            (Some("attachment"), png())
+        );
+    }
 }
