@@ -249,8 +249,8 @@ pub async fn send(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> SendReport {
                 "incoming webhooks cannot upload files; use a bot token and channel for uploads",
                 &others,
             );
-            if !others.is_empty() {
-                add_blocks(&mut body, vec![file_list_block(&others)]);
+            if let Some(list) = file_list_block(&body, &others) {
+                add_blocks(&mut body, vec![list]);
             }
             let out = Outgoing::post_json(url, &Value::Object(body), timeout);
             let report = match send_http(ch, out).await {
@@ -299,8 +299,16 @@ fn image_block(f: &File<'_>) -> Value {
     })
 }
 
-/// A section listing files that are not uploaded, linked where they have an address.
-fn file_list_block(files: &[&File<'_>]) -> Value {
+/// A section listing files that are not uploaded, linked where they have an address, in
+/// what Block Kit's total text leaves (none when too little is left: the attempt still
+/// names them).
+fn file_list_block(body: &Map<String, Value>, files: &[&File<'_>]) -> Option<Value> {
+    let room = MAX_TOTAL_TEXT
+        .saturating_sub(body.get("blocks").map_or(0, text_units))
+        .min(MAX_SECTION_TEXT);
+    if files.is_empty() || room < 100 {
+        return None;
+    }
     let lines: Vec<String> = files
         .iter()
         .map(|f| {
@@ -316,8 +324,8 @@ fn file_list_block(files: &[&File<'_>]) -> Value {
             )
         })
         .collect();
-    let text = truncate(&lines.join("\n"), MAX_SECTION_TEXT).into_owned();
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    let text = truncate(&lines.join("\n"), room).into_owned();
+    Some(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}))
 }
 
 /// Adds blocks before the default rendering's closing context line (else at the end),
@@ -680,6 +688,40 @@ mod tests {
         assert!(text_units(&v["blocks"]) <= MAX_TOTAL_TEXT);
         let text = v["text"].as_str().unwrap();
         assert!(units(text) <= MAX_FALLBACK_TEXT && text.ends_with(MARKER));
+    }
+
+    #[test]
+    fn files_listed_for_a_webhook_stay_within_block_kit_limits() {
+        let long = "가🎉&".repeat(20_000);
+        let payload: Map<String, Value> = (0..30)
+            .map(|i| (format!("k{i:02}"), json!(long.clone())))
+            .collect();
+        let meta = herald_core::message::Attachment {
+            filename: "보고서 <1>|x.csv".into(),
+            content_type: "text/csv".into(),
+            data: Some("YSxi".into()),
+            url: None,
+            inline: None,
+        };
+        let file = File {
+            index: 0,
+            meta: &meta,
+            bytes: b"a,b".to_vec(),
+        };
+        let small = render(&message(Some("t"), Some("x"), json!({})));
+        let list = file_list_block(&small, &[&file]).unwrap();
+        assert_eq!(
+            list["text"]["text"],
+            ":paperclip: 보고서 &lt;1&gt;¦x.csv (text/csv, 3 B)"
+        );
+        let mut big = render(&message(Some(&long), Some(&long), Value::Object(payload)));
+        if let Some(list) = file_list_block(&big, &[&file]) {
+            add_blocks(&mut big, vec![list]);
+        }
+        add_blocks(&mut big, vec![json!({"type": "divider"}); 60]);
+        check_blocks(&big["blocks"]).unwrap();
+        assert_eq!(big["blocks"].as_array().unwrap().len(), MAX_BLOCKS);
+        assert_eq!(big["blocks"][MAX_BLOCKS - 1]["type"], "context");
     }
 
     #[test]

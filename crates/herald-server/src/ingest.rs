@@ -191,11 +191,7 @@ async fn fetch_attachments(
     body: &mut MessageBody,
     limits: AttachmentLimits,
 ) -> Result<(), ApiError> {
-    let mut total: usize = body
-        .attachments
-        .iter()
-        .filter_map(|a| a.data.as_ref().map(|_| a.bytes().map_or(0, |b| b.len())))
-        .sum();
+    let mut total: usize = body.attachments.iter().map(|a| a.size()).sum();
     let mut errs = ValidationErrors::new();
     let timeout = state.config.attachment_fetch_timeout.0;
     for (i, a) in body.attachments.iter_mut().enumerate() {
