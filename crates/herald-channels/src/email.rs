@@ -1,18 +1,20 @@
 //! The `email` kind: SMTP through lettre, one pooled transport per destination.
 //!
 //! Sends a `multipart/alternative` message (UTF-8 text and HTML parts) from `from` to every
-//! address in `to`. Attachments make it `multipart/mixed`: the body first, then one part
-//! per file (`Content-Disposition: attachment`, the filename RFC 2231-encoded when it is not
-//! ASCII, base64 content). An image with `"inline": true` is shown inside the HTML instead:
-//! the HTML part and the images form a `multipart/related` (each image with `Content-ID:
-//! <att<n>.<message id>@herald>`, `n` its position in `attachments`); the default HTML
-//! references them, and a custom HTML part (override or `html_template`) shows an image
-//! inline only if it contains `cid:att<n>.<message id>@herald` — else it is attached. The subject is the title, else the first line of the text, else the event
-//! type (non-ASCII subjects are RFC 2047 encoded). `Message-ID` is stable across retries
+//! address in `to`. The subject is the title, else the first line of the text, else the
+//! event type (non-ASCII subjects are RFC 2047 encoded). `Message-ID` is stable across retries
 //! (`<message id>.<destination>@herald`) so mail systems can drop duplicates. Overrides:
 //! `channels.email.subject`, `.text` and `.html`; a destination `template` renders the text
 //! part and `html_template` the HTML part (with a `template` and no `html_template` the
 //! email is text only).
+//!
+//! Attachments make it `multipart/mixed`: the body first, then one part per file
+//! (`Content-Disposition: attachment`, the filename RFC 2231-encoded when it is not ASCII,
+//! base64 content). An image with `"inline": true` is shown inside the HTML instead: the
+//! HTML part and the images form a `multipart/related` (each image with `Content-ID:
+//! <att<n>.<message id>@herald>`, `n` its position in `attachments`); the default HTML
+//! references them, and a custom HTML part (override or `html_template`) shows an image
+//! inline only if it contains `cid:att<n>.<message id>@herald` — else it is attached.
 //!
 //! Connections: `smtps://` is TLS from the first byte (port 465); `smtp://` requires STARTTLS
 //! (port 587; `?tls=required` says so explicitly); `smtp://…?tls=none` is plain text (port

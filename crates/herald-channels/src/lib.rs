@@ -43,6 +43,9 @@ use std::sync::Arc;
 
 pub use client::GuardedClient;
 
+/// What an attempt may take beyond the destination's timeout, in all its requests.
+pub const ATTEMPT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `user-agent` of every outbound request.
 pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
 
@@ -90,7 +93,29 @@ impl Channels {
             // The operator can fix a missing variable or file; keep the message meanwhile.
             Err(e) => return SendReport::failed(Verdict::retry(), "secret_ref", e),
         };
-        let report = match &kind {
+        // An attempt of several requests (files) gets the destination's timeout in all, so
+        // it always ends inside its lease (the timeout + 10 s).
+        let budget = a.spec.timeout() + ATTEMPT_GRACE;
+        let report = match tokio::time::timeout(budget, self.send_kind(&kind, a)).await {
+            Ok(r) => r,
+            Err(_) => SendReport::failed(
+                Verdict::retry(),
+                "timeout",
+                format!(
+                    "the attempt's requests did not finish within {budget:?} (the destination's timeout + {ATTEMPT_GRACE:?}); raise `timeout` for large files — requests already done are not repeated by the retry"
+                ),
+            ),
+        };
+        // A failed attempt keeps its progress: the retry, or a replay from the DLQ, sends
+        // only what is left.
+        if report.verdict == Verdict::Delivered {
+            self.progress.clear(a.message, a.destination);
+        }
+        report
+    }
+
+    async fn send_kind(&self, kind: &KindSpec, a: &Attempt<'_>) -> SendReport {
+        match kind {
             KindSpec::Webhook(w) => webhook::send(self, w, a).await,
             KindSpec::Http(h) => http::send(self, h, a).await,
             KindSpec::Slack(s) => slack::send(self, s, a).await,
@@ -99,12 +124,6 @@ impl Channels {
             KindSpec::Telegram(t) => telegram::send(self, t, a).await,
             KindSpec::Email(e) => email::send(self, e, a).await,
             KindSpec::Sms(s) => sms::send(self, s, a).await,
-        };
-        // A failed attempt keeps its progress: the retry, or a replay from the DLQ, sends
-        // only what is left.
-        if report.verdict == Verdict::Delivered {
-            self.progress.clear(a.message, a.destination);
         }
-        report
     }
 }

@@ -11,6 +11,17 @@
 //! someone else's layout). `channels.slack.text` replaces the notification fallback text.
 //! Without overrides, a destination `template` renders the whole JSON body instead.
 //!
+//! Attachments: pictures that came from a public `url` are `image` blocks (before the
+//! context line). Other files, with the Web API, go through Slack's external upload flow:
+//! `files.getUploadURLExternal` (`filename`, `length`) and a POST of the bytes to the
+//! `upload_url` it answers, for each file — invisible until shared — then one
+//! `files.completeUploadExternal` (`files`, `channel_id`, the message's `blocks`) that
+//! posts the message and its files together. That call needs a channel id; with a name, the
+//! message is posted with `chat.postMessage` first (remembered across retries) and the
+//! files shared after it to the id Slack answered. Each step's answer is classified like
+//! `chat.postMessage`'s and named in the error. Incoming webhooks cannot upload: other
+//! files are listed in a section, and the attempt says they were not uploaded.
+//!
 //! Incoming webhook answers: 2xx delivered; 429 retries after `Retry-After` and pauses
 //! the destination; 404 `no_service`/`channel_not_found` and 410 are permanent and disable
 //! the destination (the webhook or its channel is gone); 400/403 and other 4xx permanent;
