@@ -4,10 +4,11 @@
 //! "HTML"}`. The default text is the title in bold with the severity emoji, the text, the
 //! payload's scalar values as `key: value` lines and the event type and message id in
 //! italics, with `&`, `<` and `>` escaped. Telegram takes 4096 characters: Herald
-//! **truncates** (with a visible marker) rather than splitting into several messages, so an
-//! attempt without files is always one request and a retry never repeats half a message. A message's
-//! `channels.telegram.html` is sent as given (it must already be Telegram HTML; over 4096
-//! characters, markup included, it is a permanent `override` error). Otherwise a destination
+//! **truncates** (with a visible marker) rather than splitting into several messages, so
+//! an attempt without files is always one request and a retry never repeats half a
+//! message. A message's `channels.telegram.html` is sent as given (it must already be
+//! Telegram HTML; over 4096 characters, markup included, it is a permanent `override`
+//! error). Otherwise a destination
 //! `template` renders the whole JSON body (`chat_id` is added when it has none).
 //!
 //! Attachments: each file is one multipart request, `sendPhoto` for PNG, JPEG and WebP
