@@ -29,6 +29,21 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// A Herald with one destination.
+async fn herald_with(name: &str, spec: Value) -> TestHerald {
+    let h = TestHerald::start().await;
+    h.put_destination(name, spec).await;
+    h
+}
+
+/// The chart (as `data`) and the Korean-named CSV report.
+fn chart_and_report() -> Value {
+    json!([
+        {"filename": "chart.png", "content_type": "image/png", "data": b64(&png())},
+        {"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}
+    ])
+}
+
 /// The delivery of an accepted message to one destination.
 fn delivery_to(accepted: &Value, destination: &str) -> String {
     accepted["deliveries"]
@@ -65,8 +80,7 @@ async fn a_chart_and_a_report_reach_slack_and_email_as_native_files() {
     let slack = FakeReceiver::start().await;
     slack_api::serve_uploads(&slack);
     let sink = SmtpSink::start().await;
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "slack",
         json!({"kind": "slack", "token": "xoxb-test-token", "channel": "C0123456789",
                "api_base": slack.url("/api"), "retry": fast_retry()}),
@@ -212,8 +226,7 @@ async fn a_chart_and_a_report_reach_slack_and_email_as_native_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_need_the_read_scope_and_unknown_ones_are_404_problems() {
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "hook",
         json!({"kind": "webhook", "url": "http://127.0.0.1:9/none"}),
     )
@@ -264,8 +277,7 @@ async fn downloads_need_the_read_scope_and_unknown_ones_are_404_problems() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_checked_and_named_safely_before_they_are_stored() {
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "hook",
         json!({"kind": "webhook", "url": "http://127.0.0.1:9/none"}),
     )
@@ -366,8 +378,7 @@ async fn url_attachments_are_fetched_once_at_acceptance_and_stored() {
     );
     let hook = FakeReceiver::start().await;
     hook.push(Reply::status(503));
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "hook",
         json!({"kind": "webhook", "url": hook.url("/hook"), "retry": fast_retry()}),
     )
@@ -395,8 +406,7 @@ async fn a_url_that_cannot_be_fetched_is_a_clear_422() {
     files.push(Reply::status(404));
     files.push(Reply::status(302).header("location", "/elsewhere"));
     files.push(Reply::status(200).body("<html>not a png</html>"));
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "hook",
         json!({"kind": "webhook", "url": "http://127.0.0.1:9/none"}),
     )
@@ -459,8 +469,7 @@ async fn a_slack_incoming_webhook_shows_pictures_and_lists_other_files() {
     files.push(Reply::status(200).bytes(png()));
     let slack = FakeReceiver::start().await;
     slack.set_default(slack_webhook::ok());
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "slack",
         json!({"kind": "slack", "url": slack.url("/services/T/B/x")}),
     )
@@ -501,8 +510,7 @@ async fn a_slack_incoming_webhook_shows_pictures_and_lists_other_files() {
 async fn slack_upload_steps_are_classified_per_step() {
     let slack = FakeReceiver::start().await;
     slack_api::serve_uploads(&slack);
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "slack",
         json!({"kind": "slack", "token": "xoxb-t", "channel": "C0123456789",
                "api_base": slack.url("/api"), "retry": fast_retry()}),
@@ -557,17 +565,10 @@ async fn file_server() -> FakeReceiver {
 async fn discord_uploads_files_as_multipart_within_the_limit() {
     let discord = FakeReceiver::start().await;
     discord::serve_webhook(&discord, 280);
-    let h = TestHerald::start().await;
-    h.put_destination(
-        "discord",
-        json!({"kind": "discord", "url": discord.url("/api/webhooks/1/tok"), "max_upload_bytes": 280}),
-    )
-    .await;
+    let h = herald_with("discord", json!({"kind": "discord", "url": discord.url("/api/webhooks/1/tok"), "max_upload_bytes": 280})).await;
     let id = h
         .send_one(
-            json!({"title": "리포트", "text": "첨부", "to": ["discord"], "attachments": [
-            {"filename": "chart.png", "content_type": "image/png", "data": b64(&png())},
-            {"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]}),
+            json!({"title": "리포트", "text": "첨부", "to": ["discord"], "attachments": chart_and_report()}),
         )
         .await;
     let d = h.wait_status(&id, "delivered", WAIT).await;
@@ -602,17 +603,14 @@ async fn discord_uploads_files_as_multipart_within_the_limit() {
 async fn telegram_sends_photos_and_documents_with_the_text_as_caption() {
     let tg = FakeReceiver::start().await;
     telegram::serve_bot(&tg);
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "tg",
         json!({"kind": "telegram", "token": "123:abc", "chat_id": -100123, "api_base": tg.url("")}),
     )
     .await;
     let id = h
         .send_one(
-            json!({"title": "리포트", "text": "차트 <첨부>", "to": ["tg"], "attachments": [
-            {"filename": "chart.png", "content_type": "image/png", "data": b64(&png())},
-            {"filename": CSV_NAME, "content_type": "text/csv", "data": b64(CSV.as_bytes())}]}),
+            json!({"title": "리포트", "text": "차트 <첨부>", "to": ["tg"], "attachments": chart_and_report()}),
         )
         .await;
     let d = h.wait_status(&id, "delivered", WAIT).await;
@@ -648,8 +646,7 @@ async fn telegram_retries_only_the_files_not_yet_sent() {
     let tg = FakeReceiver::start().await;
     telegram::serve_bot(&tg);
     tg.push_for("/sendDocument", Reply::status(502));
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "tg",
         json!({"kind": "telegram", "token": "123:abc", "chat_id": 42, "api_base": tg.url(""),
                "retry": fast_retry()}),
@@ -693,8 +690,7 @@ async fn teams_shows_pictures_by_url_and_names_other_files() {
     let files = file_server().await;
     let teams = FakeReceiver::start().await;
     teams.set_default(Reply::status(202));
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "teams",
         json!({"kind": "teams", "url": teams.url("/workflows/x")}),
     )
@@ -802,8 +798,7 @@ async fn webhook_and_http_bodies_carry_or_omit_attachments_by_option() {
 async fn slack_with_a_channel_name_posts_then_shares_to_the_answered_id() {
     let slack = FakeReceiver::start().await;
     slack_api::serve_uploads(&slack);
-    let h = TestHerald::start().await;
-    h.put_destination(
+    let h = herald_with(
         "slack",
         json!({"kind": "slack", "token": "xoxb-t", "channel": "#data-reports",
                "api_base": slack.url("/api")}),
