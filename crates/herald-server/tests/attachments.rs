@@ -364,6 +364,28 @@ async fn per_file_and_total_caps_are_configurable() {
             .contains("limit of 6"),
         "{body}"
     );
+    // A URL's file counts against what the data attachments left: 6 - 4 = 2 bytes.
+    let files = FakeReceiver::start().await;
+    files.set_default(Reply::status(200).body("abc"));
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/v1/messages",
+            Some(
+                json!({"text": "x", "to": ["hook"], "attachments": [att(b"1234"),
+                {"filename": "b.txt", "content_type": "text/plain", "url": files.url("/b.txt")}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["field"], "attachments[1].url");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 2 bytes"),
+        "{body}"
+    );
 }
 
 /// A `url` attachment is fetched once, when the message is accepted, and stored: no
