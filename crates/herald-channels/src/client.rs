@@ -115,6 +115,53 @@ impl GuardedClient {
         Ok(u)
     }
 
+    /// `GET url` through the guard, reading at most `max_bytes` of a 2xx body: how `url`
+    /// attachments are fetched once, at acceptance. The error says what went wrong in
+    /// words a client can act on (and never carries the URL's query string).
+    pub async fn fetch(
+        &self,
+        url: &str,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let u = self.check_url(url).map_err(|p| match p {
+            UrlProblem::Invalid(e) => e,
+            UrlProblem::Blocked(b) => b.to_string(),
+        })?;
+        let fetch = async {
+            let mut resp =
+                self.client.get(u).send().await.map_err(|e| {
+                    ssrf_cause(&e).map_or_else(|| fetch_error(&e), ToString::to_string)
+                })?;
+            let status = resp.status();
+            if !status.is_success() {
+                let hint = if status.is_redirection() {
+                    " (redirects are not followed; give the final URL)"
+                } else {
+                    ""
+                };
+                return Err(format!(
+                    "the server answered HTTP {}{hint}",
+                    status.as_u16()
+                ));
+            }
+            if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+                return Err(format!("the file is over the limit of {max_bytes} bytes"));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_error(&e))? {
+                if body.len() + chunk.len() > max_bytes {
+                    return Err(format!("the file is over the limit of {max_bytes} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(timeout, fetch)
+            .await
+            .unwrap_or_else(|_| Err(format!("no complete answer within {timeout:?}")))
+    }
+
     /// The SSRF policy, for connections made outside HTTP (SMTP).
     pub fn policy(&self) -> &NetPolicy {
         &self.policy
@@ -129,6 +176,27 @@ impl GuardedClient {
 pub enum UrlProblem {
     Invalid(String),
     Blocked(SsrfBlocked),
+}
+
+fn fetch_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        format!("the download {kind}")
+    } else {
+        format!("the download {kind}: {cause}")
+    }
 }
 
 /// Whether a reqwest error was caused by the SSRF policy.

@@ -10,12 +10,19 @@
 //! checked against the limits: over them is a permanent `override` error) replace the
 //! defaults; without them, a destination `template` renders the whole JSON body.
 //!
+//! Attachments: the request becomes `multipart/form-data` with the JSON body as
+//! `payload_json` (plus `"attachments": [{"id": n, "filename"}]`) and each file as
+//! `files[n]`, as many as fit the destination's `max_upload_bytes` (default 10 MiB, Discord's
+//! limit for a server without boosts) and Discord's 10 files per message; the rest are
+//! listed in `content` (linked when they came from a URL) and named in the attempt.
+//!
 //! Answers: 204 (or 200 with `?wait=true`) delivered; 429 retries after the body's float
 //! `retry_after` (preferred over the rounded `Retry-After` header) and pauses the
 //! destination; 404 with code 10015 (unknown webhook) is permanent and disables the
 //! destination; 400 (50035 invalid form body, 50006 empty message), 401, 403 and other 4xx
 //! permanent; 410 permanent and disables; 5xx retry.
 
+use crate::files::{File, Multipart, files, not_sent_note, with_note};
 use crate::render::{
     footer, heading_of, override_error, override_str, overrides, payload_fields, severity_emoji,
     template_json, text_of, truncate, units,
@@ -24,9 +31,11 @@ use crate::response::{
     HttpAnswer, Outgoing, classify_http, seconds, send as send_http, with_detail,
 };
 use crate::{Attempt, Channels};
+use herald_core::attachment::human_size;
 use herald_core::clock::rfc3339;
 use herald_core::delivery::SendReport;
 use herald_core::destination::DiscordSpec;
+use herald_core::kinds::DISCORD_DEFAULT_UPLOAD_BYTES;
 use herald_core::message::{Message, Severity};
 use serde_json::{Map, Value, json};
 
@@ -168,14 +177,104 @@ fn body(ch: &Channels, d: &DiscordSpec, a: &Attempt<'_>) -> Result<Value, SendRe
 }
 
 pub async fn send(ch: &Channels, d: &DiscordSpec, a: &Attempt<'_>) -> SendReport {
-    let body = match body(ch, d, a) {
+    let mut body = match body(ch, d, a) {
         Ok(b) => b,
         Err(report) => return report,
     };
-    match send_http(ch, Outgoing::post_json(&d.url, &body, a.spec.timeout())).await {
+    let files = match files(a.message) {
+        Ok(f) => f,
+        Err(report) => return report,
+    };
+    let timeout = a.spec.timeout();
+    if files.is_empty() {
+        return match send_http(ch, Outgoing::post_json(&d.url, &body, timeout)).await {
+            Ok(ans) => classify(&ans),
+            Err(report) => report,
+        };
+    }
+    let limit = d.max_upload_bytes.unwrap_or(DISCORD_DEFAULT_UPLOAD_BYTES);
+    let (upload, listed) = fit_uploads(&files, usize::try_from(limit).unwrap_or(usize::MAX));
+    let note = not_sent_note(
+        "discord",
+        &format!(
+            "over {} or {MAX_FILES} files per message",
+            human_size(limit as usize)
+        ),
+        &listed,
+    );
+    if !listed.is_empty() {
+        list_in_content(&mut body, &listed);
+    }
+    let out = if upload.is_empty() {
+        Outgoing::post_json(&d.url, &body, timeout)
+    } else {
+        let refs: Vec<Value> = upload
+            .iter()
+            .enumerate()
+            .map(|(i, f)| json!({"id": i, "filename": f.filename()}))
+            .collect();
+        body["attachments"] = Value::Array(refs);
+        let mut form = Multipart::new().json("payload_json", &body);
+        for (i, f) in upload.iter().enumerate() {
+            form = form.file(
+                &format!("files[{i}]"),
+                f.filename(),
+                f.content_type(),
+                &f.bytes,
+            );
+        }
+        let (content_type, bytes) = form.finish();
+        Outgoing {
+            method: reqwest::Method::POST,
+            url: &d.url,
+            headers: vec![("content-type".into(), content_type)],
+            body: bytes,
+            timeout,
+        }
+    };
+    let report = match send_http(ch, out).await {
         Ok(ans) => classify(&ans),
         Err(report) => report,
+    };
+    with_note(report, &note)
+}
+
+/// Discord takes at most this many files in one message.
+pub const MAX_FILES: usize = 10;
+
+/// Splits files into those uploaded (in order, while they fit the byte limit and the
+/// file count) and those only listed.
+fn fit_uploads<'f, 'a>(
+    files: &'f [File<'a>],
+    limit: usize,
+) -> (Vec<&'f File<'a>>, Vec<&'f File<'a>>) {
+    let mut used = 0usize;
+    let (mut up, mut rest) = (Vec::new(), Vec::new());
+    for f in files {
+        if up.len() < MAX_FILES && used + f.bytes.len() <= limit {
+            used += f.bytes.len();
+            up.push(f);
+        } else {
+            rest.push(f);
+        }
     }
+    (up, rest)
+}
+
+/// Mentions files that were not uploaded in `content` (linked where they have a URL).
+fn list_in_content(body: &mut Value, files: &[&File<'_>]) {
+    let mut content = body["content"].as_str().unwrap_or_default().to_string();
+    for f in files {
+        if !content.is_empty() {
+            content.push('\n');
+        }
+        let name = f.filename().replace(['[', ']'], "");
+        match f.url() {
+            Some(u) => content.push_str(&format!("📎 [{name}](<{u}>) ({})", f.meta.essence())),
+            None => content.push_str(&format!("📎 {} (not uploaded)", f.describe())),
+        }
+    }
+    body["content"] = json!(truncate(&content, MAX_CONTENT));
 }
 
 /// Classifies an execute-webhook answer (`{"code","message"}` on errors).

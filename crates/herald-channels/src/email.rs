@@ -1,12 +1,20 @@
 //! The `email` kind: SMTP through lettre, one pooled transport per destination.
 //!
 //! Sends a `multipart/alternative` message (UTF-8 text and HTML parts) from `from` to every
-//! address in `to`. The subject is the title, else the first line of the text, else the event
-//! type (non-ASCII subjects are RFC 2047 encoded). `Message-ID` is stable across retries
+//! address in `to`. The subject is the title, else the first line of the text, else the
+//! event type (non-ASCII subjects are RFC 2047 encoded). `Message-ID` is stable across retries
 //! (`<message id>.<destination>@herald`) so mail systems can drop duplicates. Overrides:
 //! `channels.email.subject`, `.text` and `.html`; a destination `template` renders the text
 //! part and `html_template` the HTML part (with a `template` and no `html_template` the
 //! email is text only).
+//!
+//! Attachments make it `multipart/mixed`: the body first, then one part per file
+//! (`Content-Disposition: attachment`, the filename RFC 2231-encoded when it is not ASCII,
+//! base64 content). An image with `"inline": true` is shown inside the HTML instead: the
+//! HTML part and the images form a `multipart/related` (each image with `Content-ID:
+//! <att<n>.<message id>@herald>`, `n` its position in `attachments`); the default HTML
+//! references them, and a custom HTML part (override or `html_template`) shows an image
+//! inline only if it contains `cid:att<n>.<message id>@herald` — else it is attached.
 //!
 //! Connections: `smtps://` is TLS from the first byte (port 465); `smtp://` requires STARTTLS
 //! (port 587; `?tls=required` says so explicitly); `smtp://…?tls=none` is plain text (port
@@ -20,6 +28,7 @@
 //! client errors (e.g. STARTTLS required but not offered) are permanent: they need a
 //! configuration change. The attempt's `status_code` is the SMTP reply code.
 
+use crate::files::File;
 use crate::render::{
     Escape, first_line, footer, override_str, overrides, payload_fields, severity_emoji,
     template_text, text_of, title_of, truncate,
@@ -29,7 +38,8 @@ use herald_core::delivery::{SendReport, Verdict, excerpt};
 use herald_core::destination::{EmailSpec, SmtpSecurity, parse_smtp_url};
 use herald_core::message::Message;
 use herald_core::netpolicy::NetPolicy;
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
@@ -112,7 +122,7 @@ pub fn render_text(message: &Message) -> String {
     out
 }
 
-/// The default HTML part.
+/// The default HTML part; inline images (`"inline": true`) are shown after the text.
 pub fn render_html(message: &Message) -> String {
     let esc = |s: &str| Escape::Html.apply(s).into_owned();
     let mut out = String::from(
@@ -139,6 +149,15 @@ pub fn render_html(message: &Message) -> String {
             ));
         }
         out.push_str("</table>\n");
+    }
+    for (index, att) in message.body.attachments.iter().enumerate() {
+        if att.is_image() && att.inline == Some(true) {
+            out.push_str(&format!(
+                "<p><img src=\"cid:{}\" alt=\"{}\" style=\"max-width: 100%\"></p>\n",
+                esc(&content_id(message, index)),
+                esc(&att.filename)
+            ));
+        }
     }
     out.push_str(&format!(
         "<p style=\"color: #888; font-size: small\">{}</p>\n</body></html>\n",
@@ -189,11 +208,71 @@ fn build_message(
             .map_err(|err| config_error(format!("to[{i}]: {err}")))?;
         b = b.to(to);
     }
-    let built = match html {
-        Some(h) => b.multipart(MultiPart::alternative_plain_html(text, h)),
-        None => b.singlepart(SinglePart::plain(text)),
+    let files = crate::files::files(a.message)?;
+    let (related, attached): (Vec<&File<'_>>, Vec<&File<'_>>) = files.iter().partition(|f| {
+        f.is_image()
+            && f.meta.inline == Some(true)
+            && html
+                .as_deref()
+                .is_some_and(|h| h.contains(&format!("cid:{}", content_id(a.message, f.index))))
+    });
+    let body = match html {
+        Some(h) if related.is_empty() => Body::Multi(MultiPart::alternative_plain_html(text, h)),
+        Some(h) => {
+            let mut rel = MultiPart::related().singlepart(SinglePart::html(h));
+            for f in &related {
+                rel = rel.singlepart(
+                    Attachment::new_inline_with_name(
+                        content_id(a.message, f.index),
+                        f.filename().to_string(),
+                    )
+                    .body(f.bytes.clone(), content_type(f)),
+                );
+            }
+            Body::Multi(
+                MultiPart::alternative()
+                    .singlepart(SinglePart::plain(text))
+                    .multipart(rel),
+            )
+        }
+        None => Body::Single(SinglePart::plain(text)),
+    };
+    let body = if attached.is_empty() {
+        body
+    } else {
+        let mut mixed = match body {
+            Body::Multi(m) => MultiPart::mixed().multipart(m),
+            Body::Single(s) => MultiPart::mixed().singlepart(s),
+        };
+        for f in attached {
+            mixed = mixed.singlepart(
+                Attachment::new(f.filename().to_string()).body(f.bytes.clone(), content_type(f)),
+            );
+        }
+        Body::Multi(mixed)
+    };
+    let built = match body {
+        Body::Multi(m) => b.multipart(m),
+        Body::Single(s) => b.singlepart(s),
     };
     built.map_err(|err| config_error(format!("cannot build the email: {err}")))
+}
+
+enum Body {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+/// The `Content-ID` of an inline image: `att<n>.<message id>@herald`, referenced from
+/// the HTML part as `cid:att<n>.<message id>@herald`.
+pub fn content_id(message: &Message, index: usize) -> String {
+    format!("att{index}.{}@herald", message.id)
+}
+
+fn content_type(f: &File<'_>) -> ContentType {
+    ContentType::parse(f.content_type())
+        .or_else(|_| ContentType::parse("application/octet-stream"))
+        .unwrap_or(ContentType::TEXT_PLAIN)
 }
 
 /// Resolves the SMTP host and returns the first address the policy allows.

@@ -3,8 +3,11 @@
 //!
 //! The body is the message payload as-is, or what `body_template` renders (it must be
 //! JSON). `Idempotency-Key` is the message id, stable across retries, so the receiver can
-//! drop duplicates. Classification per PROVIDERS.md: 2xx delivered; 409, 408, 425, 429 and
-//! 5xx retry (429 honours `Retry-After` and pauses the destination); 410 permanent and
+//! drop duplicates. With `"include_attachments": true` the default body also carries the
+//! message's `attachments` (`filename`, `content_type`, base64 `data`, `url`) as
+//! `"attachments"`; otherwise files are left out.
+//!
+//! Classification per PROVIDERS.md: 2xx delivered; 409, 408, 425, 429 and 5xx retry (429 honours `Retry-After` and pauses the destination); 410 permanent and
 //! disables; other 4xx permanent.
 
 use crate::response::{Outgoing, classify_http, send as send_http};
@@ -22,9 +25,16 @@ pub async fn send(ch: &Channels, h: &HttpSpec, a: &Attempt<'_>) -> SendReport {
                 Err(e) => return SendReport::failed(Verdict::permanent(), "template", e),
             }
         }
-        None => serde_json::Value::Object(a.message.body.payload.clone())
-            .to_string()
-            .into_bytes(),
+        None => {
+            let mut payload = a.message.body.payload.clone();
+            if h.include_attachments && !a.message.body.attachments.is_empty() {
+                payload.insert(
+                    "attachments".into(),
+                    serde_json::json!(a.message.body.attachments),
+                );
+            }
+            serde_json::Value::Object(payload).to_string().into_bytes()
+        }
     };
     let mut headers: Vec<(String, String)> = vec![
         (

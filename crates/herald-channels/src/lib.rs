@@ -6,7 +6,8 @@
 //! the same policy) and classifies the answer into a [`SendReport`]: delivered, retry (maybe
 //! not before a given time, maybe pausing the whole destination) or permanent (maybe
 //! disabling the destination). [`render`] holds what the human-facing kinds share:
-//! truncation with a visible marker, escaping, overrides and templates.
+//! truncation with a visible marker, escaping, overrides and templates; [`files`] what they
+//! share about attachments (decoding, multipart bodies, notes, progress across retries).
 //!
 //! ```no_run
 //! # async fn demo(message: herald_core::message::Message, spec: herald_core::destination::DestinationSpec) {
@@ -22,6 +23,7 @@
 pub mod client;
 pub mod discord;
 pub mod email;
+pub mod files;
 pub mod http;
 pub mod render;
 pub mod response;
@@ -40,6 +42,9 @@ use herald_core::template::TemplateEngine;
 use std::sync::Arc;
 
 pub use client::GuardedClient;
+
+/// What an attempt may take beyond the destination's timeout, in all its requests.
+pub const ATTEMPT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `user-agent` of every outbound request.
 pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
@@ -60,6 +65,8 @@ pub struct Channels {
     pub http: GuardedClient,
     pub templates: Arc<TemplateEngine>,
     pub smtp: Arc<email::SmtpPools>,
+    /// Steps of several-request attempts already done, so a retry does not repeat them.
+    pub progress: Arc<files::Progress>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +81,7 @@ impl Channels {
             http: GuardedClient::new(policy)?,
             templates: Arc::new(TemplateEngine::new()),
             smtp: Arc::new(email::SmtpPools::default()),
+            progress: Arc::new(files::Progress::default()),
         })
     }
 
@@ -85,7 +93,29 @@ impl Channels {
             // The operator can fix a missing variable or file; keep the message meanwhile.
             Err(e) => return SendReport::failed(Verdict::retry(), "secret_ref", e),
         };
-        match &kind {
+        // An attempt of several requests (files) gets the destination's timeout in all, so
+        // it always ends inside its lease (the timeout + 10 s).
+        let budget = a.spec.timeout() + ATTEMPT_GRACE;
+        let report = match tokio::time::timeout(budget, self.send_kind(&kind, a)).await {
+            Ok(r) => r,
+            Err(_) => SendReport::failed(
+                Verdict::retry(),
+                "timeout",
+                format!(
+                    "the attempt's requests did not finish within {budget:?} (the destination's timeout + {ATTEMPT_GRACE:?}); raise `timeout` for large files — requests already done are not repeated by the retry"
+                ),
+            ),
+        };
+        // A failed attempt keeps its progress: the retry, or a replay from the DLQ, sends
+        // only what is left.
+        if report.verdict == Verdict::Delivered {
+            self.progress.clear(a.message, a.destination);
+        }
+        report
+    }
+
+    async fn send_kind(&self, kind: &KindSpec, a: &Attempt<'_>) -> SendReport {
+        match kind {
             KindSpec::Webhook(w) => webhook::send(self, w, a).await,
             KindSpec::Http(h) => http::send(self, h, a).await,
             KindSpec::Slack(s) => slack::send(self, s, a).await,

@@ -11,6 +11,17 @@
 //! someone else's layout). `channels.slack.text` replaces the notification fallback text.
 //! Without overrides, a destination `template` renders the whole JSON body instead.
 //!
+//! Attachments: pictures that came from a public `url` are `image` blocks (before the
+//! context line). Other files, with the Web API, go through Slack's external upload flow:
+//! `files.getUploadURLExternal` (`filename`, `length`) and a POST of the bytes to the
+//! `upload_url` it answers, for each file — invisible until shared — then one
+//! `files.completeUploadExternal` (`files`, `channel_id`, the message's `blocks`) that
+//! posts the message and its files together. That call needs a channel id; with a name, the
+//! message is posted with `chat.postMessage` first (remembered across retries) and the
+//! files shared after it to the id Slack answered. Each step's answer is classified like
+//! `chat.postMessage`'s and named in the error. Incoming webhooks cannot upload: other
+//! files are listed in a section, and the attempt says they were not uploaded.
+//!
 //! Incoming webhook answers: 2xx delivered; 429 retries after `Retry-After` and pauses
 //! the destination; 404 `no_service`/`channel_not_found` and 410 are permanent and disable
 //! the destination (the webhook or its channel is gone); 400/403 and other 4xx permanent;
@@ -21,12 +32,14 @@
 //! `service_unavailable`, `request_timeout` and is permanent for every other code; 429
 //! retries after `Retry-After` and pauses the destination; 5xx retry.
 
+use crate::files::{File, files, not_sent_note, step_error, with_note};
 use crate::render::{
     Escape, escape_truncate, footer, heading_of, override_error, override_str, overrides,
     payload_fields, severity_emoji, template_json, text_of, title_of, truncate, units,
 };
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
+use herald_core::attachment::human_size;
 use herald_core::delivery::{SendReport, Verdict};
 use herald_core::destination::SlackSpec;
 use herald_core::message::Message;
@@ -46,6 +59,8 @@ pub const MAX_TOTAL_TEXT: usize = 12_000;
 /// Longest top-level `text` Slack shows in full.
 pub const MAX_FALLBACK_TEXT: usize = 4000;
 const MAX_CONTEXT_TEXT: usize = 2000;
+/// An image block's `alt_text`.
+const MAX_ALT_TEXT: usize = 2000;
 const MAX_FIELD_KEY: usize = 100;
 
 /// API error codes worth another try; every other code is permanent.
@@ -227,31 +242,317 @@ pub async fn send(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> SendReport {
         Ok(b) => b,
         Err(report) => return report,
     };
+    let files = match files(a.message) {
+        Ok(f) => f,
+        Err(report) => return report,
+    };
+    // Pictures with a public address are shown by Slack itself; the rest are uploaded
+    // (Web API) or listed (incoming webhooks).
+    let (pictures, others): (Vec<&File<'_>>, Vec<&File<'_>>) = files
+        .iter()
+        .partition(|f| f.is_image() && f.url().is_some());
+    add_blocks(&mut body, pictures.iter().map(|f| image_block(f)).collect());
     let timeout = a.spec.timeout();
     match (&s.url, &s.token, &s.channel) {
         (Some(url), _, _) => {
+            let note = not_sent_note(
+                "slack",
+                "incoming webhooks cannot upload files; use a bot token and channel for uploads",
+                &others,
+            );
+            if let Some(list) = file_list_block(&body, &others) {
+                add_blocks(&mut body, vec![list]);
+            }
             let out = Outgoing::post_json(url, &Value::Object(body), timeout);
-            match send_http(ch, out).await {
+            let report = match send_http(ch, out).await {
                 Ok(ans) => classify_webhook(&ans),
                 Err(report) => report,
-            }
+            };
+            with_note(report, &note)
         }
         (None, Some(token), Some(channel)) => {
-            body.entry("channel").or_insert_with(|| json!(channel));
-            let base = s.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
-            let url = format!("{}/chat.postMessage", base.trim_end_matches('/'));
-            let out = Outgoing::post_json(&url, &Value::Object(body), timeout)
-                .header("authorization", format!("Bearer {token}"));
-            match send_http(ch, out).await {
-                Ok(ans) => classify_api(&ans),
-                Err(report) => report,
+            let api = Api {
+                ch,
+                base: s
+                    .api_base
+                    .as_deref()
+                    .unwrap_or(DEFAULT_API_BASE)
+                    .trim_end_matches('/'),
+                token,
+                timeout,
+            };
+            if others.is_empty() {
+                body.entry("channel").or_insert_with(|| json!(channel));
+                return match api
+                    .call_json("chat.postMessage", &Value::Object(body))
+                    .await
+                {
+                    Ok((ans, _)) => ans.delivered(),
+                    Err(report) => report,
+                };
             }
+            share_files(&api, a, channel, body, &others).await
         }
         _ => SendReport::failed(
             Verdict::permanent(),
             "config",
             "a Slack destination needs `url`, or `token` and `channel`",
         ),
+    }
+}
+
+/// An `image` block for a picture Slack loads from its public URL.
+fn image_block(f: &File<'_>) -> Value {
+    json!({
+        "type": "image",
+        "image_url": f.url(),
+        "alt_text": truncate(f.filename(), MAX_ALT_TEXT),
+    })
+}
+
+/// A section listing files that are not uploaded, linked where they have an address, in
+/// what Block Kit's total text leaves (none when too little is left: the attempt still
+/// names them).
+fn file_list_block(body: &Map<String, Value>, files: &[&File<'_>]) -> Option<Value> {
+    let room = MAX_TOTAL_TEXT
+        .saturating_sub(body.get("blocks").map_or(0, text_units))
+        .min(MAX_SECTION_TEXT);
+    if files.is_empty() || room < 100 {
+        return None;
+    }
+    let lines: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let name = Escape::Html.apply(f.filename()).replace('|', "¦");
+            let label = match f.url() {
+                Some(u) => format!("<{}|{name}>", u.replace(['<', '>', '|'], "")),
+                None => name,
+            };
+            format!(
+                ":paperclip: {label} ({}, {})",
+                f.meta.essence(),
+                human_size(f.bytes.len())
+            )
+        })
+        .collect();
+    let text = truncate(&lines.join("\n"), room).into_owned();
+    Some(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}))
+}
+
+/// Adds blocks before the default rendering's closing context line (else at the end),
+/// as many as Block Kit's 50 allow. A body without blocks (a template's plain `text`)
+/// is left alone.
+fn add_blocks(body: &mut Map<String, Value>, extra: Vec<Value>) {
+    let Some(Value::Array(blocks)) = body.get_mut("blocks") else {
+        return;
+    };
+    let at = match blocks.last() {
+        Some(b) if b["type"] == "context" => blocks.len() - 1,
+        _ => blocks.len(),
+    };
+    let room = MAX_BLOCKS.saturating_sub(blocks.len());
+    for (i, b) in extra.into_iter().take(room).enumerate() {
+        blocks.insert(at + i, b);
+    }
+}
+
+/// The Web API, called with the bot token.
+struct Api<'a> {
+    ch: &'a Channels,
+    base: &'a str,
+    token: &'a str,
+    timeout: std::time::Duration,
+}
+
+impl Api<'_> {
+    async fn call(
+        &self,
+        method: &str,
+        out: Outgoing<'_>,
+    ) -> Result<(HttpAnswer, Value), SendReport> {
+        let out = out.header("authorization", format!("Bearer {}", self.token));
+        let ans = send_http(self.ch, out)
+            .await
+            .map_err(|r| step_error(r, method))?;
+        let report = classify_api(&ans);
+        if report.verdict != Verdict::Delivered {
+            return Err(step_error(report, method));
+        }
+        let v = ans.json().unwrap_or(Value::Null);
+        Ok((ans, v))
+    }
+
+    async fn call_json(
+        &self,
+        method: &str,
+        body: &Value,
+    ) -> Result<(HttpAnswer, Value), SendReport> {
+        let url = format!("{}/{method}", self.base);
+        self.call(method, Outgoing::post_json(&url, body, self.timeout))
+            .await
+    }
+
+    async fn call_form(
+        &self,
+        method: &str,
+        pairs: &[(&str, &str)],
+    ) -> Result<(HttpAnswer, Value), SendReport> {
+        let url = format!("{}/{method}", self.base);
+        // The serializer is not `Sync`: finish it before anything awaits.
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs {
+                form.append_pair(k, v);
+            }
+            form.finish()
+        };
+        let out = Outgoing {
+            method: reqwest::Method::POST,
+            url: &url,
+            headers: vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            body: body.into_bytes(),
+            timeout: self.timeout,
+        };
+        self.call(method, out).await
+    }
+
+    /// `files.getUploadURLExternal`, then the bytes to the `upload_url` it gave: the file
+    /// is uploaded but not shared anywhere yet (so repeating this never shows twice).
+    async fn upload(&self, f: &File<'_>) -> Result<String, SendReport> {
+        let method = "files.getUploadURLExternal";
+        let length = f.bytes.len().to_string();
+        let mut pairs = vec![("filename", f.filename()), ("length", length.as_str())];
+        if f.is_image() {
+            pairs.push(("alt_txt", f.filename()));
+        }
+        let (ans, v) = self.call_form(method, &pairs).await?;
+        let (Some(upload_url), Some(file_id)) = (v["upload_url"].as_str(), v["file_id"].as_str())
+        else {
+            return Err(step_error(
+                ans.permanent(None, "the answer has no upload_url and file_id".into()),
+                method,
+            ));
+        };
+        let out = Outgoing {
+            method: reqwest::Method::POST,
+            url: upload_url,
+            headers: vec![("content-type".into(), "application/octet-stream".into())],
+            body: f.bytes.clone(),
+            timeout: self.timeout,
+        };
+        let step = format!("upload of {}", f.filename());
+        let ans = send_http(self.ch, out)
+            .await
+            .map_err(|r| step_error(r, &step))?;
+        if ans.status != 200 {
+            return Err(step_error(
+                with_detail(classify_http(&ans), &ans.text()),
+                &step,
+            ));
+        }
+        Ok(file_id.to_string())
+    }
+}
+
+/// Whether `channel` is an id (`C…`, `G…`, `D…`), as `files.completeUploadExternal` needs.
+fn is_channel_id(channel: &str) -> bool {
+    channel.len() >= 9
+        && channel.starts_with(['C', 'G', 'D'])
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// The upload flow: every file through `files.getUploadURLExternal` and its `upload_url`
+/// (invisible until shared), then one `files.completeUploadExternal` that shares them all
+/// in the channel with the message's blocks, so the message and its files are one post.
+/// With a channel name instead of an id, the message goes first through
+/// `chat.postMessage` (remembered, not repeated by a retry) and the files follow, shared
+/// to the id Slack answered with.
+async fn share_files(
+    api: &Api<'_>,
+    a: &Attempt<'_>,
+    channel: &str,
+    mut body: Map<String, Value>,
+    files: &[&File<'_>],
+) -> SendReport {
+    let mut channel_id = channel.to_string();
+    let mut with_message = true;
+    if !is_channel_id(channel) {
+        let step = format!("post:{channel}");
+        if let Some(id) = api
+            .ch
+            .progress
+            .posted_channel(a.message, a.destination, &step)
+        {
+            channel_id = id;
+        } else {
+            body.entry("channel").or_insert_with(|| json!(channel));
+            match api
+                .call_json("chat.postMessage", &Value::Object(body.clone()))
+                .await
+            {
+                Ok((_, v)) => match v["channel"].as_str() {
+                    Some(id) => channel_id = id.to_string(),
+                    None => {
+                        return SendReport::failed(
+                            Verdict::permanent(),
+                            "provider_error",
+                            "chat.postMessage answered without the channel id the files need",
+                        );
+                    }
+                },
+                Err(report) => return report,
+            }
+            api.ch
+                .progress
+                .remember_channel(a.message, a.destination, &step, &channel_id);
+        }
+        with_message = false;
+    }
+    let mut shared = Vec::with_capacity(files.len());
+    for f in files {
+        match api.upload(f).await {
+            Ok(id) => shared.push(json!({"id": id, "title": f.filename()})),
+            Err(report) => return report,
+        }
+    }
+    let files_json = Value::Array(shared).to_string();
+    let mut pairs = vec![
+        ("files", files_json.as_str()),
+        ("channel_id", channel_id.as_str()),
+    ];
+    let blocks = body.get("blocks").map(Value::to_string);
+    let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
+    match (&blocks, with_message) {
+        (Some(b), true) => pairs.push(("blocks", b.as_str())),
+        (None, true) if !text.is_empty() => pairs.push(("initial_comment", text)),
+        _ => {}
+    }
+    let method = "files.completeUploadExternal";
+    match api.call_form(method, &pairs).await {
+        Ok((ans, _)) => with_note(
+            ans.delivered(),
+            &format!(
+                "slack: {} file(s) uploaded and shared in {channel_id}{}",
+                files.len(),
+                if with_message {
+                    " with the message"
+                } else {
+                    " after the message"
+                }
+            ),
+        ),
+        Err(report) if matches!(report.error_class.as_deref(), Some("timeout" | "network")) => {
+            with_note(
+                report,
+                "Slack may have shared the files already; the retry can share them twice",
+            )
+        }
+        Err(report) => report,
     }
 }
 
@@ -398,6 +699,40 @@ mod tests {
         assert!(text_units(&v["blocks"]) <= MAX_TOTAL_TEXT);
         let text = v["text"].as_str().unwrap();
         assert!(units(text) <= MAX_FALLBACK_TEXT && text.ends_with(MARKER));
+    }
+
+    #[test]
+    fn files_listed_for_a_webhook_stay_within_block_kit_limits() {
+        let long = "가🎉&".repeat(20_000);
+        let payload: Map<String, Value> = (0..30)
+            .map(|i| (format!("k{i:02}"), json!(long.clone())))
+            .collect();
+        let meta = herald_core::message::Attachment {
+            filename: "보고서 <1>|x.csv".into(),
+            content_type: "text/csv".into(),
+            data: Some("YSxi".into()),
+            url: None,
+            inline: None,
+        };
+        let file = File {
+            index: 0,
+            meta: &meta,
+            bytes: b"a,b".to_vec(),
+        };
+        let small = render(&message(Some("t"), Some("x"), json!({})));
+        let list = file_list_block(&small, &[&file]).unwrap();
+        assert_eq!(
+            list["text"]["text"],
+            ":paperclip: 보고서 &lt;1&gt;¦x.csv (text/csv, 3 B)"
+        );
+        let mut big = render(&message(Some(&long), Some(&long), Value::Object(payload)));
+        if let Some(list) = file_list_block(&big, &[&file]) {
+            add_blocks(&mut big, vec![list]);
+        }
+        add_blocks(&mut big, vec![json!({"type": "divider"}); 60]);
+        check_blocks(&big["blocks"]).unwrap();
+        assert_eq!(big["blocks"].as_array().unwrap().len(), MAX_BLOCKS);
+        assert_eq!(big["blocks"][MAX_BLOCKS - 1]["type"], "context");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! and the text (or the message's `channels.sms.text`, or the destination `template`), cut
 //! to Twilio's 1600 characters with a visible marker.
 //!
+//! Attachments: each file that came from a public URL is sent as a `MediaUrl` (an MMS; at
+//! most 10, and Twilio fetches them itself — MMS reaches US and Canadian numbers, elsewhere
+//! Twilio may send a link instead); files given only as `data` cannot be sent by SMS and
+//! are named on a last line of the text. The attempt records both.
+//!
 //! Answers: 201 (any 2xx) delivered; error code 20429 or HTTP 429 retries (after
 //! `Retry-After` if Twilio sent one, pausing the destination), 5xx retry; codes 20003
 //! (authentication), 20404, 21211, 21606, 21608, 21610, 21612, 21614 and 21617 and every
@@ -12,7 +17,8 @@
 //! Twilio but no answer came back (a timeout, a connection cut mid-answer), the retry may
 //! send a second SMS, and the attempt's error says so.
 
-use crate::render::{override_str, overrides, template_text, text_of, title_of, truncate};
+use crate::files::with_note;
+use crate::render::{override_str, overrides, template_text, text_of, title_of, truncate, units};
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
 use base64::Engine;
@@ -63,11 +69,18 @@ pub async fn send(ch: &Channels, s: &SmsSpec, a: &Attempt<'_>) -> SendReport {
         Ok(t) => t,
         Err(report) => return report,
     };
-    let form = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("To", &s.to)
-        .append_pair("From", &s.from)
-        .append_pair("Body", &body)
-        .finish();
+    let (media, listed) = media(a.message);
+    let body = with_file_line(body, &listed);
+    let form = {
+        let mut f = url::form_urlencoded::Serializer::new(String::new());
+        f.append_pair("To", &s.to)
+            .append_pair("From", &s.from)
+            .append_pair("Body", &body);
+        for url in &media {
+            f.append_pair("MediaUrl", url);
+        }
+        f.finish()
+    };
     let base = s.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
     let url = format!(
         "{}/2010-04-01/Accounts/{}/Messages.json",
@@ -89,10 +102,46 @@ pub async fn send(ch: &Channels, s: &SmsSpec, a: &Attempt<'_>) -> SendReport {
         body: form.into_bytes(),
         timeout: a.spec.timeout(),
     };
-    match send_http(ch, out).await {
+    let report = match send_http(ch, out).await {
         Ok(ans) => classify(&ans),
         Err(report) => warn_duplicate(report),
+    };
+    let mut notes = Vec::new();
+    if !media.is_empty() {
+        notes.push(format!("sms: {} MediaUrl(s) sent (MMS)", media.len()));
     }
+    if !listed.is_empty() {
+        notes.push(format!(
+            "sms: not sent (no public URL, or over Twilio's {MAX_MEDIA} media), named in the text: {}",
+            listed.join(", ")
+        ));
+    }
+    with_note(report, &notes.join("; "))
+}
+
+/// Twilio takes at most this many `MediaUrl`s per message.
+pub const MAX_MEDIA: usize = 10;
+
+/// The public URLs to send as MMS media, and the names of files that cannot be.
+fn media(message: &Message) -> (Vec<&str>, Vec<&str>) {
+    let mut urls = Vec::new();
+    let mut listed = Vec::new();
+    for a in &message.body.attachments {
+        match a.url.as_deref() {
+            Some(u) if urls.len() < MAX_MEDIA => urls.push(u),
+            _ => listed.push(a.filename.as_str()),
+        }
+    }
+    (urls, listed)
+}
+
+/// The text with a last line naming files not sent, all within 1600 characters.
+fn with_file_line(text: String, listed: &[&str]) -> String {
+    if listed.is_empty() {
+        return text;
+    }
+    let line = truncate(&format!("\n[files not sent: {}]", listed.join(", ")), 400).into_owned();
+    format!("{}{line}", truncate(&text, MAX_BODY - units(&line)))
 }
 
 /// Adds the duplicate-SMS risk to a transport failure that may have happened after Twilio

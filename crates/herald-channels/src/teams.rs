@@ -10,18 +10,24 @@
 //! `channels.teams.card` replaces the card as given (over the size limit it is a permanent
 //! `override` error); otherwise a destination `template` renders the whole JSON body.
 //!
+//! Attachments: the default card shows each picture that came from a public URL as an
+//! `Image` element and links other files that have a URL; files given only as `data` are
+//! named, not sent (neither webhook kind can carry files), and the attempt says so.
+//!
 //! Answers: Workflows 202 (any 2xx but 200) delivered; legacy 200 with body `1` delivered;
 //! a 200 with any other body is a failure — one mentioning `HTTP error 429` or
 //! `HTTP error 5xx` retries with backoff, anything else is permanent; 429 retries after
 //! `Retry-After` and pauses the destination; 5xx retry; 400/404/413 and other 4xx
 //! permanent; 410 permanent and disables the destination.
 
+use crate::files::with_note;
 use crate::render::{
     footer, override_error, overrides, payload_fields, severity_emoji, template_json, text_of,
     title_of, truncate_json_bytes,
 };
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
+use herald_core::attachment::human_size;
 use herald_core::delivery::SendReport;
 use herald_core::destination::TeamsSpec;
 use herald_core::message::{Message, Severity};
@@ -98,12 +104,74 @@ pub fn envelope(card: Value) -> Value {
     })
 }
 
+/// The card's elements for a message's attachments: an `Image` for each picture with a
+/// public URL, a linked line for other files with a URL, a line naming files that have
+/// none (a webhook cannot carry files).
+fn file_elements(message: &Message) -> Vec<Value> {
+    message
+        .body
+        .attachments
+        .iter()
+        .map(|att| {
+            let what = format!("{}, {}", att.essence(), human_size(att.size()));
+            match &att.url {
+                Some(url) if att.is_image() => json!({
+                    "type": "Image", "url": url, "altText": att.filename, "size": "Auto",
+                }),
+                Some(url) => json!({
+                    "type": "TextBlock", "wrap": true,
+                    "text": format!("📎 [{}]({url}) ({what})", att.filename.replace(['[', ']'], "")),
+                }),
+                None => json!({
+                    "type": "TextBlock", "wrap": true, "isSubtle": true,
+                    "text": format!("📎 {} ({what}) — not attached: Teams webhooks cannot carry files", att.filename),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The default card with the attachments' elements before its footer line, as many as
+/// keep the request under the size limit (the rest are counted in one line).
+fn card_with_files(message: &Message) -> Value {
+    let mut c = card(message);
+    let files = file_elements(message);
+    if files.is_empty() {
+        return c;
+    }
+    let base = envelope(c.clone()).to_string().len();
+    let Some(body) = c["body"].as_array_mut() else {
+        return c;
+    };
+    let at = body.len().saturating_sub(1);
+    let mut used = base;
+    let total = files.len();
+    let mut shown = 0;
+    for f in files {
+        let size = f.to_string().len() + 1;
+        if used + size + 200 > MAX_BODY_BYTES {
+            break;
+        }
+        used += size;
+        body.insert(at + shown, f);
+        shown += 1;
+    }
+    if shown < total {
+        body.insert(
+            at + shown,
+            json!({"type": "TextBlock", "wrap": true, "isSubtle": true,
+                   "text": format!("… and {} more file(s), not shown (the card is at Teams' size limit)", total - shown)}),
+        );
+    }
+    c
+}
+
 fn body(ch: &Channels, t: &TeamsSpec, a: &Attempt<'_>) -> Result<Value, SendReport> {
     let given = overrides(a.message, "teams")?.and_then(|o| o.get("card"));
     match given {
         None | Some(Value::Null) => match &t.template {
             Some(src) => template_json(ch, src, a, "teams").map(Value::Object),
-            None => Ok(envelope(card(a.message))),
+            None => Ok(envelope(card_with_files(a.message))),
         },
         Some(c @ Value::Object(_)) => {
             let body = envelope(c.clone());
@@ -126,10 +194,28 @@ pub async fn send(ch: &Channels, t: &TeamsSpec, a: &Attempt<'_>) -> SendReport {
         Ok(b) => b,
         Err(report) => return report,
     };
-    match send_http(ch, Outgoing::post_json(&t.url, &body, a.spec.timeout())).await {
+    let report = match send_http(ch, Outgoing::post_json(&t.url, &body, a.spec.timeout())).await {
         Ok(ans) => classify(&ans),
         Err(report) => report,
+    };
+    let not_carried: Vec<&str> = a
+        .message
+        .body
+        .attachments
+        .iter()
+        .filter(|f| f.url.is_none() || !f.is_image())
+        .map(|f| f.filename.as_str())
+        .collect();
+    if not_carried.is_empty() {
+        return report;
     }
+    with_note(
+        report,
+        &format!(
+            "teams: files are not uploaded (webhooks cannot carry them); pictures with a URL are shown, other files linked or named: {}",
+            not_carried.join(", ")
+        ),
+    )
 }
 
 /// Classifies a Workflows or legacy connector answer.

@@ -1,14 +1,23 @@
-//! The `telegram` kind: Bot API `sendMessage`.
+//! The `telegram` kind: Bot API `sendMessage` (and `sendPhoto`/`sendDocument` for files).
 //!
 //! Sends `POST {api_base}/bot<token>/sendMessage` with `{"chat_id", "text", "parse_mode":
 //! "HTML"}`. The default text is the title in bold with the severity emoji, the text, the
 //! payload's scalar values as `key: value` lines and the event type and message id in
 //! italics, with `&`, `<` and `>` escaped. Telegram takes 4096 characters: Herald
-//! **truncates** (with a visible marker) rather than splitting into several messages, so an
-//! attempt is always one request and a retry never repeats half a message. A message's
-//! `channels.telegram.html` is sent as given (it must already be Telegram HTML; over 4096
-//! characters, markup included, it is a permanent `override` error). Otherwise a destination
+//! **truncates** (with a visible marker) rather than splitting into several messages, so
+//! an attempt without files is always one request and a retry never repeats half a
+//! message. A message's `channels.telegram.html` is sent as given (it must already be
+//! Telegram HTML; over 4096 characters, markup included, it is a permanent `override`
+//! error). Otherwise a destination
 //! `template` renders the whole JSON body (`chat_id` is added when it has none).
+//!
+//! Attachments: each file is one multipart request, `sendPhoto` for PNG, JPEG and WebP
+//! pictures up to 10 MB and `sendDocument` for everything else (Telegram takes documents
+//! up to 50 MB). The text is the first file's `caption` when it fits Telegram's 1024
+//! characters (markup counted); a longer text is sent first with `sendMessage`. Requests
+//! that succeeded are remembered in memory, so a retry sends only the rest (after a restart
+//! it starts over and may repeat them); the attempt lists what was sent and what an earlier
+//! attempt had sent.
 //!
 //! Answers: 200 `{"ok":true}` delivered; `parameters.retry_after` (a 429) retries after it
 //! and pauses the destination; a 400 with `parameters.migrate_to_chat_id` (the group became
@@ -19,6 +28,7 @@
 //! The bot token is part of the URL path: it is kept out of every error, log line and
 //! response excerpt.
 
+use crate::files::{File, Multipart, files, step_error, with_note};
 use crate::render::{
     Escape, escape_truncate, footer, override_error, override_str, overrides, payload_fields,
     severity_emoji, template_json, text_of, title_of, units,
@@ -27,7 +37,7 @@ use crate::response::{
     HttpAnswer, Outgoing, classify_http, seconds, send as send_http, with_detail,
 };
 use crate::{Attempt, Channels};
-use herald_core::delivery::{MAX_EXCERPT, SendReport, Verdict, truncate_chars};
+use herald_core::delivery::{SendReport, Verdict};
 use herald_core::destination::{ChatId, TelegramSpec};
 use herald_core::message::Message;
 use serde_json::{Map, Value, json};
@@ -146,33 +156,190 @@ async fn send_inner(ch: &Channels, t: &TelegramSpec, a: &Attempt<'_>) -> SendRep
             "the bot token has characters a Telegram token never has",
         );
     }
-    let mut body = match body(ch, t, a) {
+    let body = match body(ch, t, a) {
         Ok(b) => b,
         Err(report) => return report,
     };
-    let base = t.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
-    let url = format!("{}/bot{}/sendMessage", base.trim_end_matches('/'), t.token);
-    let timeout = a.spec.timeout();
-    let body_value = Value::Object(body.clone());
-    let ans = match send_http(ch, Outgoing::post_json(&url, &body_value, timeout)).await {
-        Ok(ans) => ans,
+    let files = match files(a.message) {
+        Ok(f) => f,
         Err(report) => return report,
     };
-    let Some(new_id) = migrated_to(&ans) else {
-        return classify(&ans);
+    let base = t.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
+    let mut bot = Bot {
+        ch,
+        base: format!("{}/bot{}", base.trim_end_matches('/'), t.token),
+        timeout: a.spec.timeout(),
+        chat_id: body.get("chat_id").cloned().unwrap_or(Value::Null),
+        migration: None,
+        destination: a.destination,
     };
-    // The group became a supergroup: send once more, to the new id, in this attempt.
-    let note = format!(
-        "the chat moved to chat_id {new_id} (it became a supergroup); set chat_id = {new_id} in the destination"
-    );
-    tracing::warn!(destination = a.destination, new_chat_id = %new_id, "telegram chat migrated; update the destination's chat_id");
-    body.insert("chat_id".into(), new_id.clone());
-    let resent = match send_http(ch, Outgoing::post_json(&url, &Value::Object(body), timeout)).await
-    {
-        Ok(ans) => classify(&ans),
-        Err(report) => report,
+    let report = if files.is_empty() {
+        bot.send_message(&body).await
+    } else {
+        send_with_files(&mut bot, a, body, &files).await
     };
-    with_note(resent, &note)
+    match &bot.migration {
+        Some(note) => with_note(report, note),
+        None => report,
+    }
+}
+
+/// Telegram's caption limit for a photo or document.
+pub const MAX_CAPTION: usize = 1024;
+/// Largest photo `sendPhoto` takes; bigger pictures go as documents.
+const MAX_PHOTO: usize = 10 * 1000 * 1000;
+
+/// The Bot API for one attempt, following a chat's migration to a supergroup.
+struct Bot<'a> {
+    ch: &'a Channels,
+    /// `{api_base}/bot<token>`.
+    base: String,
+    timeout: std::time::Duration,
+    chat_id: Value,
+    /// Set when the chat moved, to record in the attempt.
+    migration: Option<String>,
+    destination: &'a str,
+}
+
+impl Bot<'_> {
+    /// Calls `method` with a body built for the current chat id; a 400 with
+    /// `migrate_to_chat_id` (the group became a supergroup) is sent again once, in the same
+    /// attempt, to the new id, which the rest of the attempt then uses.
+    async fn call(
+        &mut self,
+        method: &str,
+        build: impl Fn(&Value) -> (String, Vec<u8>),
+    ) -> SendReport {
+        let url = format!("{}/{method}", self.base);
+        let request = |chat: &Value| {
+            let (content_type, body) = build(chat);
+            Outgoing {
+                method: reqwest::Method::POST,
+                url: &url,
+                headers: vec![("content-type".into(), content_type)],
+                body,
+                timeout: self.timeout,
+            }
+        };
+        let ans = match send_http(self.ch, request(&self.chat_id)).await {
+            Ok(ans) => ans,
+            Err(report) => return report,
+        };
+        let Some(new_id) = migrated_to(&ans) else {
+            return classify(&ans);
+        };
+        self.migration = Some(format!(
+            "the chat moved to chat_id {new_id} (it became a supergroup); set chat_id = {new_id} in the destination"
+        ));
+        tracing::warn!(destination = self.destination, new_chat_id = %new_id, "telegram chat migrated; update the destination's chat_id");
+        self.chat_id = new_id;
+        match send_http(self.ch, request(&self.chat_id)).await {
+            Ok(ans) => classify(&ans),
+            Err(report) => report,
+        }
+    }
+
+    async fn send_message(&mut self, body: &Map<String, Value>) -> SendReport {
+        self.call("sendMessage", |chat| {
+            let mut b = body.clone();
+            b.insert("chat_id".into(), chat.clone());
+            (
+                "application/json; charset=utf-8".into(),
+                Value::Object(b).to_string().into_bytes(),
+            )
+        })
+        .await
+    }
+}
+
+/// A message with files: each file is one `sendPhoto` (PNG, JPEG, WebP up to 10 MB) or
+/// `sendDocument` (anything else) request, multipart. The text rides as the first file's
+/// caption when it fits Telegram's 1024 characters (and the body is only `text` and
+/// `parse_mode`); otherwise it goes first as its own `sendMessage`. Every request that
+/// succeeded is remembered, so a retry in this process sends only what is left.
+async fn send_with_files(
+    bot: &mut Bot<'_>,
+    a: &Attempt<'_>,
+    body: Map<String, Value>,
+    files: &[File<'_>],
+) -> SendReport {
+    let progress = &bot.ch.progress;
+    let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
+    let as_caption = units(text) <= MAX_CAPTION
+        && body
+            .keys()
+            .all(|k| matches!(k.as_str(), "chat_id" | "text" | "parse_mode"));
+    let mut sent = Vec::new();
+    let mut earlier = Vec::new();
+    let mut last = SendReport::delivered(None, String::new());
+    if !as_caption {
+        if progress.is_done(a.message, a.destination, "text") {
+            earlier.push("the text".to_string());
+        } else {
+            let report = bot.send_message(&body).await;
+            if report.verdict != Verdict::Delivered {
+                return step_error(report, "sendMessage");
+            }
+            progress.mark(a.message, a.destination, "text");
+            sent.push("sendMessage".to_string());
+            last = report;
+        }
+    }
+    let parse_mode = body.get("parse_mode").and_then(Value::as_str);
+    for (i, f) in files.iter().enumerate() {
+        let step = format!("file{}", f.index);
+        let (method, field) =
+            if f.is_image() && f.meta.essence() != "image/gif" && f.bytes.len() <= MAX_PHOTO {
+                ("sendPhoto", "photo")
+            } else {
+                ("sendDocument", "document")
+            };
+        let label = format!("{method} {}", f.filename());
+        if progress.is_done(a.message, a.destination, &step) {
+            earlier.push(label);
+            continue;
+        }
+        let caption = (i == 0 && as_caption && !text.is_empty()).then_some(text);
+        let report = bot
+            .call(method, |chat| {
+                let chat = chat
+                    .as_str()
+                    .map_or_else(|| chat.to_string(), str::to_string);
+                let mut form = Multipart::new().text("chat_id", &chat);
+                if let Some(c) = caption {
+                    form = form.text("caption", c);
+                    if let Some(p) = parse_mode {
+                        form = form.text("parse_mode", p);
+                    }
+                }
+                form.file(field, f.filename(), f.content_type(), &f.bytes)
+                    .finish()
+            })
+            .await;
+        if report.verdict != Verdict::Delivered {
+            let report = step_error(report, &label);
+            return with_note(report, &progress_note(&sent, &earlier));
+        }
+        progress.mark(a.message, a.destination, &step);
+        sent.push(label);
+        last = report;
+    }
+    with_note(last, &progress_note(&sent, &earlier))
+}
+
+/// What a files attempt sent, and what earlier attempts had (not repeated).
+fn progress_note(sent: &[String], earlier: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !sent.is_empty() {
+        parts.push(format!("telegram: sent {}", sent.join(", ")));
+    }
+    if !earlier.is_empty() {
+        parts.push(format!(
+            "already sent by an earlier attempt, not repeated: {}",
+            earlier.join(", ")
+        ));
+    }
+    parts.join("; ")
 }
 
 /// `parameters.migrate_to_chat_id` of a 400, if present.
@@ -185,19 +352,6 @@ fn migrated_to(ans: &HttpAnswer) -> Option<Value> {
         .pointer("/parameters/migrate_to_chat_id")?
         .clone();
     (id.is_i64() || id.is_string()).then_some(id)
-}
-
-/// Records the migration in the attempt: in the excerpt when delivered, else in the error.
-fn with_note(mut report: SendReport, note: &str) -> SendReport {
-    let joined = format!("{note}\n{}", report.response_excerpt);
-    report.response_excerpt = truncate_chars(&joined, MAX_EXCERPT).to_string();
-    if report.verdict != Verdict::Delivered {
-        report.error = Some(match report.error {
-            Some(e) => format!("{e} (after: {note})"),
-            None => note.to_string(),
-        });
-    }
-    report
 }
 
 /// Classifies a Bot API answer (`{"ok":false,"error_code","description","parameters"}`).

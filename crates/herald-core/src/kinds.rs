@@ -93,6 +93,10 @@ pub struct HttpSpec {
     /// A minijinja template that renders the JSON body; wins over `body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_template: Option<String>,
+    /// Add the message's `attachments` (base64) to the default payload body as
+    /// `"attachments"` (default: left out, the body is the payload as-is).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub include_attachments: bool,
 }
 
 /// Slack: set `url` (an incoming webhook) or `token` + `channel` (`chat.postMessage`).
@@ -136,7 +140,14 @@ pub struct DiscordSpec {
     /// A minijinja template that renders the JSON body (`{"content", "embeds"}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Most bytes of files one message uploads: Discord's limit for the server (10 MiB
+    /// by default; more on boosted servers). Files over it are listed, not uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upload_bytes: Option<u64>,
 }
+
+/// Discord's upload limit for a server without boosts.
+pub const DISCORD_DEFAULT_UPLOAD_BYTES: u64 = 10 * 1024 * 1024;
 
 /// A Telegram chat: a numeric id (negative for groups) or `@channelusername`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -230,6 +241,11 @@ impl KindSpec {
             KindSpec::Discord(d) => {
                 check_secret_url(&d.url, "url", errs);
                 check_template(templates, d.template.as_deref(), "template", errs);
+                if d.max_upload_bytes
+                    .is_some_and(|n| n == 0 || n > 500 * 1024 * 1024)
+                {
+                    errs.push("max_upload_bytes", "must be 1 byte to 500 MiB");
+                }
             }
             KindSpec::Telegram(t) => t.validate(templates, errs),
             KindSpec::Email(e) => e.validate(templates, errs),

@@ -37,16 +37,21 @@ impl Severity {
     }
 }
 
-/// A file carried by a message: inline base64 `data` or a `url`.
+/// A file carried by a message: inline base64 `data` or a `url`. Stored, it always has
+/// `data`; a `url` it was fetched from stays, for channels that can show a picture by its
+/// public address (Slack `image` blocks, Teams `Image` elements, MMS `MediaUrl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attachment {
+    /// Sanitised on acceptance (see `herald_core::attachment`).
     pub filename: String,
+    /// Checked against the content's magic number where one exists.
     pub content_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Email: show an image inside the HTML part (multipart/related, `cid:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline: Option<bool>,
 }
@@ -124,6 +129,17 @@ impl MessageInput {
         header_key: Option<&str>,
         max_attachment_bytes: usize,
     ) -> Result<(String, Option<String>, MessageBody), ValidationErrors> {
+        self.validate_with(header_key, AttachmentLimits::total(max_attachment_bytes))
+    }
+
+    /// [`validate`](Self::validate) with separate total and per-file attachment caps.
+    /// Filenames are sanitised in place; `url` attachments are checked for their scheme
+    /// only (the server fetches and checks them before storing).
+    pub fn validate_with(
+        self,
+        header_key: Option<&str>,
+        limits: AttachmentLimits,
+    ) -> Result<(String, Option<String>, MessageBody), ValidationErrors> {
         let mut errs = ValidationErrors::new();
         let event_type = self.event_type.unwrap_or_else(|| "message".to_string());
         if !is_valid_event_type(&event_type) {
@@ -172,8 +188,8 @@ impl MessageInput {
                 errs.push("to", format!("at most {MAX_TO} destinations"));
             }
         }
-        let attachments = self.attachments.unwrap_or_default();
-        validate_attachments(&attachments, max_attachment_bytes, &mut errs);
+        let mut attachments = self.attachments.unwrap_or_default();
+        validate_attachments(&mut attachments, limits, &mut errs);
         errs.into_result()?;
         let mut to = self.to;
         if let Some(t) = &mut to {
@@ -193,7 +209,30 @@ impl MessageInput {
     }
 }
 
-fn validate_attachments(list: &[Attachment], max_bytes: usize, errs: &mut ValidationErrors) {
+/// Caps on attachments (configurable: `max_attachment_bytes`, `max_attachment_file_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachmentLimits {
+    /// All decoded attachments of one message together.
+    pub total: usize,
+    /// One decoded attachment.
+    pub per_file: usize,
+}
+
+impl AttachmentLimits {
+    /// One cap for the total and for each file.
+    pub fn total(total: usize) -> Self {
+        AttachmentLimits {
+            total,
+            per_file: total,
+        }
+    }
+}
+
+fn validate_attachments(
+    list: &mut [Attachment],
+    limits: AttachmentLimits,
+    errs: &mut ValidationErrors,
+) {
     if list.len() > MAX_ATTACHMENTS {
         errs.push(
             "attachments",
@@ -201,16 +240,14 @@ fn validate_attachments(list: &[Attachment], max_bytes: usize, errs: &mut Valida
         );
     }
     let mut total = 0usize;
-    for (i, a) in list.iter().enumerate() {
+    for (i, a) in list.iter_mut().enumerate() {
         let f = |name: &str| format!("attachments[{i}].{name}");
-        if a.filename.is_empty()
-            || a.filename.len() > 255
-            || a.filename.contains(['/', '\\', '\0', '\r', '\n'])
-        {
-            errs.push(
+        match crate::attachment::sanitize_filename(&a.filename) {
+            Some(clean) if a.filename.len() <= 1024 => a.filename = clean,
+            _ => errs.push(
                 f("filename"),
-                "must be 1–255 characters with no path separators or control characters",
-            );
+                "must be a file name of at most 1024 bytes with at least one usable character",
+            ),
         }
         if !a.content_type.contains('/')
             || a.content_type.len() > 255
@@ -220,7 +257,12 @@ fn validate_attachments(list: &[Attachment], max_bytes: usize, errs: &mut Valida
         }
         match (&a.data, &a.url) {
             (Some(data), None) => match base64::engine::general_purpose::STANDARD.decode(data) {
-                Ok(bytes) => total += bytes.len(),
+                Ok(bytes) => {
+                    total += bytes.len();
+                    if let Err(e) = check_file(a, &bytes, limits) {
+                        errs.push(f("data"), e);
+                    }
+                }
                 Err(_) => errs.push(f("data"), "must be base64"),
             },
             (None, Some(url)) => {
@@ -236,12 +278,27 @@ fn validate_attachments(list: &[Attachment], max_bytes: usize, errs: &mut Valida
             _ => errs.push(f("data"), "give exactly one of `data` (base64) or `url`"),
         }
     }
-    if total > max_bytes {
+    if total > limits.total {
         errs.push(
             "attachments",
-            format!("decoded attachments total {total} bytes, over the limit of {max_bytes}"),
+            format!(
+                "decoded attachments total {total} bytes, over the limit of {}",
+                limits.total
+            ),
         );
     }
+}
+
+/// Checks one file's bytes: the per-file cap and the content against the declared type.
+pub fn check_file(a: &Attachment, bytes: &[u8], limits: AttachmentLimits) -> Result<(), String> {
+    if bytes.len() > limits.per_file {
+        return Err(format!(
+            "{} bytes, over the per-attachment limit of {}",
+            bytes.len(),
+            limits.per_file
+        ));
+    }
+    crate::attachment::check_content(&a.content_type, bytes)
 }
 
 impl Message {
@@ -298,10 +355,33 @@ mod tests {
             .validate(Some("b"), 10)
             .unwrap_err();
         assert_eq!(err.0[0].field, "idempotency_key");
-        let err = input(json!({"text": "x", "attachments": [{"filename": "a.png", "content_type": "image/png", "data": "AAAA"}]}))
-            .validate(None, 2)
+        let three_bytes = || {
+            input(
+                json!({"text": "x", "attachments": [{"filename": "a.txt", "content_type": "text/plain", "data": "AAAA"}]}),
+            )
+        };
+        let err = three_bytes()
+            .validate_with(
+                None,
+                AttachmentLimits {
+                    total: 2,
+                    per_file: 10,
+                },
+            )
             .unwrap_err();
         assert_eq!(err.0[0].field, "attachments");
+        let err = three_bytes().validate(None, 2).unwrap_err();
+        assert_eq!(err.0[0].field, "attachments[0].data");
+        assert!(err.0[0].message.contains("per-attachment limit of 2"));
+        let err = input(json!({"text": "x", "attachments": [{"filename": "a.png", "content_type": "image/png", "data": "AAAA"}]}))
+            .validate(None, 10)
+            .unwrap_err();
+        assert!(err.0[0].message.contains("not image/png"), "{:?}", err.0);
+        let (_, _, body) = input(json!({"text": "x", "attachments": [{"filename": "dir\\..\\a:b.txt", "content_type": "text/plain", "data": "AAAA"}]}))
+            .validate(None, 10)
+            .unwrap();
+        assert_eq!(body.attachments[0].filename, "a_b.txt");
+        assert_eq!(body.attachments[0].size(), 3);
         assert!(
             serde_json::from_value::<MessageInput>(json!({"text": "x", "sevrity": "info"}))
                 .is_err()

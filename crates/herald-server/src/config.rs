@@ -66,6 +66,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Cap on the decoded attachments of one message.
     pub max_attachment_bytes: usize,
+    /// Cap on one decoded attachment (given as `data` or fetched from its `url`).
+    pub max_attachment_file_bytes: usize,
+    /// How long fetching one `url` attachment at acceptance may take.
+    pub attachment_fetch_timeout: HumanDuration,
     /// How long a graceful shutdown waits for attempts in flight.
     pub shutdown_grace: HumanDuration,
     /// When set, `GET /metrics` requires `Authorization: Bearer <metrics_token>`.
@@ -95,6 +99,8 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_message_bytes: 16 << 20,
             max_attachment_bytes: herald_core::message::DEFAULT_MAX_ATTACHMENT_BYTES,
+            max_attachment_file_bytes: herald_core::message::DEFAULT_MAX_ATTACHMENT_BYTES,
+            attachment_fetch_timeout: HumanDuration(Duration::from_secs(30)),
             shutdown_grace: HumanDuration(Duration::from_secs(15)),
             metrics_token: None,
             destinations: BTreeMap::new(),

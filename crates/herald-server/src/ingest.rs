@@ -3,9 +3,11 @@
 
 use crate::api::problem::ApiError;
 use crate::state::AppState;
+use base64::Engine;
+use herald_core::ValidationErrors;
 use herald_core::audit::canonical_json;
 use herald_core::ids;
-use herald_core::message::{Message, MessageBody, MessageInput};
+use herald_core::message::{AttachmentLimits, Message, MessageBody, MessageInput, check_file};
 use herald_core::template::context;
 use herald_store::{AcceptOutcome, IdempotencyRecord, NewDelivery, NewMessage};
 use serde::Serialize;
@@ -69,7 +71,7 @@ pub async fn submit(
         tracing::warn!(error = %e, "reloading destinations failed");
     }
     for sub in subs {
-        match prepare(state, sub, now, actor) {
+        match prepare(state, sub, now, actor).await {
             Ok((msg, body)) => {
                 slots.push((results.len(), body));
                 results.push(None);
@@ -125,16 +127,24 @@ pub async fn submit(
         .collect())
 }
 
-fn prepare(
+async fn prepare(
     state: &AppState,
     sub: Submission,
     now: i64,
     actor: &str,
 ) -> Result<(NewMessage, Value), ApiError> {
-    let (event_type, key, body) = sub
+    let limits = AttachmentLimits {
+        total: state.config.max_attachment_bytes,
+        per_file: state.config.max_attachment_file_bytes,
+    };
+    let (event_type, key, mut body) = sub
         .input
-        .validate(sub.header_key.as_deref(), state.config.max_attachment_bytes)
+        .validate_with(sub.header_key.as_deref(), limits)
         .map_err(ApiError::Validation)?;
+    // What was asked, before `url` attachments are fetched: a repeat with the same key is
+    // the same request even if the file behind the URL changed since.
+    let request_hash = request_hash(&event_type, &body);
+    fetch_attachments(state, &mut body, limits).await?;
     let message = Message {
         id: ids::new_id(ids::MESSAGE),
         event_type,
@@ -171,7 +181,7 @@ fn prepare(
         .as_ref()
         .map(|key| IdempotencyRecord {
             key: key.clone(),
-            request_hash: request_hash(&message.event_type, &message.body),
+            request_hash,
             response: response.to_string(),
             expires_at: now + state.config.idempotency_ttl.0.as_millis() as i64,
         });
@@ -187,6 +197,40 @@ fn prepare(
         },
         response,
     ))
+}
+
+/// Fetches every `url` attachment once, through the SSRF guard, and keeps its bytes as
+/// `data` (the `url` stays, for channels that show pictures by address). Any failure is a
+/// 422 naming the attachment.
+async fn fetch_attachments(
+    state: &AppState,
+    body: &mut MessageBody,
+    limits: AttachmentLimits,
+) -> Result<(), ApiError> {
+    let mut total: usize = body.attachments.iter().map(|a| a.size()).sum();
+    let mut errs = ValidationErrors::new();
+    let timeout = state.config.attachment_fetch_timeout.0;
+    for (i, a) in body.attachments.iter_mut().enumerate() {
+        let Some(url) = a.url.clone().filter(|_| a.data.is_none()) else {
+            continue;
+        };
+        let room = limits.per_file.min(limits.total.saturating_sub(total));
+        let field = format!("attachments[{i}].url");
+        match state.channels.http.fetch(&url, room, timeout).await {
+            Ok(bytes) => match check_file(a, &bytes, limits) {
+                Ok(()) => {
+                    total += bytes.len();
+                    a.data = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+                }
+                Err(e) => errs.push(field, format!("the downloaded file: {e}")),
+            },
+            Err(e) => errs.push(
+                field,
+                format!("could not fetch the attachment: {e} (limit left for it: {room} bytes)"),
+            ),
+        }
+    }
+    errs.into_result().map_err(ApiError::Validation)
 }
 
 /// SHA-256 over the canonical form of what was asked, so key order and whitespace do not

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub body: Vec<u8>,
     pub delay: Duration,
 }
 
@@ -25,14 +25,14 @@ impl Reply {
         Reply {
             status,
             headers: Vec::new(),
-            body: String::new(),
+            body: Vec::new(),
             delay: Duration::ZERO,
         }
     }
 
     pub fn ok() -> Self {
         Reply {
-            body: "ok".into(),
+            body: b"ok".to_vec(),
             ..Self::status(200)
         }
     }
@@ -43,6 +43,12 @@ impl Reply {
     }
 
     pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into().into_bytes();
+        self
+    }
+
+    /// A binary body, e.g. a file served for a `url` attachment.
+    pub fn bytes(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
@@ -89,9 +95,15 @@ impl Received {
     }
 }
 
+/// Computes an answer from the request, as a stateful fake provider does.
+pub type Responder = Arc<dyn Fn(&Received) -> Option<Reply> + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
+    /// Answers for the next request to a path ending so, before anything else.
+    targeted: Mutex<Vec<(String, Reply)>>,
+    responder: Mutex<Option<Responder>>,
     default: Mutex<Option<Reply>>,
     received: Mutex<Vec<Received>>,
 }
@@ -138,6 +150,21 @@ impl FakeReceiver {
         self.inner.script.lock().unwrap().push_back(reply);
     }
 
+    /// Answers the next request whose path ends with `suffix` (e.g. `/sendDocument`) with
+    /// `reply`, ahead of the script: a failure injected into one step of a flow.
+    pub fn push_for(&self, suffix: &str, reply: Reply) {
+        self.inner
+            .targeted
+            .lock()
+            .unwrap()
+            .push((suffix.into(), reply));
+    }
+
+    /// Answers by `f` when the script is exhausted (a `None` falls through to the default).
+    pub fn respond_with(&self, f: impl Fn(&Received) -> Option<Reply> + Send + Sync + 'static) {
+        *self.inner.responder.lock().unwrap() = Some(Arc::new(f));
+    }
+
     /// Sets the answer used once the script is exhausted.
     pub fn set_default(&self, reply: Reply) {
         *self.inner.default.lock().unwrap() = Some(reply);
@@ -172,19 +199,25 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    inner.received.lock().unwrap().push(Received {
+    let received = Received {
         method,
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
         headers,
         body,
         at: Instant::now(),
-    });
-    let reply = inner
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
+    };
+    inner.received.lock().unwrap().push(received.clone());
+    let targeted = {
+        let mut t = inner.targeted.lock().unwrap();
+        t.iter()
+            .position(|(suffix, _)| received.path.ends_with(suffix.as_str()))
+            .map(|i| t.remove(i).1)
+    };
+    let scripted = targeted.or_else(|| inner.script.lock().unwrap().pop_front());
+    let responder = inner.responder.lock().unwrap().clone();
+    let reply = scripted
+        .or_else(|| responder.and_then(|f| f(&received)))
         .or_else(|| inner.default.lock().unwrap().clone())
         .unwrap_or_else(Reply::ok);
     if !reply.delay.is_zero() {

@@ -85,6 +85,11 @@ impl ReceivedMail {
         }
     }
 
+    /// Every leaf MIME part (text, HTML, attachments, inline images), decoded.
+    pub fn parts(&self) -> Vec<crate::mime::Part> {
+        crate::mime::parts(&self.raw)
+    }
+
     /// A header's raw value, e.g. `Message-ID`.
     pub fn header(&self, name: &str) -> Option<String> {
         self.parsed().header_raw(name).map(|v| v.trim().to_string())

@@ -58,6 +58,12 @@ pub enum Command {
         payload: Option<String>,
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Attach a file (repeatable); its type is guessed from the extension.
+        #[arg(long = "attach", value_name = "PATH")]
+        attach: Vec<std::path::PathBuf>,
+        /// Attach a picture shown inside the email's HTML (repeatable).
+        #[arg(long = "attach-inline", value_name = "PATH")]
+        attach_inline: Vec<std::path::PathBuf>,
     },
     /// Manage destinations.
     Destinations {

@@ -23,6 +23,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             severity,
             payload,
             idempotency_key,
+            attach,
+            attach_inline,
         } => {
             let api = Api::new(&remote)?;
             let mut body = json!({"event_type": event_type, "severity": severity});
@@ -41,6 +43,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             if let Some(k) = idempotency_key {
                 body["idempotency_key"] = json!(k);
+            }
+            let files: Vec<Value> = attach
+                .iter()
+                .map(|p| (p, false))
+                .chain(attach_inline.iter().map(|p| (p, true)))
+                .map(|(p, inline)| attachment(p, inline))
+                .collect::<Result<_, _>>()?;
+            if !files.is_empty() {
+                body["attachments"] = Value::Array(files);
             }
             let (_, v) = api
                 .call(Method::POST, "/api/v1/messages", Some(&body))
@@ -667,4 +678,23 @@ fn report(remote: &Remote, v: herald_core::audit::Verification) -> Result<ExitCo
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A file as a message attachment: base64 data, type guessed from the extension.
+fn attachment(path: &std::path::Path, inline: bool) -> Result<Value, String> {
+    use base64::Engine;
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let filename = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{}: not a file", path.display()))?;
+    let mut a = json!({
+        "filename": filename,
+        "content_type": herald_core::attachment::guess_content_type(&filename),
+        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+    });
+    if inline {
+        a["inline"] = json!(true);
+    }
+    Ok(a)
 }

@@ -282,3 +282,52 @@ async fn rotating_the_master_key_keeps_every_secret_usable() {
         "no secret in the audit log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_task_sends_a_chart_and_a_report_as_attachments() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/hook")}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("chart.png");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(0..=255u8);
+    std::fs::write(&chart, &png).unwrap();
+    let report = dir.path().join("주간 보고서.csv");
+    std::fs::write(&report, "a,b\n1,2\n").unwrap();
+    let out: Value = serde_json::from_str(&stdout(&herald(
+        &h,
+        &[
+            "send",
+            "리포트",
+            "--to",
+            "hook",
+            "--attach",
+            report.to_str().unwrap(),
+            "--attach-inline",
+            chart.to_str().unwrap(),
+            "--json",
+        ],
+    )))
+    .unwrap();
+    let body = rx.wait_for(1, Duration::from_secs(10)).await[0].json();
+    let files = body["attachments"].as_array().unwrap();
+    assert_eq!(files[0]["filename"], "주간 보고서.csv");
+    assert_eq!(files[0]["content_type"], "text/csv");
+    assert_eq!(files[1]["filename"], "chart.png");
+    assert_eq!(files[1]["content_type"], "image/png");
+    assert_eq!(files[1]["inline"], true);
+    let id = out["id"].as_str().unwrap();
+    let (_, view) = h
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/messages/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(view["attachments"][1]["size"], png.len());
+    let missing = herald(&h, &["send", "x", "--attach", "/nonexistent/file.csv"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/file.csv"));
+}

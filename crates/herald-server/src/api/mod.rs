@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(BodyLimit(max_message)));
     let v1 = Router::new()
         .route("/messages/{id}", get(messages::get))
+        .route("/messages/{id}/attachments/{n}", get(messages::attachment))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}", get(deliveries::get))
         .route("/destinations", get(destinations::list))

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Herald", description = "Durable outbound messages: webhooks, chat, email, SMS."),
     paths(
-        super::messages::create, super::messages::batch, super::messages::get,
+        super::messages::create, super::messages::batch, super::messages::get, super::messages::attachment,
         super::deliveries::list, super::deliveries::get,
         super::destinations::put, super::destinations::list, super::destinations::get, super::destinations::delete,
         super::destinations::health, super::destinations::test, super::destinations::enable,
@@ -94,6 +94,10 @@ pub fn document() -> &'static Value {
                     }
                 }
             }
+        }
+        // Downloads are bytes, not an array of integers.
+        if let Some(c) = doc["paths"]["/api/v1/messages/{id}/attachments/{n}"]["get"]["responses"]["200"]["content"]["*/*"].as_object_mut() {
+            c.insert("schema".into(), json!({"type": "string", "format": "binary"}));
         }
         let kinds: Vec<String> = doc["components"]["schemas"]["KindSpec"]["oneOf"]
             .as_array()
