@@ -28,6 +28,7 @@ pub mod delivery;
 pub mod destination;
 pub mod duration;
 pub mod error;
+pub mod error_report;
 pub mod glob;
 pub mod ids;
 pub mod kinds;
@@ -37,6 +38,7 @@ pub mod rate_limit;
 pub mod retry;
 pub mod retry_after;
 pub mod secret_ref;
+pub mod sentry;
 pub mod signature;
 pub mod template;
 

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod deliveries;
 pub mod destinations;
 pub mod dlq;
+pub mod errors;
 pub mod extract;
 pub mod health;
 pub mod messages;
@@ -59,6 +60,11 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(audit::verify))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/checkpoint", post(audit::checkpoint))
+        .route("/errors", post(errors::create))
+        .route("/error-groups", get(errors::list))
+        .route("/error-groups/{id}", get(errors::get))
+        .route("/error-groups/{id}/resolve", post(errors::resolve))
+        .route("/error-groups/{id}/unresolve", post(errors::unresolve))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .layer(DefaultBodyLimit::max(max_body))
