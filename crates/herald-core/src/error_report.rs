@@ -459,11 +459,7 @@ pub fn path_of_url(u: &str) -> Option<String> {
 
 /// `app/views.py in divide` — where an error happened, for people.
 pub fn frame_label(f: &Frame) -> String {
-    let place = f
-        .module
-        .as_deref()
-        .or(f.filename.as_deref())
-        .unwrap_or("?");
+    let place = f.module.as_deref().or(f.filename.as_deref()).unwrap_or("?");
     match (&f.function, f.lineno) {
         (Some(func), _) => format!("{place} in {func}"),
         (None, Some(line)) => format!("{place}:{line}"),
@@ -485,7 +481,10 @@ pub struct Grouping {
 }
 
 fn first_line(s: &str) -> &str {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
 }
 
 fn default_parts(r: &ErrorReport) -> Vec<String> {
@@ -494,7 +493,13 @@ fn default_parts(r: &ErrorReport) -> Vec<String> {
         Some(e) if e.kind.is_some() || !e.stacktrace.is_empty() => {
             let kind = e.kind.clone().unwrap_or_else(|| "Error".into());
             match r.culprit_frame() {
-                Some(f) => vec![kind, frame_label(&Frame { lineno: None, ..f.clone() })],
+                Some(f) => vec![
+                    kind,
+                    frame_label(&Frame {
+                        lineno: None,
+                        ..f.clone()
+                    }),
+                ],
                 None => vec![
                     kind,
                     e.value.as_deref().map(first_line).unwrap_or(message).into(),
@@ -575,9 +580,7 @@ impl GroupStatus {
 }
 
 /// Why an alert is sent. Ordered by importance: when reasons meet, the greater wins.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertReason {
     Spike,
@@ -775,10 +778,7 @@ impl ErrorAlert {
             r => r.label().to_string(),
         };
         if self.folded > 0 {
-            s.push_str(&format!(
-                " · {} more since the last alert",
-                self.folded
-            ));
+            s.push_str(&format!(" · {} more since the last alert", self.folded));
         }
         s
     }
@@ -825,11 +825,7 @@ impl ErrorAlert {
         };
         let mut out = String::new();
         for f in e.stacktrace.iter().rev().take(max) {
-            let place = f
-                .filename
-                .as_deref()
-                .or(f.module.as_deref())
-                .unwrap_or("?");
+            let place = f.filename.as_deref().or(f.module.as_deref()).unwrap_or("?");
             out.push_str(place);
             if let Some(l) = f.lineno {
                 out.push_str(&format!(":{l}"));
@@ -838,7 +834,12 @@ impl ErrorAlert {
                 out.push_str(&format!(" in {func}"));
             }
             out.push('\n');
-            if let Some(c) = f.context_line.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+            if let Some(c) = f
+                .context_line
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+            {
                 out.push_str("    ");
                 out.push_str(c);
                 out.push('\n');
@@ -883,16 +884,20 @@ mod tests {
 
     #[test]
     fn groups_by_type_and_innermost_in_app_frame() {
-        let a = report(json!({"service": "shop", "exception": {"type": "KeyError", "value": "'a'", "stacktrace": [
+        let a = report(
+            json!({"service": "shop", "exception": {"type": "KeyError", "value": "'a'", "stacktrace": [
             {"filename": "app/views.py", "function": "order", "lineno": 10, "in_app": true},
             {"filename": "app/cart.py", "function": "total", "lineno": 42, "in_app": true},
-            {"filename": "django/core.py", "function": "get", "lineno": 7, "in_app": false}]}}));
+            {"filename": "django/core.py", "function": "get", "lineno": 7, "in_app": false}]}}),
+        );
         let g = group(&a);
         assert_eq!(g.culprit.as_deref(), Some("app/cart.py in total"));
         assert_eq!(g.title, "KeyError: 'a'");
         // Another value and line, same place: same group.
-        let b = report(json!({"service": "shop", "exception": {"type": "KeyError", "value": "'b'", "stacktrace": [
-            {"filename": "app/cart.py", "function": "total", "lineno": 43, "in_app": true}]}}));
+        let b = report(
+            json!({"service": "shop", "exception": {"type": "KeyError", "value": "'b'", "stacktrace": [
+            {"filename": "app/cart.py", "function": "total", "lineno": 43, "in_app": true}]}}),
+        );
         assert_eq!(group(&b).key, g.key);
         // Another service: another group.
         let mut c = b.clone();
@@ -924,10 +929,16 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(err.0[0].field, "message");
-        assert!(serde_json::from_value::<ErrorReport>(json!({"message": "x", "bogus": 1})).is_err());
-        let frames: Vec<Value> = (0..300).map(|i| json!({"function": format!("f{i}"), "lineno": i})).collect();
-        let r = report(json!({"message": "x".repeat(100_000), "user": {"id": 7}, "tags": {"n": 1, "b": true},
-                              "exception": {"type": "E", "stacktrace": frames}}));
+        assert!(
+            serde_json::from_value::<ErrorReport>(json!({"message": "x", "bogus": 1})).is_err()
+        );
+        let frames: Vec<Value> = (0..300)
+            .map(|i| json!({"function": format!("f{i}"), "lineno": i}))
+            .collect();
+        let r = report(
+            json!({"message": "x".repeat(100_000), "user": {"id": 7}, "tags": {"n": 1, "b": true},
+                              "exception": {"type": "E", "stacktrace": frames}}),
+        );
         assert!(r.message.as_ref().unwrap().len() <= MAX_MESSAGE + 3);
         let st = &r.exception.as_ref().unwrap().stacktrace;
         assert_eq!(st.len(), MAX_FRAMES);
@@ -936,7 +947,9 @@ mod tests {
         assert_eq!(r.tags["n"], "1");
         assert_eq!(r.service(), DEFAULT_SERVICE);
         assert_eq!(r.level.as_deref(), Some("error"));
-        let r = report(json!({"message": "x", "request": {"url": "https://shop.example/api/orders?id=3", "method": "POST"}}));
+        let r = report(
+            json!({"message": "x", "request": {"url": "https://shop.example/api/orders?id=3", "method": "POST"}}),
+        );
         assert_eq!(r.request.unwrap().path.as_deref(), Some("/api/orders"));
     }
 
@@ -978,7 +991,10 @@ mod tests {
                 folded: 4
             })
         );
-        assert_eq!((g.folded, g.pending, g.last_alert_at), (0, None, Some(1000)));
+        assert_eq!(
+            (g.folded, g.pending, g.last_alert_at),
+            (0, None, Some(1000))
+        );
         // Resolved long after: alerts at once.
         let mut r = g.clone();
         r.status = GroupStatus::Resolved;
@@ -1013,9 +1029,11 @@ mod tests {
 
     #[test]
     fn alert_texts() {
-        let r = report(json!({"service": "shop", "exception": {"type": "ZeroDivisionError", "value": "division by zero",
+        let r = report(
+            json!({"service": "shop", "exception": {"type": "ZeroDivisionError", "value": "division by zero",
             "stacktrace": [{"filename": "app/views.py", "function": "divide", "lineno": 42, "in_app": true, "context_line": "  return a / b"}]},
-            "request": {"method": "GET", "path": "/api/divide"}, "user": {"id": 7, "username": "alice", "email": "a@x.io"}}));
+            "request": {"method": "GET", "path": "/api/divide"}, "user": {"id": 7, "username": "alice", "email": "a@x.io"}}),
+        );
         let g = group(&r);
         let a = ErrorAlert {
             group: "grp_1".into(),
@@ -1031,10 +1049,16 @@ mod tests {
             report: r,
         };
         assert_eq!(a.headline(), "ZeroDivisionError in shop");
-        assert_eq!(a.reason_line(), "Spike: 57 in 10m · 3 more since the last alert");
+        assert_eq!(
+            a.reason_line(),
+            "Spike: 57 in 10m · 3 more since the last alert"
+        );
         assert_eq!(a.request_line().as_deref(), Some("GET /api/divide"));
         assert_eq!(a.user_line().as_deref(), Some("alice (a@x.io, id 7)"));
-        assert_eq!(a.frames_text(5), "app/views.py:42 in divide\n    return a / b\n");
+        assert_eq!(
+            a.frames_text(5),
+            "app/views.py:42 in divide\n    return a / b\n"
+        );
         let back: ErrorAlert = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
         assert_eq!(back, a);
     }

@@ -341,8 +341,10 @@ mod tests {
     #[test]
     fn auth_keys() {
         assert_eq!(
-            auth_header_key("Sentry sentry_key=hrld_x_y, sentry_version=7, sentry_client=sentry.python/2.0")
-                .as_deref(),
+            auth_header_key(
+                "Sentry sentry_key=hrld_x_y, sentry_version=7, sentry_client=sentry.python/2.0"
+            )
+            .as_deref(),
             Some("hrld_x_y")
         );
         assert_eq!(auth_header_key("Sentry sentry_version=7"), None);
@@ -373,8 +375,12 @@ mod tests {
         assert_eq!(req.path.as_deref(), Some("/api/divide"));
         assert_eq!(r.user.as_ref().unwrap().id.as_deref(), Some("7"));
         assert_eq!(r.tags["region"], "eu");
-        assert_eq!(r.event_id.as_deref(), Some("9ec79c33ec9942ab8353589fcb2e04dc"));
-        let m = event_to_report(&json!({"logentry": {"formatted": "disk full"}}), "billing").unwrap();
+        assert_eq!(
+            r.event_id.as_deref(),
+            Some("9ec79c33ec9942ab8353589fcb2e04dc")
+        );
+        let m =
+            event_to_report(&json!({"logentry": {"formatted": "disk full"}}), "billing").unwrap();
         assert_eq!(m.message.as_deref(), Some("disk full"));
         assert_eq!(m.service.as_deref(), Some("billing"));
         assert!(event_to_report(&json!([1]), "x").is_none());

@@ -88,8 +88,7 @@ pub async fn report(
     metrics::counter!("herald_error_reports_total").increment(1);
     let message_id = outcome.alert.as_ref().map(|(_, id)| id.clone());
     if let Some((d, _)) = &outcome.alert {
-        metrics::counter!("herald_error_alerts_total", "reason" => d.reason.as_str())
-            .increment(1);
+        metrics::counter!("herald_error_alerts_total", "reason" => d.reason.as_str()).increment(1);
         state.dispatcher.wake();
     }
     Ok(Reported {

@@ -168,7 +168,10 @@ impl Config {
                 "configuration: concurrency and destination_concurrency must be at least 1".into(),
             );
         }
-        if self.errors.window.0.is_zero() || self.errors.spike_factor == 0 || self.errors.spike_threshold == 0 {
+        if self.errors.window.0.is_zero()
+            || self.errors.spike_factor == 0
+            || self.errors.spike_threshold == 0
+        {
             return Err("configuration: errors.window, errors.spike_factor and errors.spike_threshold must be above zero".into());
         }
         herald_core::netpolicy::NetPolicy::with_allowed(&self.allow_networks)

@@ -109,7 +109,8 @@ pub trait Store: Send + Sync + 'static {
     /// Folds a report into its group (creating it) and, when the group alerts, accepts the
     /// message `alert` builds — all in one transaction, so concurrent reports of a group
     /// alert at most once.
-    async fn record_error(&self, occ: ErrorOccurrence, alert: AlertBuilder) -> Result<ErrorOutcome>;
+    async fn record_error(&self, occ: ErrorOccurrence, alert: AlertBuilder)
+    -> Result<ErrorOutcome>;
     async fn get_error_group(&self, id: &str) -> Result<Option<ErrorGroupRecord>>;
     async fn list_error_groups(&self, q: &ErrorGroupQuery) -> Result<Vec<ErrorGroupRecord>>;
     /// Resolves or reopens a group (audited); `None` if unknown.

@@ -318,8 +318,7 @@ pub struct ErrorOccurrence {
 
 /// Builds the alert message for a group (in its new state) inside the store's transaction.
 pub type AlertBuilder = Box<
-    dyn FnOnce(&ErrorGroupRecord, &AlertDecision) -> std::result::Result<NewMessage, String>
-        + Send,
+    dyn FnOnce(&ErrorGroupRecord, &AlertDecision) -> std::result::Result<NewMessage, String> + Send,
 >;
 
 /// What [`Store::record_error`](crate::Store::record_error) did.

@@ -1464,7 +1464,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_error(&self, occ: ErrorOccurrence, alert: AlertBuilder) -> Result<ErrorOutcome> {
+    async fn record_error(
+        &self,
+        occ: ErrorOccurrence,
+        alert: AlertBuilder,
+    ) -> Result<ErrorOutcome> {
         self.write(move |w| Box::pin(async move { record_error_in(w, &occ, alert).await }))
             .await
     }
