@@ -157,6 +157,11 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// A fresh Sentry event id: 32 hex digits.
+pub fn new_event_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 /// The public key of a DSN `http://<key>@host/<project>` (Herald: the API token).
 pub fn dsn_key(dsn: &str) -> Option<String> {
     let u = url::Url::parse(dsn).ok()?;

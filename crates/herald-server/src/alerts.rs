@@ -39,6 +39,15 @@ pub async fn report(
     actor: &str,
 ) -> Result<Reported, ApiError> {
     let report = report.validate().map_err(ApiError::Validation)?;
+    record(state, report, actor).await
+}
+
+/// [`report`] for a report already validated.
+pub async fn record(
+    state: &AppState,
+    report: ErrorReport,
+    actor: &str,
+) -> Result<Reported, ApiError> {
     if let Some(to) = &report.to {
         ingest::check_to(state, to)?;
     }

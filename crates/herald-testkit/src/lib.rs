@@ -17,6 +17,7 @@
 //! # }
 //! ```
 
+pub mod compress;
 pub mod herald;
 pub mod process;
 pub mod providers;

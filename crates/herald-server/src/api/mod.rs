@@ -11,6 +11,7 @@ pub mod health;
 pub mod messages;
 pub mod openapi;
 pub mod problem;
+pub mod sentry;
 pub mod tokens;
 pub mod views;
 
@@ -23,6 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use extract::BodyLimit;
 use problem::{ApiError, Problem, problem_response};
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -70,8 +73,18 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::Extension(BodyLimit(max_body)))
         .merge(messages);
+    // Sentry SDKs compress: the compressed body is capped first, then what it inflates to.
+    let max_inflated = state.config.max_decompressed_bytes;
+    let sentry = Router::new()
+        .route("/api/{project_id}/envelope/", post(sentry::envelope))
+        .route("/api/{project_id}/store/", post(sentry::store))
+        .layer(DefaultBodyLimit::max(max_inflated))
+        .layer(axum::Extension(BodyLimit(max_inflated)))
+        .layer(RequestDecompressionLayer::new())
+        .layer(RequestBodyLimitLayer::new(max_body));
     Router::new()
         .nest("/api/v1", v1)
+        .merge(sentry)
         .route("/api/openapi.json", get(openapi::spec))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -111,6 +124,7 @@ async fn problems_everywhere(resp: Response) -> Response {
     let slug = match status {
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
         StatusCode::NOT_FOUND => "not-found",
         s if s.is_server_error() => "internal",
         _ => "bad-request",

@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         super::dlq::list, super::dlq::replay_one, super::dlq::replay_all, super::dlq::discard,
         super::audit::list, super::audit::verify, super::audit::public_key, super::audit::checkpoint,
         super::errors::create, super::errors::list, super::errors::get, super::errors::resolve, super::errors::unresolve,
+        super::sentry::envelope, super::sentry::store,
         super::tokens::create, super::tokens::list, super::tokens::revoke,
         super::health::healthz, super::health::readyz,
     ),
@@ -28,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         (name = "dlq", description = "Dead-letter queue"),
         (name = "audit", description = "Hash-chained audit log"),
         (name = "errors", description = "Error reports, groups and alerts"),
+        (name = "ingest", description = "Sentry- and Apprise-compatible ingest"),
         (name = "tokens", description = "API tokens"),
         (name = "health", description = "Liveness and readiness"),
     )
