@@ -19,6 +19,7 @@
 //! assert_eq!(policy.base_delay(1), Some(Duration::from_secs(5)));
 //! ```
 
+pub mod apprise;
 pub mod audit;
 pub mod breaker;
 pub mod classify;

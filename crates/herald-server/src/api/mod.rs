@@ -1,6 +1,7 @@
 //! The HTTP API (DESIGN §6): one module per resource; handlers extract, call the domain and
 //! map the result. Every error leaves as problem+json.
 
+pub mod apprise;
 pub mod audit;
 pub mod deliveries;
 pub mod destinations;
@@ -82,9 +83,14 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(BodyLimit(max_inflated)))
         .layer(RequestDecompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(max_body));
+    let notify = Router::new()
+        .route("/notify/{key}", post(apprise::notify))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::Extension(BodyLimit(max_body)));
     Router::new()
         .nest("/api/v1", v1)
         .merge(sentry)
+        .merge(notify)
         .route("/api/openapi.json", get(openapi::spec))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
