@@ -454,3 +454,131 @@ async fn a_slack_alert_shows_the_error_the_request_the_user_and_the_frames() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_gets_an_error_card_and_email_a_text_and_html_report() {
+    let rx = FakeReceiver::start().await;
+    rx.set_default(herald_testkit::providers::teams::workflows_accepted());
+    let sink = herald_testkit::smtp::SmtpSink::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "teams",
+        json!({"kind": "teams", "url": rx.url("/workflows/x/triggers/manual/paths/invoke"), "events": ["error.reported"]}),
+    )
+    .await;
+    h.put_destination(
+        "mail",
+        json!({"kind": "email", "smtp_url": sink.url(), "from": "herald@example.com", "to": ["dev@example.com"],
+               "events": ["error.reported"]}),
+    )
+    .await;
+    let mut report = zero_division("shop");
+    report["exception"]["value"] = json!("division <by> zero & more");
+    h.report_error(report).await;
+
+    let card = rx.wait_for(1, WAIT).await[0].json()["attachments"][0]["content"].clone();
+    let body = card["body"].as_array().unwrap();
+    assert_eq!(body[0]["text"], "🚨 ZeroDivisionError in shop");
+    assert_eq!(body[0]["color"], "Attention");
+    assert!(
+        body[1]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("ZeroDivisionError: division <by> zero & more\n\nNew error")
+    );
+    let facts: Vec<(String, String)> = body[2]["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["title"].as_str().unwrap().into(),
+                f["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(facts[0], ("Environment".into(), "production".into()));
+    assert_eq!(
+        facts[3],
+        ("User".into(), "alice (alice@example.com, id 7)".into())
+    );
+    assert!(facts.iter().any(|(k, _)| k == "First seen"));
+    assert_eq!(body[3]["fontType"], "Monospace");
+    assert!(
+        body[3]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("shop/math.py:7 in safe_div")
+    );
+
+    let mail = sink.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(mail.subject().as_deref(), Some("ZeroDivisionError in shop"));
+    let text = mail.text().unwrap().replace("\r\n", "\n");
+    assert!(
+        text.contains("Path: /api/divide") && text.contains("Method: POST"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Innermost frames:\nshop/math.py:7 in safe_div\n    return x / y"),
+        "{text}"
+    );
+    let html = mail.html().unwrap();
+    assert!(
+        html.contains("division &lt;by&gt; zero &amp; more"),
+        "{html}"
+    );
+    assert!(html.contains("<pre"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_the_error_and_ingest_routes() {
+    let h = TestHerald::start().await;
+    let spec: Value = h
+        .http
+        .get(h.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method, codes) in [
+        ("/api/v1/errors", "post", &["202", "401", "422"][..]),
+        ("/api/v1/error-groups", "get", &["200", "422"]),
+        ("/api/v1/error-groups/{id}", "get", &["200", "404"]),
+        ("/api/v1/error-groups/{id}/resolve", "post", &["200", "404"]),
+        (
+            "/api/v1/error-groups/{id}/unresolve",
+            "post",
+            &["200", "404"],
+        ),
+        (
+            "/api/{project_id}/envelope/",
+            "post",
+            &["200", "400", "401", "413", "415"],
+        ),
+        (
+            "/api/{project_id}/store/",
+            "post",
+            &["200", "400", "401", "415"],
+        ),
+        (
+            "/notify/{key}",
+            "post",
+            &["200", "204", "400", "401", "424"],
+        ),
+    ] {
+        let op = &spec["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} missing");
+        for code in codes {
+            let r = &op["responses"][*code];
+            assert!(r.is_object(), "{method} {path}: no {code}");
+            if code.starts_with('4') {
+                assert!(
+                    r["content"]["application/problem+json"].is_object(),
+                    "{method} {path} {code} is not problem+json: {r}"
+                );
+            }
+        }
+    }
+}
