@@ -261,7 +261,13 @@ async fn bad_bodies_are_400_unknown_encodings_415_and_bombs_413() {
         b"{}\n{\"type\":\"event\"}\n[1,2]\n".to_vec(),
         b"{}\n{\"type\":\"event\"}\n{\"level\":\"error\"}\n".to_vec(),
     ] {
-        let (status, p) = post(&h, "/api/42/envelope/", body.clone(), &[auth.clone()]).await;
+        let (status, p) = post(
+            &h,
+            "/api/42/envelope/",
+            body.clone(),
+            std::slice::from_ref(&auth),
+        )
+        .await;
         assert_eq!(
             status,
             StatusCode::BAD_REQUEST,
@@ -273,7 +279,7 @@ async fn bad_bodies_are_400_unknown_encodings_415_and_bombs_413() {
         &h,
         "/api/bad%20project/envelope/",
         b"{}".to_vec(),
-        &[auth.clone()],
+        std::slice::from_ref(&auth),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -307,7 +313,13 @@ async fn bad_bodies_are_400_unknown_encodings_415_and_bombs_413() {
     )
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    let (status, _) = post(&h, "/api/42/store/", vec![b'{'; 2 << 20], &[auth.clone()]).await;
+    let (status, _) = post(
+        &h,
+        "/api/42/store/",
+        vec![b'{'; 2 << 20],
+        std::slice::from_ref(&auth),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     // An envelope with only a session is fine and alerts nobody.
     let (status, body) = post(

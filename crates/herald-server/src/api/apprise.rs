@@ -244,7 +244,7 @@ pub async fn notify(
         .destinations
         .all()
         .into_iter()
-        .filter(|d| d.enabled() && d.spec.tags.iter().any(|t| *t == routing))
+        .filter(|d| d.enabled() && d.spec.tags.contains(&routing))
         .collect();
     if keyed.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
