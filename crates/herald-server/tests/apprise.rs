@@ -119,7 +119,7 @@ async fn a_form_post_with_basic_auth_reaches_the_destinations_tagged_with_the_ke
     let (_, a) = notify(
         &h,
         "/notify/alerts?tag=sales&type=warning",
-        Some(basic(&token, "")),
+        Some(basic(&token, "None")),
         FORM,
         "body=b".into(),
     )

@@ -533,15 +533,7 @@ async fn teams_gets_an_error_card_and_email_a_text_and_html_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_the_error_and_ingest_routes() {
     let h = TestHerald::start().await;
-    let spec: Value = h
-        .http
-        .get(h.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = h.openapi().await;
     for (path, method, codes) in [
         ("/api/v1/errors", "post", &["202", "401", "422"][..]),
         ("/api/v1/error-groups", "get", &["200", "422"]),

@@ -173,6 +173,18 @@ impl TestHerald {
         .await
     }
 
+    /// `GET /api/openapi.json`.
+    pub async fn openapi(&self) -> Value {
+        let resp = self
+            .http
+            .get(self.url("/api/openapi.json"))
+            .send()
+            .await
+            .expect("herald answers");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.expect("the document is JSON")
+    }
+
     /// Creates an API token with these scopes; returns the secret.
     pub async fn token(&self, name: &str, scopes: &[&str]) -> String {
         let (status, body) = self

@@ -154,7 +154,11 @@ fn credentials(headers: &HeaderMap) -> Option<String> {
         .ok()?;
     let pair = String::from_utf8(raw).ok()?;
     let (user, pass) = pair.split_once(':').unwrap_or((&pair, ""));
-    let t = if pass.is_empty() { user } else { pass };
+    // `apprise://<token>@host/key` sends the token as the user (and `None` as password).
+    let t = [pass, user]
+        .into_iter()
+        .find(|t| t.starts_with("hrld_"))
+        .unwrap_or(if pass.is_empty() { user } else { pass });
     (!t.is_empty()).then(|| t.to_string())
 }
 
