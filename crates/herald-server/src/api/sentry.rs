@@ -112,7 +112,8 @@ async fn record_all(state: &AppState, reports: Vec<ErrorReport>, caller: &Caller
 /// sentry_key=<token>`, `?sentry_key=`, a bearer token or the envelope header's `dsn`.
 #[utoipa::path(post, path = "/api/{project_id}/envelope/", tag = "ingest",
     params(("project_id" = String, Path, description = "names the service unless the event has a `service` tag")),
-    request_body(content = String, content_type = "application/x-sentry-envelope"),
+    request_body(content = String, content_type = "text/plain",
+        description = "a Sentry envelope (SDKs send `application/x-sentry-envelope`; the content type is not checked)"),
     responses((status = 200, body = SentryAccepted), (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem)),
     security(("bearer" = [])))]
