@@ -313,6 +313,52 @@ pub fn template_json(
     }
 }
 
+/// An error alert as the server builds it, with everything as long as it can get.
+#[cfg(test)]
+pub(crate) fn huge_error_alert() -> Message {
+    let frames: Vec<Value> = (0..100)
+        .map(|i| serde_json::json!({"filename": format!("app/{}.py", "m".repeat(300)), "function": format!("f{i}"),
+                        "lineno": i, "in_app": true, "context_line": "<&>".repeat(1000)}))
+        .collect();
+    let report = serde_json::json!({"service": "s".repeat(128), "environment": "e".repeat(4000), "message": "m",
+        "exception": {"type": "T".repeat(4000), "value": "<v>".repeat(5000), "stacktrace": frames},
+        "request": {"method": "GET", "path": "/".repeat(4000)},
+        "user": {"id": "1", "username": "u".repeat(4000), "email": "x".repeat(4000)},
+        "release": "r".repeat(4000), "server_name": "n".repeat(4000)});
+    let report: herald_core::error_report::ErrorReport = serde_json::from_value(report).unwrap();
+    let report = report.validate().unwrap();
+    let alert = ErrorAlert {
+        group: "grp_1".into(),
+        reason: herald_core::error_report::AlertReason::Spike,
+        title: "t".repeat(512),
+        culprit: None,
+        count: 123_456,
+        folded: 99,
+        window_count: 1000,
+        window: "10m".into(),
+        first_seen: "2026-12-01T10:00:00Z".into(),
+        last_seen: "2026-12-01T10:05:00Z".into(),
+        report,
+    };
+    Message {
+        id: "msg_1".into(),
+        event_type: "error.reported".into(),
+        idempotency_key: None,
+        created_at: 0,
+        body: herald_core::message::MessageBody {
+            title: Some(alert.headline()),
+            text: Some(alert.text()),
+            severity: Severity::Error,
+            payload: serde_json::to_value(&alert)
+                .unwrap()
+                .as_object()
+                .cloned()
+                .unwrap(),
+            ..Default::default()
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

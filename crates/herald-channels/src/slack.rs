@@ -394,6 +394,32 @@ mod tests {
     }
 
     #[test]
+    fn an_error_card_stays_within_block_kit_limits_however_big_the_report() {
+        let body = render(&crate::render::huge_error_alert());
+        let blocks = &body["blocks"];
+        check_blocks(blocks).unwrap();
+        assert!(
+            blocks[0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(":rotating_light: TTT")
+        );
+        let code = blocks[3]["text"]["text"].as_str().unwrap();
+        assert!(code.starts_with("```") && code.ends_with("```"), "{code}");
+        assert!(!code.contains('<'), "escaped inside the code block");
+        assert!(units(body["text"].as_str().unwrap()) <= MAX_FALLBACK_TEXT);
+        // Not an error alert after all (a payload of another shape): the default rendering.
+        let mut m = crate::render::huge_error_alert();
+        m.body.payload.remove("report");
+        assert!(
+            render(&m)["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("❌")
+        );
+    }
+
+    #[test]
     fn default_rendering_has_header_section_fields_and_context() {
         let m = message(
             Some("배포 실패"),

@@ -222,6 +222,20 @@ mod tests {
     }
 
     #[test]
+    fn an_error_card_stays_under_the_request_limit_however_big_the_report() {
+        let m = crate::render::huge_error_alert();
+        let body = envelope(card(&m));
+        assert!(
+            body.to_string().len() <= MAX_BODY_BYTES,
+            "{}",
+            body.to_string().len()
+        );
+        let card = &body["attachments"][0]["content"];
+        assert_eq!(card["body"][0]["color"], "Attention");
+        assert_eq!(card["body"][3]["fontType"], "Monospace");
+    }
+
+    #[test]
     fn the_card_has_heading_text_facts_and_footer() {
         let body = envelope(card(&message("롤백 중 🎉")));
         assert_eq!(body["type"], "message");
