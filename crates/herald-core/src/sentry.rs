@@ -312,6 +312,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(env) = parse_envelope(&data) {
+                prop_assert!(env.items.iter().map(|i| i.payload.len()).sum::<usize>() <= data.len());
+            }
+        }
+
+        #[test]
+        fn envelopes_of_any_payloads_round_trip(payloads in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..64), any::<bool>()), 0..8)) {
+            let mut body = b"{\"event_id\":\"x\"}\n".to_vec();
+            for (p, with_length) in &payloads {
+                if *with_length {
+                    body.extend_from_slice(format!("{{\"type\":\"attachment\",\"length\":{}}}\n", p.len()).as_bytes());
+                    body.extend_from_slice(p);
+                    body.push(b'\n');
+                }
+            }
+            let env = parse_envelope(&body).unwrap();
+            let expected: Vec<&[u8]> = payloads.iter().filter(|(_, l)| *l).map(|(p, _)| p.as_slice()).collect();
+            let got: Vec<&[u8]> = env.items.iter().map(|i| i.payload).collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
+
     #[test]
     fn items_with_and_without_length() {
         let body = b"{\"dsn\":\"http://hrld_abc_def@127.0.0.1:8080/1\"}\n{\"type\":\"event\",\"length\":9}\n{\"a\":\"\n\"}\n{\"type\":\"session\"}\n{\"sid\":1}\n\n{\"type\":\"attachment\",\"length\":3}\nxyz";
