@@ -30,12 +30,14 @@
 
 use crate::files::File;
 use crate::render::{
-    Escape, first_line, footer, override_str, overrides, payload_fields, severity_emoji,
-    template_text, text_of, title_of, truncate,
+    ERROR_FRAMES, Escape, error_alert, error_context, error_facts, error_summary, first_line,
+    footer, override_str, overrides, payload_fields, severity_emoji, template_text, text_of,
+    title_of, truncate,
 };
 use crate::{Attempt, Channels};
 use herald_core::delivery::{SendReport, Verdict, excerpt};
 use herald_core::destination::{EmailSpec, SmtpSecurity, parse_smtp_url};
+use herald_core::error_report::ErrorAlert;
 use herald_core::message::Message;
 use herald_core::netpolicy::NetPolicy;
 use lettre::message::header::ContentType;
@@ -104,8 +106,11 @@ pub fn subject(message: &Message) -> String {
     truncate(s, MAX_SUBJECT).into_owned()
 }
 
-/// The default plain-text part.
+/// The default plain-text part (an error report for `error.reported` messages).
 pub fn render_text(message: &Message) -> String {
+    if let Some(a) = error_alert(message) {
+        return error_text(message, &a);
+    }
     let mut out = String::new();
     if let Some(t) = title_of(message) {
         out.push_str(t);
@@ -122,8 +127,12 @@ pub fn render_text(message: &Message) -> String {
     out
 }
 
-/// The default HTML part; inline images (`"inline": true`) are shown after the text.
+/// The default HTML part (an error report for `error.reported` messages); inline images
+/// (`"inline": true`) are shown after the text.
 pub fn render_html(message: &Message) -> String {
+    if let Some(a) = error_alert(message) {
+        return error_html(message, &a);
+    }
     let esc = |s: &str| Escape::Html.apply(s).into_owned();
     let mut out = String::from(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family: sans-serif\">\n",
@@ -161,6 +170,68 @@ pub fn render_html(message: &Message) -> String {
     }
     out.push_str(&format!(
         "<p style=\"color: #888; font-size: small\">{}</p>\n</body></html>\n",
+        esc(&footer(message))
+    ));
+    out
+}
+
+fn error_text(message: &Message, a: &ErrorAlert) -> String {
+    let mut out = format!(
+        "{}\n\n{}\n{}\n\n",
+        a.headline(),
+        error_summary(a),
+        a.reason_line()
+    );
+    for (k, v) in error_facts(a) {
+        out.push_str(&format!("{k}: {v}\n"));
+    }
+    out.push_str(&format!(
+        "First seen: {}\nLast seen: {}\n",
+        a.first_seen, a.last_seen
+    ));
+    let frames = a.frames_text(ERROR_FRAMES);
+    if !frames.is_empty() {
+        out.push_str(&format!("\nInnermost frames:\n{frames}"));
+    }
+    out.push_str(&format!(
+        "\n-- \n{}\n{}\n",
+        error_context(a),
+        footer(message)
+    ));
+    out
+}
+
+fn error_html(message: &Message, a: &ErrorAlert) -> String {
+    let esc = |s: &str| Escape::Html.apply(s).into_owned();
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family: sans-serif\">\n",
+    );
+    out.push_str(&format!("<h2>🚨 {}</h2>\n", esc(&a.headline())));
+    out.push_str(&format!(
+        "<p><b>{}</b><br>\n<i>{}</i></p>\n<table>\n",
+        esc(&error_summary(a)),
+        esc(&a.reason_line())
+    ));
+    let mut facts = error_facts(a);
+    facts.push(("First seen", a.first_seen.clone()));
+    facts.push(("Last seen", a.last_seen.clone()));
+    for (k, v) in facts {
+        out.push_str(&format!(
+            "<tr><th align=\"left\">{k}</th><td>{}</td></tr>\n",
+            esc(&v)
+        ));
+    }
+    out.push_str("</table>\n");
+    let frames = a.frames_text(ERROR_FRAMES);
+    if !frames.is_empty() {
+        out.push_str(&format!(
+            "<pre style=\"background: #f4f4f4; padding: 8px\">{}</pre>\n",
+            esc(&frames)
+        ));
+    }
+    out.push_str(&format!(
+        "<p style=\"color: #888; font-size: small\">{}<br>{}</p>\n</body></html>\n",
+        esc(&error_context(a)),
         esc(&footer(message))
     ));
     out

@@ -10,6 +10,7 @@
 
 use crate::{Attempt, Channels};
 use herald_core::delivery::{SendReport, Verdict};
+use herald_core::error_report::{EVENT_TYPE as ERROR_EVENT, ErrorAlert};
 use herald_core::message::{Message, Severity};
 use herald_core::template::context;
 use serde_json::{Map, Value};
@@ -183,6 +184,66 @@ pub fn payload_fields(message: &Message, max: usize) -> Vec<(&str, Cow<'_, str>)
         .collect()
 }
 
+/// The structured alert of an `error.reported` message (its payload), which the chat and
+/// email kinds render as an error card by default.
+pub fn error_alert(message: &Message) -> Option<ErrorAlert> {
+    if message.event_type != ERROR_EVENT {
+        return None;
+    }
+    serde_json::from_value(Value::Object(message.body.payload.clone())).ok()
+}
+
+/// An error card's facts, in order: environment, path, method, user, count (the ones known).
+pub fn error_facts(a: &ErrorAlert) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::new();
+    if let Some(e) = &a.report.environment {
+        facts.push(("Environment", e.clone()));
+    }
+    if let Some(r) = &a.report.request {
+        if let Some(p) = r.path.as_ref().or(r.url.as_ref()) {
+            facts.push(("Path", p.clone()));
+        }
+        if let Some(m) = &r.method {
+            facts.push(("Method", m.clone()));
+        }
+    }
+    if let Some(u) = a.user_line() {
+        facts.push(("User", u));
+    }
+    facts.push(("Count", a.count.to_string()));
+    facts
+}
+
+/// `First seen … · Last seen … · grp_… · release …`: where and when, for an error card.
+pub fn error_context(a: &ErrorAlert) -> String {
+    let mut parts = vec![
+        format!("First seen {}", a.first_seen),
+        format!("Last seen {}", a.last_seen),
+        a.group.clone(),
+    ];
+    if let Some(r) = &a.report.release {
+        parts.push(format!("release {r}"));
+    }
+    if let Some(s) = &a.report.server_name {
+        parts.push(format!("server {s}"));
+    }
+    parts.join(" · ")
+}
+
+/// `ZeroDivisionError: division by zero` (or what is known), one line.
+pub fn error_summary(a: &ErrorAlert) -> String {
+    let detail = a.report.detail().map(first_line);
+    match (a.report.exception_type(), detail) {
+        (Some(t), Some(d)) => format!("{t}: {d}"),
+        (Some(t), None) => t.to_string(),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => a.title.clone(),
+    }
+}
+
+/// Frames shown in an error card.
+pub const ERROR_FRAMES: usize = 8;
+
 /// `event_type · message id`, the line that lets a reader find the message in Herald.
 pub fn footer(message: &Message) -> String {
     format!("{} · {}", message.event_type, message.id)
@@ -249,6 +310,52 @@ pub fn template_json(
             "the template must render a JSON object",
         )),
         Err(e) => Err(SendReport::failed(Verdict::permanent(), "template", e)),
+    }
+}
+
+/// An error alert as the server builds it, with everything as long as it can get.
+#[cfg(test)]
+pub(crate) fn huge_error_alert() -> Message {
+    let frames: Vec<Value> = (0..100)
+        .map(|i| serde_json::json!({"filename": format!("app/{}.py", "m".repeat(300)), "function": format!("f{i}"),
+                        "lineno": i, "in_app": true, "context_line": "<&>".repeat(1000)}))
+        .collect();
+    let report = serde_json::json!({"service": "s".repeat(128), "environment": "e".repeat(4000), "message": "m",
+        "exception": {"type": "T".repeat(4000), "value": "<v>".repeat(5000), "stacktrace": frames},
+        "request": {"method": "GET", "path": "/".repeat(4000)},
+        "user": {"id": "1", "username": "u".repeat(4000), "email": "x".repeat(4000)},
+        "release": "r".repeat(4000), "server_name": "n".repeat(4000)});
+    let report: herald_core::error_report::ErrorReport = serde_json::from_value(report).unwrap();
+    let report = report.validate().unwrap();
+    let alert = ErrorAlert {
+        group: "grp_1".into(),
+        reason: herald_core::error_report::AlertReason::Spike,
+        title: "t".repeat(512),
+        culprit: None,
+        count: 123_456,
+        folded: 99,
+        window_count: 1000,
+        window: "10m".into(),
+        first_seen: "2026-12-01T10:00:00Z".into(),
+        last_seen: "2026-12-01T10:05:00Z".into(),
+        report,
+    };
+    Message {
+        id: "msg_1".into(),
+        event_type: "error.reported".into(),
+        idempotency_key: None,
+        created_at: 0,
+        body: herald_core::message::MessageBody {
+            title: Some(alert.headline()),
+            text: Some(alert.text()),
+            severity: Severity::Error,
+            payload: serde_json::to_value(&alert)
+                .unwrap()
+                .as_object()
+                .cloned()
+                .unwrap(),
+            ..Default::default()
+        },
     }
 }
 

@@ -34,14 +34,16 @@
 
 use crate::files::{File, files, not_sent_note, step_error, with_note};
 use crate::render::{
-    Escape, escape_truncate, footer, heading_of, override_error, override_str, overrides,
-    payload_fields, severity_emoji, template_json, text_of, title_of, truncate, units,
+    ERROR_FRAMES, Escape, error_alert, error_context, error_facts, escape_truncate, first_line,
+    footer, heading_of, override_error, override_str, overrides, payload_fields, severity_emoji,
+    template_json, text_of, title_of, truncate, units,
 };
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
 use herald_core::attachment::human_size;
 use herald_core::delivery::{SendReport, Verdict};
 use herald_core::destination::SlackSpec;
+use herald_core::error_report::ErrorAlert;
 use herald_core::message::Message;
 use serde_json::{Map, Value, json};
 
@@ -73,8 +75,12 @@ const RETRY_CODES: &[&str] = &[
     "request_timeout",
 ];
 
-/// The default Block Kit rendering: `{"text", "blocks"}`.
+/// The default Block Kit rendering: `{"text", "blocks"}` (an error card for
+/// `error.reported` messages).
 pub fn render(message: &Message) -> Map<String, Value> {
+    if let Some(alert) = error_alert(message) {
+        return render_error(&alert);
+    }
     let emoji = severity_emoji(message.body.severity);
     let text = text_of(message);
     let heading = heading_of(message);
@@ -118,6 +124,51 @@ pub fn render(message: &Message) -> Map<String, Value> {
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}));
     let mut body = Map::new();
     body.insert("text".into(), json!(fallback_text(message)));
+    body.insert("blocks".into(), Value::Array(blocks));
+    body
+}
+
+/// An error alert: a header naming the exception and the service, the error and why it
+/// alerts, fields (environment, path, method, user, count), the innermost frames in a code
+/// block and a context line with first and last seen — every part within Block Kit limits.
+fn render_error(a: &ErrorAlert) -> Map<String, Value> {
+    let esc = |s: &str, max: usize| escape_truncate(s, max, Escape::Html);
+    let header = truncate(
+        &format!(":rotating_light: {}", a.headline()),
+        MAX_HEADER_TEXT,
+    )
+    .into_owned();
+    let summary = match (a.report.exception_type(), a.report.detail()) {
+        (Some(t), Some(d)) => format!("*{}*: {}", esc(t, 200), esc(d, 2000)),
+        (Some(t), None) => format!("*{}*", esc(t, 200)),
+        (None, Some(d)) => esc(d, 2000),
+        (None, None) => esc(&a.title, 2000),
+    };
+    let summary = format!("{summary}\n_{}_", esc(&a.reason_line(), 500));
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": summary}}),
+    ];
+    let fields: Vec<Value> = error_facts(a)
+        .into_iter()
+        .map(|(k, v)| json!({"type": "mrkdwn", "text": format!("*{k}*\n{}", esc(&v, 500))}))
+        .collect();
+    blocks.push(json!({"type": "section", "fields": fields}));
+    let frames = a.frames_text(ERROR_FRAMES);
+    if !frames.is_empty() {
+        let code = esc(frames.trim_end(), MAX_SECTION_TEXT - 6);
+        blocks.push(
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{code}```")}}),
+        );
+    }
+    let context = esc(&error_context(a), MAX_CONTEXT_TEXT);
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}));
+    let fallback = match (a.report.exception_type(), a.report.detail()) {
+        (Some(_), Some(d)) => format!("{}: {}", a.headline(), first_line(d)),
+        _ => a.headline(),
+    };
+    let mut body = Map::new();
+    body.insert("text".into(), json!(esc(&fallback, MAX_FALLBACK_TEXT)));
     body.insert("blocks".into(), Value::Array(blocks));
     body
 }
@@ -641,6 +692,32 @@ mod tests {
                 ..MessageBody::default()
             },
         }
+    }
+
+    #[test]
+    fn an_error_card_stays_within_block_kit_limits_however_big_the_report() {
+        let body = render(&crate::render::huge_error_alert());
+        let blocks = &body["blocks"];
+        check_blocks(blocks).unwrap();
+        assert!(
+            blocks[0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(":rotating_light: TTT")
+        );
+        let code = blocks[3]["text"]["text"].as_str().unwrap();
+        assert!(code.starts_with("```") && code.ends_with("```"), "{code}");
+        assert!(!code.contains('<'), "escaped inside the code block");
+        assert!(units(body["text"].as_str().unwrap()) <= MAX_FALLBACK_TEXT);
+        // Not an error alert after all (a payload of another shape): the default rendering.
+        let mut m = crate::render::huge_error_alert();
+        m.body.payload.remove("report");
+        assert!(
+            render(&m)["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("❌")
+        );
     }
 
     #[test]

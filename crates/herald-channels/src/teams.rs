@@ -22,14 +22,15 @@
 
 use crate::files::with_note;
 use crate::render::{
-    footer, override_error, overrides, payload_fields, severity_emoji, template_json, text_of,
-    title_of, truncate_json_bytes,
+    ERROR_FRAMES, error_alert, error_facts, error_summary, footer, override_error, overrides,
+    payload_fields, severity_emoji, template_json, text_of, title_of, truncate_json_bytes,
 };
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
 use herald_core::attachment::human_size;
 use herald_core::delivery::SendReport;
 use herald_core::destination::TeamsSpec;
+use herald_core::error_report::ErrorAlert;
 use herald_core::message::{Message, Severity};
 use serde_json::{Value, json};
 
@@ -41,8 +42,12 @@ const MAX_FACTS: usize = 10;
 const MAX_FACT_TITLE_BYTES: usize = 100;
 const MAX_FACT_VALUE_BYTES: usize = 500;
 
-/// The default Adaptive Card (the `content` of the attachment).
+/// The default Adaptive Card (the `content` of the attachment); an error card for
+/// `error.reported` messages.
 pub fn card(message: &Message) -> Value {
+    if let Some(alert) = error_alert(message) {
+        return error_card(message, &alert);
+    }
     let mut body = Vec::new();
     let emoji = severity_emoji(message.body.severity);
     let heading = title_of(message).unwrap_or(&message.event_type);
@@ -84,6 +89,37 @@ pub fn card(message: &Message) -> Value {
         "size": "Small",
         "wrap": true,
     }));
+    json!({
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
+    })
+}
+
+/// An error alert: the exception and service as the heading (attention colour), the error
+/// and why it alerts, facts (environment, path, method, user, count, first and last seen)
+/// and the innermost frames in monospace.
+fn error_card(message: &Message, a: &ErrorAlert) -> Value {
+    let mut body = vec![
+        json!({"type": "TextBlock", "text": truncate_json_bytes(&format!("🚨 {}", a.headline()), MAX_TITLE_BYTES),
+               "weight": "Bolder", "size": "Medium", "color": "Attention", "wrap": true}),
+        json!({"type": "TextBlock", "text": truncate_json_bytes(&format!("{}\n\n{}", error_summary(a), a.reason_line()), MAX_TEXT_BYTES / 2),
+               "wrap": true}),
+    ];
+    let mut facts: Vec<Value> = error_facts(a)
+        .into_iter()
+        .map(|(k, v)| json!({"title": k, "value": truncate_json_bytes(&v, MAX_FACT_VALUE_BYTES)}))
+        .collect();
+    facts.push(json!({"title": "First seen", "value": a.first_seen}));
+    facts.push(json!({"title": "Last seen", "value": a.last_seen}));
+    body.push(json!({"type": "FactSet", "facts": facts}));
+    let frames = a.frames_text(ERROR_FRAMES);
+    if !frames.is_empty() {
+        body.push(json!({"type": "TextBlock", "text": truncate_json_bytes(frames.trim_end(), MAX_TEXT_BYTES / 3),
+                         "fontType": "Monospace", "wrap": true}));
+    }
+    body.push(json!({"type": "TextBlock", "text": footer(message), "isSubtle": true, "size": "Small", "wrap": true}));
     json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -269,6 +305,20 @@ mod tests {
                 ..MessageBody::default()
             },
         }
+    }
+
+    #[test]
+    fn an_error_card_stays_under_the_request_limit_however_big_the_report() {
+        let m = crate::render::huge_error_alert();
+        let body = envelope(card(&m));
+        assert!(
+            body.to_string().len() <= MAX_BODY_BYTES,
+            "{}",
+            body.to_string().len()
+        );
+        let card = &body["attachments"][0]["content"];
+        assert_eq!(card["body"][0]["color"], "Attention");
+        assert_eq!(card["body"][3]["fontType"], "Monospace");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! assert_eq!(policy.base_delay(1), Some(Duration::from_secs(5)));
 //! ```
 
+pub mod apprise;
 pub mod attachment;
 pub mod audit;
 pub mod breaker;
@@ -29,6 +30,7 @@ pub mod delivery;
 pub mod destination;
 pub mod duration;
 pub mod error;
+pub mod error_report;
 pub mod glob;
 pub mod ids;
 pub mod kinds;
@@ -38,6 +40,7 @@ pub mod rate_limit;
 pub mod retry;
 pub mod retry_after;
 pub mod secret_ref;
+pub mod sentry;
 pub mod signature;
 pub mod template;
 

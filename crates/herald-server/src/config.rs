@@ -74,8 +74,45 @@ pub struct Config {
     pub shutdown_grace: HumanDuration,
     /// When set, `GET /metrics` requires `Authorization: Bearer <metrics_token>`.
     pub metrics_token: Option<String>,
+    /// Error alerts (`POST /api/v1/errors`, the Sentry ingest).
+    pub errors: ErrorAlerts,
+    /// Body cap of the Sentry ingest after decompression (the compressed body is capped by
+    /// `max_body_bytes`).
+    pub max_decompressed_bytes: usize,
     /// Destinations declared as code; applied on start.
     pub destinations: BTreeMap<String, DestinationSpec>,
+}
+
+/// `[errors]`: when error groups alert (see `herald_core::error_report`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErrorAlerts {
+    /// At most one alert per group per window; also the span spikes are counted over.
+    pub window: HumanDuration,
+    /// A spike: this many times the previous window's count…
+    pub spike_factor: u32,
+    /// …and at least this many reports in the current window.
+    pub spike_threshold: u32,
+}
+
+impl Default for ErrorAlerts {
+    fn default() -> Self {
+        ErrorAlerts {
+            window: HumanDuration(Duration::from_secs(600)),
+            spike_factor: 5,
+            spike_threshold: 10,
+        }
+    }
+}
+
+impl ErrorAlerts {
+    pub fn policy(&self) -> herald_core::error_report::AlertPolicy {
+        herald_core::error_report::AlertPolicy {
+            window_ms: self.window.0.as_millis().max(1) as i64,
+            spike_factor: i64::from(self.spike_factor),
+            spike_threshold: i64::from(self.spike_threshold),
+        }
+    }
 }
 
 impl Default for Config {
@@ -103,6 +140,8 @@ impl Default for Config {
             attachment_fetch_timeout: HumanDuration(Duration::from_secs(30)),
             shutdown_grace: HumanDuration(Duration::from_secs(15)),
             metrics_token: None,
+            errors: ErrorAlerts::default(),
+            max_decompressed_bytes: 8 << 20,
             destinations: BTreeMap::new(),
         }
     }
@@ -139,6 +178,12 @@ impl Config {
             return Err(
                 "configuration: concurrency and destination_concurrency must be at least 1".into(),
             );
+        }
+        if self.errors.window.0.is_zero()
+            || self.errors.spike_factor == 0
+            || self.errors.spike_threshold == 0
+        {
+            return Err("configuration: errors.window, errors.spike_factor and errors.spike_threshold must be above zero".into());
         }
         herald_core::netpolicy::NetPolicy::with_allowed(&self.allow_networks)
             .map_err(|e| format!("configuration: allow_networks: {e}"))?;

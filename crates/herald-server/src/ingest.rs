@@ -240,21 +240,28 @@ fn request_hash(event_type: &str, body: &MessageBody) -> String {
     hex::encode(Sha256::digest(canonical_json(&v).as_bytes()))
 }
 
+/// A 422 naming the destinations in `to` that do not exist.
+pub(crate) fn check_to(state: &AppState, to: &[String]) -> Result<(), ApiError> {
+    let unknown: Vec<&str> = to
+        .iter()
+        .filter(|n| state.destinations.get(n).is_none())
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            "to",
+            format!("unknown destination(s): {}", unknown.join(", ")),
+        ))
+    }
+}
+
 /// The destinations a message goes to: its explicit `to`, or every enabled destination
 /// whose `events` and `filter` accept it.
-fn route(state: &AppState, message: &Message) -> Result<Vec<String>, ApiError> {
+pub(crate) fn route(state: &AppState, message: &Message) -> Result<Vec<String>, ApiError> {
     if let Some(to) = &message.body.to {
-        let unknown: Vec<&str> = to
-            .iter()
-            .filter(|n| state.destinations.get(n).is_none())
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
-            return Err(ApiError::field(
-                "to",
-                format!("unknown destination(s): {}", unknown.join(", ")),
-            ));
-        }
+        check_to(state, to)?;
         return Ok(to.clone());
     }
     let mut out = Vec::new();

@@ -458,15 +458,7 @@ async fn reads_show_messages_deliveries_and_a_verifiable_audit_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_every_route_with_full_paths() {
     let h = TestHerald::start().await;
-    let spec: Value = h
-        .http
-        .get(h.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = h.openapi().await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     for path in [
         "/api/v1/messages",

@@ -140,6 +140,24 @@ pub trait Store: Send + Sync + 'static {
     async fn discard_dead(&self, queue: &str, id: &str, actor: &str, now: i64)
     -> Result<DlqChange>;
 
+    // ----- error groups ---------------------------------------------------------------
+
+    /// Folds a report into its group (creating it) and, when the group alerts, accepts the
+    /// message `alert` builds — all in one transaction, so concurrent reports of a group
+    /// alert at most once.
+    async fn record_error(&self, occ: ErrorOccurrence, alert: AlertBuilder)
+    -> Result<ErrorOutcome>;
+    async fn get_error_group(&self, id: &str) -> Result<Option<ErrorGroupRecord>>;
+    async fn list_error_groups(&self, q: &ErrorGroupQuery) -> Result<Vec<ErrorGroupRecord>>;
+    /// Resolves or reopens a group (audited); `None` if unknown.
+    async fn set_error_group_status(
+        &self,
+        id: &str,
+        status: herald_core::error_report::GroupStatus,
+        actor: &str,
+        now: i64,
+    ) -> Result<Option<ErrorGroupRecord>>;
+
     // ----- tokens ---------------------------------------------------------------------
 
     async fn create_token(&self, t: TokenRecord, actor: &str) -> Result<()>;

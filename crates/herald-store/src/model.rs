@@ -2,6 +2,7 @@
 
 use herald_core::breaker::BreakerConfig;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
+use herald_core::error_report::{AlertDecision, AlertPolicy, GroupState, GroupStatus};
 use herald_core::rate_limit::RateLimit;
 use serde_json::Value;
 
@@ -302,4 +303,66 @@ pub struct QueueCounts {
     pub pending: u64,
     pub in_flight: u64,
     pub dead: u64,
+}
+
+/// A group of error reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorGroupRecord {
+    pub id: String,
+    pub key: String,
+    pub service: String,
+    pub fingerprint: String,
+    pub title: String,
+    pub culprit: Option<String>,
+    pub level: String,
+    pub environment: Option<String>,
+    /// The counters that decide alerts (status, counts, windows, last alert).
+    pub state: GroupState,
+    /// JSON of the latest report.
+    pub last_event: String,
+    pub last_message_id: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// One error report to fold into its group.
+#[derive(Debug, Clone)]
+pub struct ErrorOccurrence {
+    /// The id the group gets if this report creates it.
+    pub new_id: String,
+    pub key: String,
+    pub service: String,
+    pub fingerprint: String,
+    pub title: String,
+    pub culprit: Option<String>,
+    pub level: String,
+    pub environment: Option<String>,
+    /// JSON of the report.
+    pub event: String,
+    pub policy: AlertPolicy,
+    pub now: i64,
+    pub actor: String,
+}
+
+/// Builds the alert message for a group (in its new state) inside the store's transaction.
+pub type AlertBuilder = Box<
+    dyn FnOnce(&ErrorGroupRecord, &AlertDecision) -> std::result::Result<NewMessage, String> + Send,
+>;
+
+/// What [`Store::record_error`](crate::Store::record_error) did.
+#[derive(Debug, Clone)]
+pub struct ErrorOutcome {
+    pub group: ErrorGroupRecord,
+    pub new_group: bool,
+    /// The alert sent, if any, and its message id.
+    pub alert: Option<(AlertDecision, String)>,
+}
+
+/// Filters for listing error groups, newest group first.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorGroupQuery {
+    pub status: Option<GroupStatus>,
+    pub service: Option<String>,
+    pub before: Option<String>,
+    pub limit: u32,
 }

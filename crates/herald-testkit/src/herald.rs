@@ -173,6 +173,40 @@ impl TestHerald {
         .await
     }
 
+    /// `GET /api/openapi.json`.
+    pub async fn openapi(&self) -> Value {
+        let resp = self
+            .http
+            .get(self.url("/api/openapi.json"))
+            .send()
+            .await
+            .expect("herald answers");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.expect("the document is JSON")
+    }
+
+    /// Creates an API token with these scopes; returns the secret.
+    pub async fn token(&self, name: &str, scopes: &[&str]) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/v1/tokens",
+                Some(serde_json::json!({"name": name, "scopes": scopes})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "POST /tokens: {body}");
+        body["token"].as_str().expect("a token").to_string()
+    }
+
+    /// Reports an error (`POST /api/v1/errors`); returns the 202 body.
+    pub async fn report_error(&self, report: Value) -> Value {
+        let (status, body) = self
+            .call(Method::POST, "/api/v1/errors", Some(report))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "POST /errors: {body}");
+        body
+    }
+
     /// The id of the first delivery of a 202 body.
     pub fn first_delivery(accepted: &Value) -> String {
         accepted["deliveries"][0]["id"]

@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+pub mod compress;
 pub mod herald;
 pub mod mime;
 pub mod postgres;

@@ -1,15 +1,18 @@
 //! The HTTP API (DESIGN §6): one module per resource; handlers extract, call the domain and
 //! map the result. Every error leaves as problem+json.
 
+pub mod apprise;
 pub mod audit;
 pub mod deliveries;
 pub mod destinations;
 pub mod dlq;
+pub mod errors;
 pub mod extract;
 pub mod health;
 pub mod messages;
 pub mod openapi;
 pub mod problem;
+pub mod sentry;
 pub mod tokens;
 pub mod views;
 
@@ -22,6 +25,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use extract::BodyLimit;
 use problem::{ApiError, Problem, problem_response};
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -60,13 +65,33 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(audit::verify))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/checkpoint", post(audit::checkpoint))
+        .route("/errors", post(errors::create))
+        .route("/error-groups", get(errors::list))
+        .route("/error-groups/{id}", get(errors::get))
+        .route("/error-groups/{id}/resolve", post(errors::resolve))
+        .route("/error-groups/{id}/unresolve", post(errors::unresolve))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::Extension(BodyLimit(max_body)))
         .merge(messages);
+    // Sentry SDKs compress: the compressed body is capped first, then what it inflates to.
+    let max_inflated = state.config.max_decompressed_bytes;
+    let sentry = Router::new()
+        .route("/api/{project_id}/envelope/", post(sentry::envelope))
+        .route("/api/{project_id}/store/", post(sentry::store))
+        .layer(DefaultBodyLimit::max(max_inflated))
+        .layer(axum::Extension(BodyLimit(max_inflated)))
+        .layer(RequestDecompressionLayer::new())
+        .layer(RequestBodyLimitLayer::new(max_body));
+    let notify = Router::new()
+        .route("/notify/{key}", post(apprise::notify))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::Extension(BodyLimit(max_body)));
     Router::new()
         .nest("/api/v1", v1)
+        .merge(sentry)
+        .merge(notify)
         .route("/api/openapi.json", get(openapi::spec))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -106,6 +131,7 @@ async fn problems_everywhere(resp: Response) -> Response {
     let slug = match status {
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
         StatusCode::NOT_FOUND => "not-found",
         s if s.is_server_error() => "internal",
         _ => "bad-request",

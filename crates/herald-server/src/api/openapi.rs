@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
         super::destinations::health, super::destinations::test, super::destinations::enable,
         super::dlq::list, super::dlq::replay_one, super::dlq::replay_all, super::dlq::discard,
         super::audit::list, super::audit::verify, super::audit::public_key, super::audit::checkpoint,
+        super::errors::create, super::errors::list, super::errors::get, super::errors::resolve, super::errors::unresolve,
+        super::sentry::envelope, super::sentry::store, super::apprise::notify,
         super::tokens::create, super::tokens::list, super::tokens::revoke,
         super::health::healthz, super::health::readyz,
     ),
@@ -26,6 +28,8 @@ use utoipa::{Modify, OpenApi};
         (name = "destinations", description = "Where messages go"),
         (name = "dlq", description = "Dead-letter queue"),
         (name = "audit", description = "Hash-chained audit log"),
+        (name = "errors", description = "Error reports, groups and alerts"),
+        (name = "ingest", description = "Sentry- and Apprise-compatible ingest"),
         (name = "tokens", description = "API tokens"),
         (name = "health", description = "Liveness and readiness"),
     )

@@ -39,6 +39,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// 424: nothing the request depends on could take it (Apprise's "not sent").
+    #[error("{0}")]
+    FailedDependency(String),
     #[error("storage is unavailable: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -72,6 +75,11 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::FailedDependency(_) => (
+                StatusCode::FAILED_DEPENDENCY,
+                "failed-dependency",
+                "Failed dependency",
+            ),
             ApiError::Store(StoreError::Closed) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
