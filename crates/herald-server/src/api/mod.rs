@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::telemetry::metrics))
+        .merge(crate::ui::router())
         .fallback(not_found)
         .layer(axum::middleware::map_response(problems_everywhere))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -89,12 +90,13 @@ async fn problems_everywhere(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_problem = resp
+    // Problem documents pass, and so do the dashboard's HTML error pages.
+    let done = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"));
-    if is_problem {
+        .is_some_and(|v| v.starts_with("application/problem+json") || v.starts_with("text/html"));
+    if done {
         return resp;
     }
     let (parts, body) = resp.into_parts();

@@ -1,0 +1,51 @@
+//! The audit log: chain verification (loaded after the page, it walks the whole chain) and
+//! the most recent entries, newest first, paged by `seq`.
+
+use super::session::UiUser;
+use super::{PAGE_SIZE, UiResult, render};
+use crate::api::audit::verify_chain;
+use crate::state::AppState;
+use axum::extract::{Query, State};
+use minijinja::context;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditParams {
+    /// Entries older than this `seq`.
+    before: Option<i64>,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    user: UiUser,
+    Query(p): Query<AuditParams>,
+) -> UiResult {
+    let entries = state.store.list_recent_audit(p.before, PAGE_SIZE).await?;
+    let next = (entries.len() as u32 == PAGE_SIZE)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(render(
+        &user,
+        "/ui/audit",
+        "audit.html",
+        context! {
+            entries => entries.iter().map(|e| context! {
+                seq => e.seq,
+                at => e.at.clone(),
+                actor => e.actor.clone(),
+                action => e.action.clone(),
+                resource => e.resource.clone(),
+                detail => e.detail.to_string(),
+                hash => e.hash.get(..12).unwrap_or(&e.hash).to_string(),
+            }).collect::<Vec<_>>(),
+            next,
+            paged => p.before.is_some(),
+        },
+    ))
+}
+
+/// The verification panel (an htmx fragment).
+pub async fn verify(State(state): State<AppState>, user: UiUser) -> UiResult {
+    let v = verify_chain(&state).await?;
+    Ok(render(&user, "/ui/audit", "verify.html", context! { v }))
+}
