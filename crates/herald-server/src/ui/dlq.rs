@@ -146,6 +146,8 @@ pub async fn confirm(
 
 #[derive(Debug, Deserialize)]
 pub struct ActionForm {
+    /// Missing counts as wrong (403), not as a malformed form.
+    #[serde(default)]
     csrf: String,
     #[serde(flatten)]
     target: Target,

@@ -171,8 +171,8 @@ pub fn render(user: &UiUser, page: &str, name: &str, ctx: Value) -> Response {
         scopes => user.caller.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
         can_write => user.can_write(),
         csrf => user.csrf.clone(),
-        css => asset_urls().0.clone(),
-        htmx => asset_urls().1.clone(),
+        css => Value::from_safe_string(asset_urls().0.clone()),
+        htmx => Value::from_safe_string(asset_urls().1.clone()),
     };
     html(StatusCode::OK, name, context! { ..base, ..ctx })
 }
@@ -180,8 +180,8 @@ pub fn render(user: &UiUser, page: &str, name: &str, ctx: Value) -> Response {
 /// Renders a page shown without a session (sign-in, errors).
 fn render_public(status: StatusCode, name: &str, ctx: Value) -> Response {
     let base = context! {
-        css => asset_urls().0.clone(),
-        htmx => asset_urls().1.clone(),
+        css => Value::from_safe_string(asset_urls().0.clone()),
+        htmx => Value::from_safe_string(asset_urls().1.clone()),
     };
     html(status, name, context! { ..base, ..ctx })
 }

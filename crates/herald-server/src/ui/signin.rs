@@ -71,6 +71,8 @@ pub async fn submit(
 
 #[derive(Deserialize)]
 pub struct SignOut {
+    /// Missing counts as wrong (403), not as a malformed form.
+    #[serde(default)]
     csrf: String,
 }
 
