@@ -31,7 +31,7 @@ pub async fn page(
         context! {
             entries => entries.iter().map(|e| context! {
                 seq => e.seq,
-                at => e.at.clone(),
+                at => herald_core::clock::parse_rfc3339(&e.at).map(super::when).unwrap_or_else(|| e.at.clone()),
                 actor => e.actor.clone(),
                 action => e.action.clone(),
                 resource => e.resource.clone(),
