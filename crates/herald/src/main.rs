@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod commands;
+mod progress;
 mod table;
 
 use clap::Parser;
