@@ -243,7 +243,7 @@ async fn rotate_master_key(args: ServeArgs, new_key: Option<String>) -> Result<E
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let config = server_config(args)?;
-    init_tracing(&config.log_format);
+    let logging = crate::logging::init(&config.log_format)?;
     let herald = herald_server::start(config).await?;
     println!("Herald is listening on http://{}", herald.addr);
     if let Some(t) = &herald.created_admin_token {
@@ -253,21 +253,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     wait_for_signal().await;
     eprintln!("herald: shutting down");
     herald.shutdown().await;
+    logging.shutdown();
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HERALD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn wait_for_signal() {

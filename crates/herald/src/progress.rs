@@ -43,11 +43,9 @@ impl Progress {
 
 /// `[#########.....................] 3/10 hook: 12 replayed`
 fn bar(done: usize, total: usize, what: &str) -> String {
-    let filled = if total == 0 {
-        WIDTH
-    } else {
-        done.min(total) * WIDTH / total
-    };
+    let filled = (done.min(total) * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH);
     format!(
         "[{}{}] {done}/{total} {what}",
         "#".repeat(filled),
