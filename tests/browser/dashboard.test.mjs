@@ -223,6 +223,7 @@ await step("replaying the dead letter (after confirming) delivers it", async () 
 await step("the audit log verifies and lists the replay", async () => {
   await page.click("nav >> text=Audit log");
   await page.waitForURL(`${BASE}/ui/audit`);
+  await page.click("text=Verify the chain now");
   await page.locator("text=The chain verifies").waitFor({ timeout: WAIT_MS });
   assert((await text()).includes("dlq.replayed"), "the replay is audited");
   await shot("09-audit-log");

@@ -113,12 +113,7 @@ pub async fn confirm(
     if !matches!(p.action.as_str(), "replay" | "discard") {
         return Err(UiError::new(StatusCode::BAD_REQUEST, "Unknown action."));
     }
-    if !user.can_write() {
-        return Err(UiError::new(
-            StatusCode::FORBIDDEN,
-            "This session is read-only: sign in with an admin token to change anything.",
-        ));
-    }
+    user.require_write()?;
     if state.destinations.get(&p.target.queue).is_none() {
         return Err(UiError::new(
             StatusCode::NOT_FOUND,

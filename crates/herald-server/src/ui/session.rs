@@ -151,16 +151,22 @@ impl UiUser {
         }
     }
 
+    /// Refuses a read-only session.
+    pub fn require_write(&self) -> Result<(), UiError> {
+        if self.can_write() {
+            Ok(())
+        } else {
+            Err(UiError::new(
+                StatusCode::FORBIDDEN,
+                "This session is read-only: sign in with an admin token to change anything.",
+            ))
+        }
+    }
+
     /// Refuses a state-changing action: wrong CSRF token or a read-only session.
     pub fn check_action(&self, csrf: &str) -> Result<(), UiError> {
         self.check_csrf(csrf)?;
-        if !self.can_write() {
-            return Err(UiError::new(
-                StatusCode::FORBIDDEN,
-                "This session is read-only: sign in with an admin token to change anything.",
-            ));
-        }
-        Ok(())
+        self.require_write()
     }
 }
 
