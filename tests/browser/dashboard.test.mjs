@@ -135,7 +135,7 @@ const page = context.pages()[0] || (await context.newPage());
 const consoleErrors = [];
 // The refusals this story provokes (a wrong token, the forged POST) are expected; any other
 // failed load or script error is a bug.
-const expected = /Failed to load resource: the server responded with a status of (401|403)/;
+const expected = /Failed to load resource: the server responded with a status of (401|403|409)/;
 page.on("console", (m) => { if (m.type() === "error" && !expected.test(m.text())) consoleErrors.push(m.text()); });
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
 // Nothing may leave the machine: every request the page makes must go to Herald.
@@ -257,6 +257,22 @@ await step("a read-only token sees no replay button and a forged POST is refused
   await page.goto(`${BASE}/ui/dlq/confirm?action=replay&queue=legacy-crm&id=${stuck}`);
   assert((await text()).includes("read-only"), "the confirmation page refuses too");
   await shot("11-read-only-refused");
+});
+
+await step("an action on a letter that changed meanwhile shows why it failed", async () => {
+  await page.goto(`${BASE}/ui`);
+  await page.click("text=Sign out");
+  await page.waitForURL(`${BASE}/ui/signin`);
+  await page.fill("#token", ADMIN);
+  await page.click("button[type=submit]");
+  await page.waitForURL(`${BASE}/ui`);
+  await page.goto(`${BASE}/ui/dlq/confirm?action=replay&queue=legacy-crm&id=${stuck}`);
+  // Someone else discards it first (through the API).
+  await api("DELETE", `/api/v1/dlq/legacy-crm/${stuck}`);
+  await page.click("text=Yes, replay");
+  await page.locator("text=no longer dead-lettered").waitFor({ timeout: WAIT_MS });
+  assert((await text()).includes("409"), "the conflict is shown, not swallowed");
+  await shot("12-conflict-shown");
 });
 
 await step("no console errors and no request left Herald", async () => {

@@ -185,19 +185,16 @@ pub fn check_origin(headers: &HeaderMap) -> Result<(), UiError> {
         return Ok(());
     };
     let origin = origin.to_str().map_err(|_| refused())?;
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .ok_or_else(refused)?;
     let origin_host = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
         .ok_or_else(refused)?;
-    if origin_host.eq_ignore_ascii_case(host) {
-        Ok(())
-    } else {
-        Err(refused())
-    }
+    // The host the browser used: `Host`, or what a reverse proxy that rewrote it reports.
+    let same = [HOST.as_str(), "x-forwarded-host"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .any(|host| origin_host.eq_ignore_ascii_case(host.trim()));
+    if same { Ok(()) } else { Err(refused()) }
 }
 
 /// Resolves the session, and re-checks that its token is still valid (revocation ends the
@@ -296,6 +293,17 @@ mod tests {
         assert!(check_origin(&h).is_err());
         h.insert(ORIGIN, HeaderValue::from_static("null"));
         assert!(check_origin(&h).is_err());
+        // Behind a proxy that rewrote Host.
+        h.insert(
+            ORIGIN,
+            HeaderValue::from_static("https://herald.example.org"),
+        );
+        assert!(check_origin(&h).is_err());
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("herald.example.org"),
+        );
+        assert!(check_origin(&h).is_ok());
     }
 
     #[test]
