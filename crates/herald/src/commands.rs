@@ -380,10 +380,10 @@ async fn destinations(remote: &Remote, action: DestinationAction) -> Result<Exit
                     None,
                 )
                 .await?;
+            let a = &v["attempt"];
             if remote.json {
                 println!("{v}");
             } else {
-                let a = &v["attempt"];
                 println!(
                     "outcome {} status {} in {} ms",
                     cell(a, "outcome"),
@@ -393,9 +393,10 @@ async fn destinations(remote: &Remote, action: DestinationAction) -> Result<Exit
                 if a["error"].is_string() {
                     println!("error: {}", cell(a, "error"));
                 }
-                if a["outcome"] != "delivered" {
-                    return Ok(ExitCode::FAILURE);
-                }
+            }
+            // A test that did not deliver fails the command, for scripts and CI.
+            if a["outcome"] != "delivered" {
+                return Ok(ExitCode::FAILURE);
             }
         }
     }

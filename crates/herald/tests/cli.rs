@@ -390,3 +390,24 @@ fn completion_scripts_for_bash_zsh_and_fish() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_a_destination_shows_the_attempt_and_fails_when_it_does_not_deliver() {
+    let rx = FakeReceiver::start().await;
+    rx.push(Reply::ok());
+    rx.push(Reply::status(503).body("down"));
+    let h = TestHerald::start().await;
+    h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/")}))
+        .await;
+    let ok = stdout(&herald(&h, &["destinations", "test", "hook"]));
+    assert!(ok.contains("outcome delivered status 200"), "{ok}");
+    assert_eq!(rx.received()[0].json()["title"], "Herald test message");
+
+    let o = herald(&h, &["destinations", "test", "hook", "--json"]);
+    assert!(!o.status.success(), "a test that did not deliver fails");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["attempt"]["status_code"], 503);
+    assert_eq!(v["destination"], "hook");
+    let o = herald(&h, &["destinations", "test", "nowhere"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"), "{o:?}");
+}
