@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod keys;
 pub mod state;
 pub mod telemetry;
+pub mod ui;
 
 pub use herald_channels::client::install_crypto_provider;
 
@@ -114,6 +115,7 @@ pub async fn start(config: Config) -> Result<Herald, String> {
         auth: Arc::new(Authenticator::new(config.admin_token.clone())),
         signer: Arc::new(signer),
         config: config.clone(),
+        ui: Arc::new(ui::session::Sessions::default()),
     };
     state
         .destinations

@@ -110,6 +110,10 @@ pub trait Store: Send + Sync + 'static {
     async fn start_probe(&self, name: &str, deadline: i64, now: i64) -> Result<Option<String>>;
     /// Attempts to a destination started since `since`.
     async fn attempt_stats(&self, destination: &str, since: i64) -> Result<AttemptStats>;
+    /// The latest attempt to a destination since `since` that did not deliver.
+    async fn last_failure(&self, destination: &str, since: i64) -> Result<Option<LastFailure>>;
+    /// Messages accepted since `since`.
+    async fn count_messages_since(&self, since: i64) -> Result<u64>;
 
     // ----- dispatching ----------------------------------------------------------------
 
@@ -139,6 +143,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64>;
     async fn discard_dead(&self, queue: &str, id: &str, actor: &str, now: i64)
     -> Result<DlqChange>;
+    /// Discards every dead delivery of a queue; returns how many.
+    async fn discard_all_dead(&self, queue: &str, actor: &str, now: i64) -> Result<u64>;
 
     // ----- error groups ---------------------------------------------------------------
 
@@ -183,6 +189,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Entries with `seq > after`, oldest first.
     async fn list_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Entries with `seq < before` (all when `None`), newest first.
+    async fn list_recent_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>>;
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a value only if the key is absent; returns the value now stored.
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;

@@ -111,6 +111,8 @@ pub struct DeliveryQuery {
     pub destination: Option<String>,
     pub status: Option<DeliveryStatus>,
     pub message_id: Option<String>,
+    /// Deliveries of the message accepted with this idempotency key.
+    pub idempotency_key: Option<String>,
     /// Only ids older than this one (the previous page's last id).
     pub before: Option<String>,
     pub limit: u32,
@@ -237,6 +239,14 @@ pub struct FinishOutcome {
 pub struct AttemptStats {
     pub total: u64,
     pub delivered: u64,
+}
+
+/// A destination's most recent failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastFailure {
+    pub at: i64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
 }
 
 /// A dead delivery as the DLQ shows it.

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_resilience.sql")),
     (3, include_str!("../migrations/0003_cluster.sql")),
     (5, include_str!("../migrations/0005_error_groups.sql")),
+    (6, include_str!("../migrations/0006_dashboard.sql")),
 ];
 /// Which SQL database the store talks to; the schema and almost all SQL are shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1251,6 +1252,21 @@ async fn locked_breaker(w: &mut Writer, destination: &str) -> Result<Option<Stri
         .flatten())
 }
 
+fn audit_from_row(r: &AnyRow) -> Result<AuditEntry> {
+    let detail: String = r.try_get("detail")?;
+    Ok(AuditEntry {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        resource: r.try_get("resource")?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
 async fn dlq_change(
     w: &mut Writer,
     queue: &str,
@@ -1504,6 +1520,12 @@ impl Store for SqliteStore {
             n += 1;
             sql.push_str(&format!(" AND d.message_id = ${n}"));
         }
+        if q.idempotency_key.is_some() {
+            n += 1;
+            sql.push_str(&format!(
+                " AND d.message_id IN (SELECT id FROM messages WHERE idempotency_key = ${n})"
+            ));
+        }
         if q.before.is_some() {
             n += 1;
             sql.push_str(&format!(" AND d.id < ${n}"));
@@ -1519,6 +1541,9 @@ impl Store for SqliteStore {
         }
         if let Some(m) = &q.message_id {
             query = query.bind(m);
+        }
+        if let Some(k) = &q.idempotency_key {
+            query = query.bind(k);
         }
         if let Some(b) = &q.before {
             query = query.bind(b);
@@ -1708,6 +1733,36 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn last_failure(&self, destination: &str, since: i64) -> Result<Option<LastFailure>> {
+        let row = sqlx::query(
+            "SELECT started_at, status_code, error FROM attempts
+             WHERE destination = $1 AND started_at >= $2 AND outcome <> 'delivered'
+             ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(destination)
+        .bind(since)
+        .fetch_optional(&self.reads)
+        .await?;
+        row.map(|r| {
+            Ok(LastFailure {
+                at: r.try_get("started_at")?,
+                status_code: r
+                    .try_get::<Option<i64>, _>("status_code")?
+                    .map(|c| c as u16),
+                error: r.try_get("error")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn count_messages_since(&self, since: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE created_at >= $1")
+            .bind(since)
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(n as u64)
+    }
+
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimResult> {
         self.write(move |w| Box::pin(async move { claim_in(w, &req).await }))
             .await
@@ -1827,6 +1882,26 @@ impl Store for SqliteStore {
                 w.new_work |= n > 0;
                 let detail = json!({"replayed": n, "event_type": filter.event_type, "since": filter.since.map(rfc3339)});
                 audit(w, &new_audit(now, &actor, "dlq.replayed_all", &queue, detail)).await?;
+                Ok(n)
+            })
+        })
+        .await
+    }
+
+    async fn discard_all_dead(&self, queue: &str, actor: &str, now: i64) -> Result<u64> {
+        let (queue, actor) = (queue.to_string(), actor.to_string());
+        self.write(move |w| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE deliveries SET status = 'discarded', updated_at = $1 WHERE destination = $2 AND status = 'dead'",
+                )
+                .bind(now)
+                .bind(&queue)
+                .execute(&mut w.conn)
+                .await?
+                .rows_affected();
+                let detail = json!({"discarded": n});
+                audit(w, &new_audit(now, &actor, "dlq.discarded_all", &queue, detail)).await?;
                 Ok(n)
             })
         })
@@ -2064,22 +2139,16 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.reads)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                Ok(AuditEntry {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    resource: r.try_get("resource")?,
-                    detail: serde_json::from_str(&detail)
-                        .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn list_recent_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT $2")
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit as i64)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(audit_from_row).collect()
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

@@ -3,7 +3,8 @@
 //! Test support shared by every Herald test: loopback fakes that answer as providers do
 //! ([`receiver::FakeReceiver`] scripted with [`providers`]' answers, and a real SMTP server,
 //! [`smtp::SmtpSink`]) and helpers that start a real Herald, in-process
-//! ([`herald::TestHerald`]) or as the real binary ([`process`]). [`mime`] parses emails and
+//! ([`herald::TestHerald`]) or as the real binary ([`process`]), and a browser-like client
+//! of the dashboard ([`dashboard::Dashboard`]). [`mime`] parses emails and
 //! `multipart/form-data` uploads back with a real MIME parser.
 //!
 //! All network traffic stays on 127.0.0.1.
@@ -19,6 +20,7 @@
 //! ```
 
 pub mod compress;
+pub mod dashboard;
 pub mod herald;
 pub mod mime;
 pub mod postgres;

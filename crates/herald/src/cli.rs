@@ -84,6 +84,9 @@ pub enum Command {
         status: Option<String>,
         #[arg(long)]
         message_id: Option<String>,
+        /// Deliveries of the message accepted with this idempotency key.
+        #[arg(long)]
+        idempotency_key: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -123,6 +126,11 @@ pub enum Command {
         /// The empty database to fill: postgres://… or sqlite://PATH
         #[arg(long)]
         to: String,
+    },
+    /// Print a shell completion script: `herald completions bash > /etc/bash_completion.d/herald`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// The audit log.
     Audit {
@@ -179,9 +187,10 @@ pub enum DlqAction {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Replay one dead delivery, or every one in the queue with --all.
+    /// Replay one dead delivery (QUEUE ID), every one in a queue (QUEUE --all), or every
+    /// one in every queue (--all), with a progress bar on a terminal.
     Replay {
-        queue: String,
+        queue: Option<String>,
         id: Option<String>,
         #[arg(long)]
         all: bool,

@@ -42,11 +42,12 @@ impl Api {
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
                 format!(
-                    "cannot reach Herald at {} (is `herald serve` running? set HERALD_URL)",
-                    self.base
+                    "cannot reach Herald at {}: {} (is `herald serve` running there? set HERALD_URL or --url)",
+                    self.base,
+                    root_cause(&e)
                 )
             } else {
-                format!("request to {url} failed: {e}")
+                format!("request to {url} failed: {}", root_cause(&e))
             }
         })?;
         let status = resp.status();
@@ -68,10 +69,15 @@ impl Api {
             .map(str::to_string)
             .unwrap_or_else(|| value.to_string());
         let mut msg = match status {
-            StatusCode::UNAUTHORIZED => {
-                format!("the token was refused: {detail} (set HERALD_TOKEN or --token)")
-            }
-            StatusCode::FORBIDDEN => format!("not allowed: {detail}"),
+            StatusCode::UNAUTHORIZED if self.token.is_none() => format!(
+                "401 Unauthorized: no token given; set HERALD_TOKEN or pass --token ({detail})"
+            ),
+            StatusCode::UNAUTHORIZED => format!(
+                "401 Unauthorized: the token was refused: {detail} (wrong, revoked, or for another Herald; set HERALD_TOKEN or --token)"
+            ),
+            StatusCode::FORBIDDEN => format!(
+                "403 Forbidden: the token is valid but not allowed to do this: {detail} (create one with the needed scope: `herald tokens create NAME --scopes admin`)"
+            ),
             _ => format!(
                 "{} {}: {detail}",
                 status.as_u16(),
@@ -89,4 +95,14 @@ impl Api {
         }
         Err(msg)
     }
+}
+
+/// The innermost cause of an error ("Connection refused (os error 111)"), which is what a
+/// person can act on.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }

@@ -72,12 +72,25 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Destinations { remote, action } => destinations(&remote, action).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "herald", &mut script);
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&script).and_then(|_| out.flush()) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(format!("cannot write the completion script: {e}")),
+            }
+        }
         Command::Deliveries {
             remote,
             id,
             destination,
             status,
             message_id,
+            idempotency_key,
             limit,
         } => {
             let api = Api::new(&remote)?;
@@ -126,6 +139,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 ("destination", destination),
                 ("status", status),
                 ("message_id", message_id),
+                ("idempotency_key", idempotency_key),
             ] {
                 if let Some(v) = v {
                     q.push(format!("{k}={}", encode(&v)));
@@ -242,7 +256,7 @@ async fn rotate_master_key(args: ServeArgs, new_key: Option<String>) -> Result<E
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let config = server_config(args)?;
-    init_tracing(&config.log_format);
+    let logging = crate::logging::init(&config.log_format)?;
     let herald = herald_server::start(config).await?;
     println!("Herald is listening on http://{}", herald.addr);
     if let Some(t) = &herald.created_admin_token {
@@ -252,21 +266,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     wait_for_signal().await;
     eprintln!("herald: shutting down");
     herald.shutdown().await;
+    logging.shutdown();
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HERALD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn wait_for_signal() {
@@ -392,10 +393,10 @@ async fn destinations(remote: &Remote, action: DestinationAction) -> Result<Exit
                     None,
                 )
                 .await?;
+            let a = &v["attempt"];
             if remote.json {
                 println!("{v}");
             } else {
-                let a = &v["attempt"];
                 println!(
                     "outcome {} status {} in {} ms",
                     cell(a, "outcome"),
@@ -405,9 +406,10 @@ async fn destinations(remote: &Remote, action: DestinationAction) -> Result<Exit
                 if a["error"].is_string() {
                     println!("error: {}", cell(a, "error"));
                 }
-                if a["outcome"] != "delivered" {
-                    return Ok(ExitCode::FAILURE);
-                }
+            }
+            // A test that did not deliver fails the command, for scripts and CI.
+            if a["outcome"] != "delivered" {
+                return Ok(ExitCode::FAILURE);
             }
         }
     }
@@ -460,35 +462,31 @@ async fn dlq(remote: &Remote, action: DlqAction) -> Result<ExitCode, String> {
             all,
             event_type,
             since,
-        } => {
-            let (_, v) = match (id, all) {
-                (Some(id), false) => {
-                    api.call(
+        } => match (queue, id, all) {
+            (Some(queue), Some(id), false) => {
+                let (_, v) = api
+                    .call(
                         Method::POST,
                         &format!("/api/v1/dlq/{}/replay/{}", encode(&queue), encode(&id)),
                         None,
                     )
-                    .await?
+                    .await?;
+                if remote.json {
+                    println!("{v}");
+                } else {
+                    println!("replayed {}", cell(&v, "id"));
                 }
-                (None, true) => {
-                    let body = json!({"event_type": event_type, "since": since});
-                    api.call(
-                        Method::POST,
-                        &format!("/api/v1/dlq/{}/replay", encode(&queue)),
-                        Some(&body),
-                    )
-                    .await?
-                }
-                _ => return Err("give one delivery id, or --all".into()),
-            };
-            if remote.json {
-                println!("{v}");
-            } else if let Some(n) = v.get("replayed") {
-                println!("replayed {n} deliveries of {queue}");
-            } else {
-                println!("replayed {}", cell(&v, "id"));
             }
-        }
+            (queue, None, true) => {
+                let filter = json!({"event_type": event_type, "since": since});
+                replay_all(&api, queue, &filter, remote.json).await?;
+            }
+            _ => {
+                return Err(
+                    "give QUEUE and one delivery id, or --all (optionally with a QUEUE)".into(),
+                );
+            }
+        },
         DlqAction::Discard { queue, id } => {
             api.call(
                 Method::DELETE,
@@ -697,4 +695,44 @@ fn attachment(path: &std::path::Path, inline: bool) -> Result<Value, String> {
         a["inline"] = json!(true);
     }
     Ok(a)
+}
+
+/// Replays every dead delivery of one queue, or of every queue, one queue per request; a
+/// progress bar on a terminal, one line per queue otherwise.
+async fn replay_all(
+    api: &Api,
+    queue: Option<String>,
+    filter: &Value,
+    json_out: bool,
+) -> Result<(), String> {
+    let queues: Vec<String> = match queue {
+        Some(q) => vec![q],
+        None => {
+            let (_, v) = api.call(Method::GET, "/api/v1/destinations", None).await?;
+            items(&v).iter().map(|d| cell(d, "name")).collect()
+        }
+    };
+    let mut progress = crate::progress::Progress::new(queues.len(), json_out);
+    let mut total = 0;
+    let mut results = Vec::new();
+    for (i, q) in queues.iter().enumerate() {
+        let (_, v) = api
+            .call(
+                Method::POST,
+                &format!("/api/v1/dlq/{}/replay", encode(q)),
+                Some(filter),
+            )
+            .await?;
+        let n = v["replayed"].as_u64().unwrap_or(0);
+        total += n;
+        progress.step(i + 1, &format!("{q}: {n} replayed"));
+        results.push(json!({"queue": q, "replayed": n}));
+    }
+    progress.finish();
+    if json_out {
+        println!("{}", json!({"items": results, "replayed": total}));
+    } else {
+        println!("replayed {total} deliveries from {} queue(s)", queues.len());
+    }
+    Ok(())
 }

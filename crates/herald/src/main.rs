@@ -4,6 +4,8 @@
 mod cli;
 mod client;
 mod commands;
+mod logging;
+mod progress;
 mod storage;
 mod table;
 

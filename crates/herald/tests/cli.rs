@@ -113,9 +113,14 @@ async fn clear_messages_when_the_server_is_unreachable_or_the_token_wrong() {
         &["destinations", "list"],
     );
     assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("cannot reach Herald"),
+        err.contains(&format!("cannot reach Herald at http://127.0.0.1:{port}: ")),
         "{o:?}"
+    );
+    assert!(
+        err.to_lowercase().contains("refused"),
+        "names the cause: {err}"
     );
 
     let h = TestHerald::start().await;
@@ -123,6 +128,36 @@ async fn clear_messages_when_the_server_is_unreachable_or_the_token_wrong() {
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("token was refused"),
+        "{o:?}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["deliveries"])
+        .env("HERALD_URL", &h.base)
+        .env_remove("HERALD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no token given"),
+        "{o:?}"
+    );
+    let (_, created) = h
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "viewer", "scopes": ["read"]})),
+        )
+        .await;
+    let read = created["token"].as_str().unwrap();
+    h.put_destination(
+        "hook",
+        json!({"kind": "webhook", "url": "http://127.0.0.1:9/"}),
+    )
+    .await;
+    let o = herald_at(&h.base, read, &["dlq", "replay", "--all"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("403 Forbidden: the token is valid but not allowed"),
         "{o:?}"
     );
     let o = herald(&h, &["send", "x", "--to", "nowhere"]);
@@ -330,4 +365,98 @@ async fn a_shell_task_sends_a_chart_and_a_report_as_attachments() {
     let missing = herald(&h, &["send", "x", "--attach", "/nonexistent/file.csv"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/file.csv"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_every_queue_shows_progress_and_totals() {
+    let rx = FakeReceiver::start().await;
+    rx.push(Reply::status(400));
+    rx.push(Reply::status(400));
+    let h = TestHerald::start().await;
+    for name in ["alpha", "beta"] {
+        h.put_destination(name, json!({"kind": "webhook", "url": rx.url("/")}))
+            .await;
+    }
+    let mut dead = Vec::new();
+    for name in ["alpha", "beta"] {
+        let id = h
+            .send_one(json!({"text": "x", "to": [name], "idempotency_key": format!("key-{name}")}))
+            .await;
+        h.wait_status(&id, "dead", Duration::from_secs(15)).await;
+        dead.push(id);
+    }
+    let found: Value = serde_json::from_str(&stdout(&herald(
+        &h,
+        &["deliveries", "--idempotency-key", "key-beta", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(found["items"][0]["id"], dead[1].as_str());
+
+    let o = herald(&h, &["dlq", "replay", "--all"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("replayed 2 deliveries from 2 queue(s)"),
+        "{out}"
+    );
+    // Not a terminal: one plain progress line per queue, no carriage returns.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("[1/2] alpha: 1 replayed") && err.contains("[2/2] beta: 1 replayed"),
+        "{err}"
+    );
+    assert!(!err.contains('\r'));
+    for id in &dead {
+        h.wait_status(id, "delivered", Duration::from_secs(15))
+            .await;
+    }
+    let again: Value = serde_json::from_str(&stdout(&herald(
+        &h,
+        &["dlq", "replay", "alpha", "--all", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(again["replayed"], 0);
+    assert_eq!(again["items"][0]["queue"], "alpha");
+    let o = herald(&h, &["dlq", "replay", "alpha"]);
+    assert!(!o.status.success(), "QUEUE alone is ambiguous");
+}
+
+#[test]
+fn completion_scripts_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "_herald()"),
+        ("zsh", "#compdef herald"),
+        ("fish", "complete -c herald"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = stdout(&o);
+        assert!(script.contains(marker), "{shell}: {script:.200}");
+        assert!(
+            script.contains("replay") && script.contains("destinations"),
+            "{shell}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_a_destination_shows_the_attempt_and_fails_when_it_does_not_deliver() {
+    let rx = FakeReceiver::start().await;
+    rx.push(Reply::ok());
+    rx.push(Reply::status(503).body("down"));
+    let h = TestHerald::start().await;
+    h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/")}))
+        .await;
+    let ok = stdout(&herald(&h, &["destinations", "test", "hook"]));
+    assert!(ok.contains("outcome delivered status 200"), "{ok}");
+    assert_eq!(rx.received()[0].json()["title"], "Herald test message");
+
+    let o = herald(&h, &["destinations", "test", "hook", "--json"]);
+    assert!(!o.status.success(), "a test that did not deliver fails");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["attempt"]["status_code"], 503);
+    assert_eq!(v["destination"], "hook");
+    let o = herald(&h, &["destinations", "test", "nowhere"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"), "{o:?}");
 }

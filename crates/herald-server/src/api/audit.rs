@@ -57,10 +57,13 @@ pub async fn verify(
     caller: Caller,
 ) -> ApiResult<Json<Verification>> {
     caller.require(Scope::Read)?;
+    Ok(Json(verify_chain(&state).await?))
+}
+
+/// Walks the whole chain (the API and the dashboard share this).
+pub async fn verify_chain(state: &AppState) -> Result<Verification, herald_store::StoreError> {
     let v = ChainVerifier::with_public_key(&state.signer.public_key());
-    Ok(Json(
-        herald_store::verify_audit(state.store.as_ref(), v).await?,
-    ))
+    herald_store::verify_audit(state.store.as_ref(), v).await
 }
 
 #[derive(Serialize, ToSchema)]

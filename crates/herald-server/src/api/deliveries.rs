@@ -21,6 +21,8 @@ pub struct DeliveryParams {
     /// pending, in_flight, delivered, dead, failed_over, discarded
     pub status: Option<String>,
     pub message_id: Option<String>,
+    /// Deliveries of the message accepted with this idempotency key.
+    pub idempotency_key: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -49,6 +51,7 @@ pub async fn list(
             destination: p.destination,
             status,
             message_id: p.message_id,
+            idempotency_key: p.idempotency_key,
             before: p.cursor,
             limit,
         })

@@ -194,16 +194,21 @@ pub async fn health(
 ) -> ApiResult<Json<DestinationHealth>> {
     caller.require(Scope::Read)?;
     let e = find(&state, &name)?;
-    let counts = state.store.queue_counts(&name).await?;
+    Ok(Json(health_of(&state, &e).await?))
+}
+
+/// What the health endpoint and the dashboard show for one destination.
+pub async fn health_of(state: &AppState, e: &DestinationEntry) -> ApiResult<DestinationHealth> {
+    let counts = state.store.queue_counts(&e.name).await?;
     let stats = state
         .store
-        .attempt_stats(&name, now_ms() - 3_600_000)
+        .attempt_stats(&e.name, now_ms() - 3_600_000)
         .await?;
-    Ok(Json(DestinationHealth {
+    Ok(DestinationHealth {
         name: e.name.clone(),
         enabled: e.enabled(),
         disabled_reason: e.disabled_reason(),
-        circuit: circuit(&e),
+        circuit: circuit(e),
         paused_until: e.paused_until().filter(|p| *p > now_ms()).map(rfc3339),
         rate_limit: e.spec.rate_limit.as_ref().map(|r| {
             serde_json::to_value(r)
@@ -215,7 +220,7 @@ pub async fn health(
         dead: counts.dead,
         success_rate_1h: (stats.total > 0).then(|| stats.delivered as f64 / stats.total as f64),
         attempts_1h: stats.total,
-    }))
+    })
 }
 
 /// Re-enable a destination (after it was disabled for 410, a vanished webhook or sustained

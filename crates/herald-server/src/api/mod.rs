@@ -96,12 +96,29 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::telemetry::metrics))
+        .merge(crate::ui::router())
         .fallback(not_found)
         .layer(axum::middleware::map_response(problems_everywhere))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// One span per request (info level, so it reaches logs and OTLP traces), named by the
+/// route, not the raw path, and carrying the request id.
+fn request_span(req: &axum::http::Request<Body>) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str())
+        .unwrap_or("unmatched");
+    tracing::info_span!("request", method = %req.method(), route, request_id)
 }
 
 async fn not_found() -> ApiError {
@@ -115,12 +132,13 @@ async fn problems_everywhere(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_problem = resp
+    // Problem documents pass, and so do the dashboard's HTML error pages.
+    let done = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"));
-    if is_problem {
+        .is_some_and(|v| v.starts_with("application/problem+json") || v.starts_with("text/html"));
+    if done {
         return resp;
     }
     let (parts, body) = resp.into_parts();

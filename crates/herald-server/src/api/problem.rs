@@ -93,6 +93,10 @@ impl ApiError {
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     pub fn problem(&self) -> Problem {
         let (status, slug, title) = self.parts();
         let (detail, errors) = match self {

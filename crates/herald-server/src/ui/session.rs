@@ -1,0 +1,327 @@
+//! Dashboard sessions: signing in with an API token makes a random session id, kept in
+//! memory with the caller it stands for, its CSRF token and its expiry. The browser holds
+//! only the id, in an `HttpOnly; SameSite=Strict; Path=/ui` cookie; the API token itself
+//! never leaves the sign-in request. Sessions end on sign-out, on expiry, when the token is
+//! revoked, and when Herald restarts.
+
+use super::UiError;
+use crate::auth::{Caller, Scope};
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header::{COOKIE, HOST, ORIGIN};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+pub const COOKIE_NAME: &str = "herald_session";
+/// A session lasts this long from sign-in (no sliding renewal).
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// At most this many live sessions; signing in beyond it evicts the oldest.
+const MAX_SESSIONS: usize = 10_000;
+
+#[derive(Clone)]
+struct Session {
+    caller: Caller,
+    csrf: String,
+    expires: Instant,
+}
+
+/// The live sessions, keyed by the SHA-256 of the session id (a memory dump does not
+/// yield usable cookies).
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+}
+
+fn random(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn key(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+impl Sessions {
+    /// Starts a session; returns its id (the cookie value).
+    pub fn create(&self, caller: Caller) -> String {
+        let id = random(43);
+        let now = Instant::now();
+        let mut map = self.map.lock().expect("session lock");
+        map.retain(|_, s| s.expires > now);
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(
+            key(&id),
+            Session {
+                caller,
+                csrf: random(32),
+                expires: now + SESSION_TTL,
+            },
+        );
+        id
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let mut map = self.map.lock().expect("session lock");
+        let k = key(id);
+        match map.get(&k) {
+            Some(s) if s.expires > Instant::now() => Some(s.clone()),
+            Some(_) => {
+                map.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn end(&self, id: &str) {
+        self.map.lock().expect("session lock").remove(&key(id));
+    }
+}
+
+/// The session id from the request's cookies.
+pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value.to_string())
+}
+
+/// The `Set-Cookie` value for a new session (`Secure` when the request came over HTTPS
+/// through a proxy that says so).
+pub fn set_cookie(id: &str, headers: &HeaderMap) -> String {
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    format!(
+        "{COOKIE_NAME}={id}; HttpOnly; SameSite=Strict; Path=/ui; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+pub fn clear_cookie() -> String {
+    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0")
+}
+
+/// A signed-in operator.
+#[derive(Clone)]
+pub struct UiUser {
+    pub caller: Caller,
+    pub csrf: String,
+    pub session_id: String,
+}
+
+impl UiUser {
+    /// May change state (replay, discard): admin tokens only.
+    pub fn can_write(&self) -> bool {
+        self.caller.can(Scope::Admin)
+    }
+
+    /// Refuses a form that does not carry this session's CSRF token.
+    pub fn check_csrf(&self, csrf: &str) -> Result<(), UiError> {
+        if bool::from(csrf.as_bytes().ct_eq(self.csrf.as_bytes())) {
+            Ok(())
+        } else {
+            Err(UiError::new(
+                StatusCode::FORBIDDEN,
+                "The form was stale or forged (CSRF check failed). Reload the page and try again.",
+            ))
+        }
+    }
+
+    /// Refuses a read-only session.
+    pub fn require_write(&self) -> Result<(), UiError> {
+        if self.can_write() {
+            Ok(())
+        } else {
+            Err(UiError::new(
+                StatusCode::FORBIDDEN,
+                "This session is read-only: sign in with an admin token to change anything.",
+            ))
+        }
+    }
+
+    /// Refuses a state-changing action: wrong CSRF token or a read-only session.
+    pub fn check_action(&self, csrf: &str) -> Result<(), UiError> {
+        self.check_csrf(csrf)?;
+        self.require_write()
+    }
+}
+
+/// Checks that a POST comes from a page of this Herald: the `Origin` header, which browsers
+/// send with every POST, must name this host. (SameSite=Strict already keeps the cookie off
+/// cross-site requests; this and the CSRF token are the second and third lock.)
+pub fn check_origin(headers: &HeaderMap) -> Result<(), UiError> {
+    let refused = || {
+        UiError::new(
+            StatusCode::FORBIDDEN,
+            "This request came from another site (Origin check failed).",
+        )
+    };
+    let Some(origin) = headers.get(ORIGIN) else {
+        // Non-browser clients send no Origin; they still need the session and CSRF token.
+        return Ok(());
+    };
+    let origin = origin.to_str().map_err(|_| refused())?;
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .ok_or_else(refused)?;
+    // The host the browser used: `Host`, or what a reverse proxy that rewrote it reports.
+    let same = [HOST.as_str(), "x-forwarded-host"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .any(|host| origin_host.eq_ignore_ascii_case(host.trim()));
+    if same { Ok(()) } else { Err(refused()) }
+}
+
+/// Resolves the session, and re-checks that its token is still valid (revocation ends the
+/// session at once).
+pub async fn user(state: &AppState, headers: &HeaderMap) -> Result<Option<UiUser>, UiError> {
+    let Some(id) = cookie_value(headers) else {
+        return Ok(None);
+    };
+    let Some(s) = state.ui.get(&id) else {
+        return Ok(None);
+    };
+    if let Some(token_id) = &s.caller.token_id {
+        let live = state
+            .store
+            .get_token(token_id)
+            .await?
+            .is_some_and(|t| t.revoked_at.is_none());
+        if !live {
+            state.ui.end(&id);
+            return Ok(None);
+        }
+    }
+    Ok(Some(UiUser {
+        caller: s.caller,
+        csrf: s.csrf,
+        session_id: id,
+    }))
+}
+
+impl FromRequestParts<AppState> for UiUser {
+    type Rejection = UiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match user(state, &parts.headers).await? {
+            Some(u) => Ok(u),
+            None if parts.method == axum::http::Method::GET => Err(UiError::sign_in()),
+            None => Err(UiError::new(
+                StatusCode::UNAUTHORIZED,
+                "You are not signed in (or the session expired). Sign in and try again.",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn caller() -> Caller {
+        Caller {
+            token_id: None,
+            name: "ops".into(),
+            scopes: vec![Scope::Read],
+        }
+    }
+
+    #[test]
+    fn a_session_is_found_by_its_cookie_and_ends_on_sign_out() {
+        let sessions = Sessions::default();
+        let id = sessions.create(caller());
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("other=1; {COOKIE_NAME}={id}")).unwrap(),
+        );
+        let found = cookie_value(&h).unwrap();
+        assert_eq!(found, id);
+        assert_eq!(sessions.get(&found).unwrap().caller.name, "ops");
+        sessions.end(&found);
+        assert!(sessions.get(&found).is_none());
+        assert!(sessions.get("made-up").is_none());
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_scoped_to_the_dashboard() {
+        let c = set_cookie("abc", &HeaderMap::new());
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/ui"));
+        assert!(!c.contains("Secure"));
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(set_cookie("abc", &h).ends_with("; Secure"));
+    }
+
+    #[test]
+    fn origin_must_name_this_host() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert!(check_origin(&h).is_ok());
+        h.insert(ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
+        assert!(check_origin(&h).is_ok());
+        h.insert(ORIGIN, HeaderValue::from_static("http://evil.example"));
+        assert!(check_origin(&h).is_err());
+        h.insert(ORIGIN, HeaderValue::from_static("null"));
+        assert!(check_origin(&h).is_err());
+        // Behind a proxy that rewrote Host.
+        h.insert(
+            ORIGIN,
+            HeaderValue::from_static("https://herald.example.org"),
+        );
+        assert!(check_origin(&h).is_err());
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("herald.example.org"),
+        );
+        assert!(check_origin(&h).is_ok());
+    }
+
+    #[test]
+    fn read_sessions_cannot_act_and_csrf_must_match() {
+        let u = UiUser {
+            caller: caller(),
+            csrf: "right".into(),
+            session_id: "x".into(),
+        };
+        assert!(u.check_action("right").is_err(), "read-only");
+        let admin = UiUser {
+            caller: Caller {
+                scopes: vec![Scope::Admin],
+                ..caller()
+            },
+            ..u
+        };
+        assert!(admin.check_action("wrong").is_err());
+        assert!(admin.check_action("right").is_ok());
+    }
+}

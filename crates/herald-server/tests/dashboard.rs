@@ -1,0 +1,320 @@
+//! Dashboard stories: an operator signs in, finds why a message did not arrive and fixes it;
+//! read-only sessions see no actions; forged and cross-site posts are refused.
+
+use herald_testkit::dashboard::Dashboard;
+use herald_testkit::herald::{ADMIN_TOKEN, TestHerald};
+use herald_testkit::receiver::{FakeReceiver, Reply};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A hook whose receiver fails twice (500) then accepts, with one 100 ms retry: the first
+/// message dies in the DLQ; a replay delivers it.
+async fn dead_letter() -> (TestHerald, FakeReceiver, String, String) {
+    let rx = FakeReceiver::start().await;
+    rx.push(Reply::status(500).body("upstream exploded"));
+    rx.push(Reply::status(500).body("upstream exploded"));
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "hook",
+        json!({"kind": "webhook", "url": rx.url("/"), "retry": {"schedule": ["100ms"], "jitter": false}, "circuit_breaker": false}),
+    )
+    .await;
+    let accepted = h
+        .send(json!({"text": "disk full on db-1", "to": ["hook"], "idempotency_key": "alert-<b>42</b>"}))
+        .await;
+    let message_id = accepted["id"].as_str().unwrap().to_string();
+    let delivery = TestHerald::first_delivery(&accepted);
+    h.wait_status(&delivery, "dead", WAIT).await;
+    (h, rx, message_id, delivery)
+}
+
+async fn token(h: &TestHerald, name: &str, scopes: &[&str]) -> String {
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": name, "scopes": scopes})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+async fn signed_in(h: &TestHerald, token: &str) -> Dashboard {
+    let mut ui = Dashboard::new(&h.base);
+    let page = ui.sign_in(token).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location.as_deref(), Some("/ui"));
+    ui
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_a_dead_delivery_sees_why_and_replays_it() {
+    let (h, rx, message_id, delivery) = dead_letter().await;
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let cookie = ui.set_cookie.clone().unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(
+        !cookie.contains(ADMIN_TOKEN),
+        "the token never goes into the cookie"
+    );
+
+    let overview = ui.get("/ui").await;
+    assert_eq!(overview.status, StatusCode::OK);
+    assert!(overview.body.contains("Dead letters") && overview.body.contains("hook"));
+
+    let found = ui
+        .get(&format!("/ui/deliveries?id={message_id}&status=dead"))
+        .await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert!(found.body.contains(&delivery), "search finds the delivery");
+    let by_key = ui
+        .get("/ui/deliveries?idempotency_key=alert-%3Cb%3E42%3C%2Fb%3E")
+        .await;
+    assert!(
+        by_key.body.contains(&delivery),
+        "idempotency-key search finds it"
+    );
+
+    let detail = ui.get(&format!("/ui/deliveries/{delivery}")).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    for text in ["Attempt 1", "Attempt 2", "HTTP 500", "upstream exploded"] {
+        assert!(detail.body.contains(text), "timeline shows {text}");
+    }
+    assert!(
+        detail.body.contains("alert-&lt;b&gt;42&lt;") && !detail.body.contains("<b>42"),
+        "user data is escaped"
+    );
+
+    let dlq = ui.get("/ui/dlq?queue=hook").await;
+    assert!(dlq.body.contains(&delivery) && dlq.body.contains("Replay"));
+    let confirm = ui
+        .get(&format!(
+            "/ui/dlq/confirm?action=replay&queue=hook&id={delivery}"
+        ))
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    let csrf = confirm
+        .csrf()
+        .expect("the confirmation carries a CSRF token");
+    let done = ui
+        .post(
+            "/ui/dlq/replay",
+            &[("csrf", &csrf), ("queue", "hook"), ("id", &delivery)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let after = ui.get(done.location.as_deref().unwrap()).await;
+    assert!(after.body.contains("Replayed 1 delivery"), "{}", after.body);
+    h.wait_status(&delivery, "delivered", WAIT).await;
+    assert_eq!(rx.count(), 3);
+
+    let (_, audit) = h.call(Method::GET, "/api/v1/audit?limit=1000", None).await;
+    let replays: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "dlq.replayed")
+        .collect();
+    assert_eq!(replays.len(), 1, "the replay is audited under the token");
+    assert_eq!(replays[0]["actor"], "token:admin");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_session_sees_no_actions_and_its_posts_are_refused() {
+    let (h, _rx, _message_id, delivery) = dead_letter().await;
+    let read = token(&h, "viewer <i>x</i>", &["read"]).await;
+    let ui = signed_in(&h, &read).await;
+    let dlq = ui.get("/ui/dlq?queue=hook").await;
+    assert_eq!(dlq.status, StatusCode::OK);
+    assert!(dlq.body.contains(&delivery));
+    assert!(!dlq.body.contains("Replay"), "no replay button");
+    assert!(dlq.body.contains("read-only"));
+    assert!(
+        dlq.body.contains("viewer &lt;i&gt;x&lt;") && !dlq.body.contains("<i>x"),
+        "the token name is escaped"
+    );
+    let confirm = ui
+        .get(&format!(
+            "/ui/dlq/confirm?action=replay&queue=hook&id={delivery}"
+        ))
+        .await;
+    assert_eq!(confirm.status, StatusCode::FORBIDDEN);
+
+    // A hand-made POST with the session's own CSRF token still needs the admin scope.
+    let csrf = dlq
+        .csrf()
+        .expect("the sign-out form carries the CSRF token");
+    for path in ["/ui/dlq/replay", "/ui/dlq/discard"] {
+        let refused = ui
+            .post(
+                path,
+                &[("csrf", &csrf), ("queue", "hook"), ("id", &delivery)],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(h.delivery(&delivery).await["status"], "dead");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_cross_site_posts_are_refused() {
+    let (h, _rx, _message_id, delivery) = dead_letter().await;
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let csrf = ui.get("/ui/dlq").await.csrf().unwrap();
+    let target = [("queue", "hook"), ("id", delivery.as_str())];
+
+    let no_csrf = ui.post("/ui/dlq/discard", &target).await;
+    assert_eq!(
+        no_csrf.status,
+        StatusCode::FORBIDDEN,
+        "a form without the CSRF token"
+    );
+    let wrong = ui
+        .post(
+            "/ui/dlq/discard",
+            &[("csrf", "guess"), target[0], target[1]],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let cross_site = ui
+        .post_from(
+            Some("http://evil.example"),
+            "/ui/dlq/discard",
+            &[("csrf", &csrf), target[0], target[1]],
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    let anonymous = Dashboard::new(&h.base)
+        .post("/ui/dlq/discard", &[("csrf", &csrf), target[0], target[1]])
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.delivery(&delivery).await["status"], "dead");
+
+    // The real form discards; the whole-queue form then finds nothing left.
+    let ok = ui
+        .post("/ui/dlq/discard", &[("csrf", &csrf), target[0], target[1]])
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(h.delivery(&delivery).await["status"], "discarded");
+    let all = ui
+        .post("/ui/dlq/discard", &[("csrf", &csrf), ("queue", "hook")])
+        .await;
+    assert!(all.location.unwrap().ends_with("n=0"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_takes_only_valid_read_tokens_and_sign_out_ends_the_session() {
+    let h = TestHerald::start().await;
+    let anonymous = Dashboard::new(&h.base);
+    for path in [
+        "/ui",
+        "/ui/deliveries",
+        "/ui/dlq",
+        "/ui/audit",
+        "/ui/destinations",
+    ] {
+        let p = anonymous.get(path).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(p.location.as_deref(), Some("/ui/signin"));
+    }
+    let form = anonymous.get("/ui/signin").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("name=\"token\""));
+
+    let mut ui = Dashboard::new(&h.base);
+    assert_eq!(
+        ui.sign_in("hrld_nope").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let send_only = token(&h, "ci", &["send"]).await;
+    assert_eq!(ui.sign_in(&send_only).await.status, StatusCode::FORBIDDEN);
+    assert!(ui.cookie.is_none());
+
+    let read = token(&h, "viewer", &["read"]).await;
+    let ui = signed_in(&h, &read).await;
+    let page = ui.get("/ui/audit").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("token.created"), "recent audit entries");
+    let verify = ui.get("/ui/audit/verify").await;
+    assert!(
+        verify.body.contains("The chain verifies"),
+        "{}",
+        verify.body
+    );
+
+    let csrf = page.csrf().unwrap();
+    let out = ui.post("/ui/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        ui.get("/ui").await.status,
+        StatusCode::SEE_OTHER,
+        "session ended"
+    );
+
+    // Revoking the token ends its sessions too.
+    let ui = signed_in(&h, &read).await;
+    let (_, list) = h.call(Method::GET, "/api/v1/tokens", None).await;
+    let id = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "viewer")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = h
+        .call(Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(ui.get("/ui").await.status, StatusCode::SEE_OTHER);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assets_are_embedded_and_cached_and_the_dashboard_is_not_in_the_api_document() {
+    let h = TestHerald::start().await;
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let page = ui.get("/ui").await;
+    let at = page.body.find("/ui/assets/htmx-").unwrap();
+    let src = &page.body[at..];
+    let src = &src[..src.find('"').unwrap()];
+    let resp = reqwest::get(h.url(src)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000")
+    );
+    assert!(resp.text().await.unwrap().contains("htmx"));
+    let css = reqwest::get(h.url("/ui/assets/herald.css")).await.unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert_eq!(
+        reqwest::get(h.url("/ui/assets/nope.js"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let (_, doc) = h.call(Method::GET, "/api/openapi.json", None).await;
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.keys().all(|p| !p.starts_with("/ui")));
+    assert!(
+        paths["/api/v1/deliveries"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "idempotency_key")
+    );
+    h.stop().await;
+}
