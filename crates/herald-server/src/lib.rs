@@ -115,7 +115,6 @@ pub async fn start(config: Config) -> Result<Herald, String> {
         auth: Arc::new(Authenticator::new(config.admin_token.clone())),
         signer: Arc::new(signer),
         config: config.clone(),
-        ui: Arc::new(ui::session::Sessions::default()),
     };
     state
         .destinations

@@ -21,6 +21,4 @@ pub struct AppState {
     /// Signs audit checkpoints.
     pub signer: Arc<CheckpointSigner>,
     pub config: Arc<Config>,
-    /// Dashboard sessions.
-    pub ui: Arc<crate::ui::session::Sessions>,
 }

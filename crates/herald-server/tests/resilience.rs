@@ -93,8 +93,12 @@ async fn an_open_breaker_stops_attempts_without_burning_the_budget_and_a_probe_c
     .await;
     let id = TestHerald::first_delivery(&h.send(json!({"text": "x", "to": ["flaky"]})).await);
     rx.wait_for(3, WAIT).await;
-    let opened = health(&h, "flaky").await;
-    assert_eq!(opened["circuit"]["state"], "open", "{opened}");
+    // The third failure opens the breaker once its attempt is recorded.
+    let opened = herald_testkit::eventually(WAIT, "the breaker open", || async {
+        let v = health(&h, "flaky").await;
+        (v["circuit"]["state"] == "open").then_some(v)
+    })
+    .await;
     assert_eq!(opened["circuit"]["consecutive_failures"], 3);
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     // Without the breaker, 21 attempts 50 ms apart would all have been spent by now.

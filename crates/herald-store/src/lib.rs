@@ -191,6 +191,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>>;
     /// Entries with `seq < before` (all when `None`), newest first.
     async fn list_recent_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>>;
+    // ----- dashboard sessions ---------------------------------------------------------
+
+    /// Stores a dashboard session (and drops expired ones).
+    async fn create_session(&self, s: SessionRecord) -> Result<()>;
+    /// A live session by the hash of its id.
+    async fn get_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRecord>>;
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a value only if the key is absent; returns the value now stored.
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;

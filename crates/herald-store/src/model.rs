@@ -376,3 +376,16 @@ pub struct ErrorGroupQuery {
     pub before: Option<String>,
     pub limit: u32,
 }
+
+/// A dashboard session, found by the SHA-256 of the id its cookie carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    /// The API token it was opened with (`None`: the fixed admin token).
+    pub token_id: Option<String>,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub csrf: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_cluster.sql")),
     (5, include_str!("../migrations/0005_error_groups.sql")),
     (6, include_str!("../migrations/0006_dashboard.sql")),
+    (8, include_str!("../migrations/0008_ui_sessions.sql")),
 ];
 /// Which SQL database the store talks to; the schema and almost all SQL are shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -2151,6 +2152,66 @@ impl Store for SqliteStore {
         rows.iter().map(audit_from_row).collect()
     }
 
+    async fn create_session(&self, s: SessionRecord) -> Result<()> {
+        self.write(move |w| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1")
+                    .bind(s.created_at)
+                    .execute(&mut w.conn)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO ui_sessions (id_hash, token_id, name, scopes, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&s.id_hash)
+                .bind(&s.token_id)
+                .bind(&s.name)
+                .bind(s.scopes.join(" "))
+                .bind(&s.csrf)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&mut w.conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query("SELECT * FROM ui_sessions WHERE id_hash = $1 AND expires_at > $2")
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&self.reads)
+            .await?;
+        row.map(|r| {
+            let scopes: String = r.try_get("scopes")?;
+            Ok(SessionRecord {
+                id_hash: r.try_get("id_hash")?,
+                token_id: r.try_get("token_id")?,
+                name: r.try_get("name")?,
+                scopes: scopes.split_whitespace().map(str::to_string).collect(),
+                csrf: r.try_get("csrf")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        let id_hash = id_hash.to_string();
+        self.write(move |w| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM ui_sessions WHERE id_hash = $1")
+                    .bind(&id_hash)
+                    .execute(&mut w.conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
@@ -2182,6 +2243,7 @@ impl Store for SqliteStore {
         self.write(move |w| {
             Box::pin(async move {
                 let keys = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1").bind(now).execute(&mut w.conn).await?.rows_affected();
+                sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1").bind(now).execute(&mut w.conn).await?;
                 // A message goes once every delivery of it is terminal and old enough.
                 let messages = sqlx::query(
                     "DELETE FROM messages WHERE id IN (

@@ -1003,3 +1003,39 @@ async fn dashboard_searches_are_index_ranges() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_session_opened_on_one_node_is_known_to_the_other_until_it_ends() {
+    for be in backends("sessions").await {
+        let now = herald_core::clock::now_ms();
+        let s = SessionRecord {
+            id_hash: "h1".into(),
+            token_id: Some("tok".into()),
+            name: "ops".into(),
+            scopes: vec!["read".into()],
+            csrf: "c".into(),
+            created_at: now,
+            expires_at: now + 1_000,
+        };
+        be.a.create_session(s.clone()).await.unwrap();
+        assert_eq!(
+            be.b.get_session("h1", now).await.unwrap(),
+            Some(s.clone()),
+            "{}",
+            be.name
+        );
+        assert_eq!(
+            be.b.get_session("h1", now + 1_000).await.unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(be.b.get_session("other", now).await.unwrap(), None);
+        be.b.delete_session("h1").await.unwrap();
+        assert_eq!(
+            be.a.get_session("h1", now).await.unwrap(),
+            None,
+            "{}: signed out everywhere",
+            be.name
+        );
+    }
+}

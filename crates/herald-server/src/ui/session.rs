@@ -1,8 +1,9 @@
-//! Dashboard sessions: signing in with an API token makes a random session id, kept in
-//! memory with the caller it stands for, its CSRF token and its expiry. The browser holds
-//! only the id, in an `HttpOnly; SameSite=Strict; Path=/ui` cookie; the API token itself
-//! never leaves the sign-in request. Sessions end on sign-out, on expiry, when the token is
-//! revoked, and when Herald restarts.
+//! Dashboard sessions: signing in with an API token makes a random session id, stored (as
+//! its SHA-256) in the database with the caller it stands for, its CSRF token and its
+//! expiry — so every node of a cluster knows it, and no load balancer stickiness is needed.
+//! The browser holds only the id, in an `HttpOnly; SameSite=Strict; Path=/ui` cookie; the
+//! API token itself never leaves the sign-in request. Sessions end on sign-out, on expiry
+//! and when the token is revoked.
 
 use super::UiError;
 use crate::auth::{Caller, Scope};
@@ -11,32 +12,20 @@ use axum::extract::FromRequestParts;
 use axum::http::header::{COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use herald_store::SessionRecord;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 pub const COOKIE_NAME: &str = "herald_session";
 /// A session lasts this long from sign-in (no sliding renewal).
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
-/// At most this many live sessions; signing in beyond it evicts the oldest.
-const MAX_SESSIONS: usize = 10_000;
 
-#[derive(Clone)]
 struct Session {
     caller: Caller,
     csrf: String,
-    expires: Instant,
-}
-
-/// The live sessions, keyed by the SHA-256 of the session id (a memory dump does not
-/// yield usable cookies).
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
 }
 
 fn random(len: usize) -> String {
@@ -47,52 +36,54 @@ fn random(len: usize) -> String {
         .collect()
 }
 
+/// What the database keeps of a session id: its hash (a copy of the table yields no usable
+/// cookies).
 fn key(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
-impl Sessions {
-    /// Starts a session; returns its id (the cookie value).
-    pub fn create(&self, caller: Caller) -> String {
-        let id = random(43);
-        let now = Instant::now();
-        let mut map = self.map.lock().expect("session lock");
-        map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map
+/// Starts a session; returns its id (the cookie value).
+pub async fn create(state: &AppState, caller: Caller) -> Result<String, UiError> {
+    let id = random(43);
+    let now = herald_core::clock::now_ms();
+    state
+        .store
+        .create_session(SessionRecord {
+            id_hash: key(&id),
+            token_id: caller.token_id.clone(),
+            name: caller.name.clone(),
+            scopes: caller
+                .scopes
                 .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(
-            key(&id),
-            Session {
-                caller,
-                csrf: random(32),
-                expires: now + SESSION_TTL,
+                .map(|s| s.as_str().to_string())
+                .collect(),
+            csrf: random(32),
+            created_at: now,
+            expires_at: now + SESSION_TTL.as_millis() as i64,
+        })
+        .await?;
+    Ok(id)
+}
+
+async fn get(state: &AppState, id: &str) -> Result<Option<Session>, UiError> {
+    let now = herald_core::clock::now_ms();
+    Ok(state
+        .store
+        .get_session(&key(id), now)
+        .await?
+        .map(|r| Session {
+            caller: Caller {
+                token_id: r.token_id,
+                name: r.name,
+                scopes: r.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             },
-        );
-        id
-    }
+            csrf: r.csrf,
+        }))
+}
 
-    fn get(&self, id: &str) -> Option<Session> {
-        let mut map = self.map.lock().expect("session lock");
-        let k = key(id);
-        match map.get(&k) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(&k);
-                None
-            }
-            None => None,
-        }
-    }
-
-    pub fn end(&self, id: &str) {
-        self.map.lock().expect("session lock").remove(&key(id));
-    }
+/// Ends a session (sign-out).
+pub async fn end(state: &AppState, id: &str) -> Result<(), UiError> {
+    Ok(state.store.delete_session(&key(id)).await?)
 }
 
 /// The session id from the request's cookies.
@@ -203,7 +194,7 @@ pub async fn user(state: &AppState, headers: &HeaderMap) -> Result<Option<UiUser
     let Some(id) = cookie_value(headers) else {
         return Ok(None);
     };
-    let Some(s) = state.ui.get(&id) else {
+    let Some(s) = get(state, &id).await? else {
         return Ok(None);
     };
     if let Some(token_id) = &s.caller.token_id {
@@ -213,7 +204,7 @@ pub async fn user(state: &AppState, headers: &HeaderMap) -> Result<Option<UiUser
             .await?
             .is_some_and(|t| t.revoked_at.is_none());
         if !live {
-            state.ui.end(&id);
+            end(state, &id).await?;
             return Ok(None);
         }
     }
@@ -256,20 +247,15 @@ mod tests {
     }
 
     #[test]
-    fn a_session_is_found_by_its_cookie_and_ends_on_sign_out() {
-        let sessions = Sessions::default();
-        let id = sessions.create(caller());
+    fn the_session_id_is_found_among_other_cookies() {
         let mut h = HeaderMap::new();
         h.insert(
             COOKIE,
-            HeaderValue::from_str(&format!("other=1; {COOKIE_NAME}={id}")).unwrap(),
+            HeaderValue::from_str(&format!("other=1; {COOKIE_NAME}=abc")).unwrap(),
         );
-        let found = cookie_value(&h).unwrap();
-        assert_eq!(found, id);
-        assert_eq!(sessions.get(&found).unwrap().caller.name, "ops");
-        sessions.end(&found);
-        assert!(sessions.get(&found).is_none());
-        assert!(sessions.get("made-up").is_none());
+        assert_eq!(cookie_value(&h).as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&HeaderMap::new()), None);
+        assert_ne!(key("abc"), "abc", "only the hash is stored");
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub async fn submit(
         ));
     }
     tracing::info!(actor = %caller.actor(), "dashboard sign-in");
-    let id = state.ui.create(caller);
+    let id = session::create(&state, caller).await?;
     let mut resp = Redirect::to("/ui").into_response();
     let cookie = HeaderValue::from_str(&session::set_cookie(&id, &headers))
         .map_err(|_| UiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cookie"))?;
@@ -86,7 +86,7 @@ pub async fn signout(
     // Signing out needs the CSRF token too (else any page could sign you out), but not the
     // admin scope.
     user.check_csrf(&input.csrf)?;
-    state.ui.end(&user.session_id);
+    session::end(&state, &user.session_id).await?;
     let mut resp = Redirect::to("/ui/signin").into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
