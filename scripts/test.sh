@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test Herald has: formatting, lints, the whole test suite (Rust unit,
-# integration and crash tests), bounded fuzzing of the parsers, and property-based testing of
+# integration, crash and cluster tests, on SQLite and the machine's Postgres), the dashboard
+# in a real headless Chromium, bounded fuzzing of the parsers, and property-based testing of
 # the HTTP API against its OpenAPI document. This is the README's test command and what CI
 # (.ci/run) calls. FAST=1 skips the two fuzzing stages.
 set -euo pipefail
@@ -41,6 +42,12 @@ cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
 
+echo "== browser tests (dashboard in headless Chromium)"
+set +e
+./scripts/browser-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+set -e
+
 if [ "${FAST:-0}" != "1" ]; then
     echo "== fuzzing (cargo fuzz)"
     ./scripts/fuzz.sh 2>&1 | tee -a "$log" || status=1
@@ -52,6 +59,6 @@ echo "== results"
 grep -E "^(crash test|cluster test|cluster audit chain|claims|group commit|rate limit|breaker|fast destination)[ :(]" "$log" || true
 # One closing line for the whole run: every test runner's counts added up.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
-     /^(fuzz|schemathesis): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(fuzz|schemathesis|browser): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
