@@ -229,6 +229,25 @@ await step("the audit log verifies and lists the replay", async () => {
   await shot("09-audit-log");
 });
 
+await step("an error reported by an app shows as a group and is resolved", async () => {
+  const report = {
+    service: "shop", environment: "production", level: "error", message: "division by zero",
+    exception: { type: "ZeroDivisionError", value: "division by zero",
+      stacktrace: [{ filename: "shop/views.py", function: "divide", lineno: 7, in_app: true }] },
+    request: { method: "GET", path: "/divide" }, user: { username: "kim" },
+  };
+  const first = await api("POST", "/api/v1/errors", report);
+  await api("POST", "/api/v1/errors", report);
+  await page.click("nav >> text=Errors");
+  await page.waitForURL(`${BASE}/ui/errors`);
+  const t = await text();
+  assert(t.includes("ZeroDivisionError") && t.includes(first.group), "the group is listed");
+  await shot("09b-error-groups");
+  await page.click("button:has-text('Resolve')");
+  await page.locator("text=Resolved: the next report").waitFor({ timeout: WAIT_MS });
+  assert((await api("GET", `/api/v1/error-groups/${first.group}`)).status === "resolved", "resolved");
+});
+
 await step("a read-only token sees no replay button and a forged POST is refused", async () => {
   await page.click("text=Sign out");
   await page.waitForURL(`${BASE}/ui/signin`);

@@ -318,3 +318,78 @@ async fn assets_are_embedded_and_cached_and_the_dashboard_is_not_in_the_api_docu
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_error_groups_and_resolves_one_while_a_reader_cannot() {
+    let h = TestHerald::start().await;
+    let report = json!({
+        "service": "shop", "environment": "production", "level": "error",
+        "message": "division by zero",
+        "exception": {"type": "ZeroDivisionError", "value": "division by zero",
+            "stacktrace": [{"filename": "shop/views.py", "function": "divide", "lineno": 7, "in_app": true}]},
+        "request": {"method": "GET", "path": "/divide/<script>"},
+    });
+    let first = h.report_error(report.clone()).await;
+    h.report_error(report).await;
+    let group = first["group"].as_str().unwrap().to_string();
+
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let page = ui.get("/ui/errors").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("ZeroDivisionError") && page.body.contains(&group),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(">2<"),
+        "the count of reports: {}",
+        page.body
+    );
+    let csrf = page.csrf().unwrap();
+    let done = ui
+        .post(
+            "/ui/errors/status",
+            &[("csrf", &csrf), ("id", &group), ("action", "resolve")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let (_, g) = h
+        .call(Method::GET, &format!("/api/v1/error-groups/{group}"), None)
+        .await;
+    assert_eq!(g["status"], "resolved", "{g}");
+    let resolved = ui.get("/ui/errors?status=resolved").await;
+    assert!(resolved.body.contains(&group) && resolved.body.contains("Reopen"));
+    let bad = ui.get("/ui/errors?status=sideways").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let forged = ui
+        .post(
+            "/ui/errors/status",
+            &[("csrf", "wrong"), ("id", &group), ("action", "unresolve")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let reader = token(&h, "viewer", &["read"]).await;
+    let ro = signed_in(&h, &reader).await;
+    let page = ro.get("/ui/errors?status=all").await;
+    assert!(
+        page.body.contains(&group) && !page.body.contains("Reopen"),
+        "no actions when read-only"
+    );
+    let refused = ro
+        .post(
+            "/ui/errors/status",
+            &[
+                ("csrf", &page.csrf().unwrap()),
+                ("id", &group),
+                ("action", "unresolve"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let (_, g) = h
+        .call(Method::GET, &format!("/api/v1/error-groups/{group}"), None)
+        .await;
+    assert_eq!(g["status"], "resolved", "unchanged by the reader");
+}

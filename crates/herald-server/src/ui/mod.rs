@@ -5,15 +5,12 @@
 //! at hundreds of thousands of deliveries.
 //!
 //! The dashboard is outside `/api/v1` and deliberately absent from the OpenAPI document.
-//!
-//! Extension point — error groups: when the store grows an error-groups API, add a page
-//! module here (`error_groups.rs`: list groups, link each to `/ui/deliveries?…`), route it
-//! in [`router`] and add its entry to [`NAV`]. Nothing else needs to change.
 
 pub mod audit;
 pub mod deliveries;
 pub mod destinations;
 pub mod dlq;
+pub mod errors;
 pub mod overview;
 pub mod session;
 pub mod signin;
@@ -37,6 +34,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/ui/destinations", "Destinations"),
     ("/ui/deliveries", "Deliveries"),
     ("/ui/dlq", "Dead letters"),
+    ("/ui/errors", "Errors"),
     ("/ui/audit", "Audit log"),
 ];
 
@@ -60,6 +58,8 @@ pub fn router() -> Router<AppState> {
         .route("/ui/dlq/confirm", get(dlq::confirm))
         .route("/ui/dlq/replay", post(dlq::replay))
         .route("/ui/dlq/discard", post(dlq::discard))
+        .route("/ui/errors", get(errors::page))
+        .route("/ui/errors/status", post(errors::act))
         .route("/ui/audit", get(audit::page))
         .route("/ui/audit/verify", get(audit::verify))
         .route("/ui/assets/{file}", get(asset))
@@ -83,6 +83,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("dlq.html", include_str!("templates/dlq.html")),
     ("confirm.html", include_str!("templates/confirm.html")),
     ("audit.html", include_str!("templates/audit.html")),
+    ("errors.html", include_str!("templates/errors.html")),
     ("verify.html", include_str!("templates/verify.html")),
 ];
 
