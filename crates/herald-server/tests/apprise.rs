@@ -245,3 +245,33 @@ async fn failures_answer_as_apprise_api_does() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rx.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apprise_2_posts_to_notify_with_the_key_in_a_header() {
+    let (h, rx, token) = setup().await;
+    // What the apprise package's default `apprise://herald-host:port/<token>` (version 2)
+    // sends: POST /notify, the key in X-Apprise-Config-ID.
+    let resp = h
+        .http
+        .post(h.url("/notify"))
+        .header("content-type", FORM)
+        .header("x-apprise-config-id", &token)
+        .body("title=Load&body=nightly+load+done&type=info")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let a: Value = resp.json().await.unwrap();
+    assert_eq!(destinations(&a), ["ops", "sales"]);
+    rx.wait_for(2, WAIT).await;
+    let bearer = Some(format!("Bearer {token}"));
+    let (status, p) = notify(&h, "/notify", bearer, FORM, "body=x".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no key anywhere: {p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("X-Apprise-Config-ID"),
+        "{p}"
+    );
+}

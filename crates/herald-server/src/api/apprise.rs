@@ -209,6 +209,36 @@ pub async fn notify(
     Path(key): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
+    notify_with_key(state, key, req).await
+}
+
+/// The header Apprise 2.x (`apprise://host/KEY`, its default `version=2`) carries the key in,
+/// posting to `/notify` itself.
+pub const CONFIG_ID_HEADER: &str = "x-apprise-config-id";
+
+/// Apprise-API-compatible notify, the key in the `X-Apprise-Config-ID` header (what the
+/// `apprise` package's default `apprise://host/KEY` URL sends).
+#[utoipa::path(post, path = "/notify", tag = "ingest",
+    params(("X-Apprise-Config-ID" = String, Header, description = "the tag destinations carry, or a send token (its name is then the key)")),
+    request_body(content = Object, description = "Apprise API's fields: body, title, type, format, tag", content_type = "application/json"),
+    responses((status = 200, body = MessageAccepted, description = "accepted for delivery"),
+              (status = 204, description = "no destination carries the key"),
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 413, body = Problem), (status = 424, body = Problem, description = "no destination with the key matches the tags")),
+    security(("bearer" = [])))]
+pub async fn notify_by_header(State(state): State<AppState>, req: Request) -> ApiResult<Response> {
+    let key = req
+        .headers()
+        .get(CONFIG_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| {
+            bad("the key goes in the path (/notify/{key}) or in the X-Apprise-Config-ID header")
+        })?;
+    notify_with_key(state, key, req).await
+}
+
+async fn notify_with_key(state: AppState, key: String, req: Request) -> ApiResult<Response> {
     if key.is_empty()
         || key.len() > 128
         || !key

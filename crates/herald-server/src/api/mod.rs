@@ -86,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(max_body));
     let notify = Router::new()
         .route("/notify/{key}", post(apprise::notify))
+        .route("/notify", post(apprise::notify_by_header))
+        .route("/notify/", post(apprise::notify_by_header))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::Extension(BodyLimit(max_body)));
     Router::new()

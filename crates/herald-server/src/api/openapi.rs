@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
         super::dlq::list, super::dlq::replay_one, super::dlq::replay_all, super::dlq::discard,
         super::audit::list, super::audit::verify, super::audit::public_key, super::audit::checkpoint,
         super::errors::create, super::errors::list, super::errors::get, super::errors::resolve, super::errors::unresolve,
-        super::sentry::envelope, super::sentry::store, super::apprise::notify,
+        super::sentry::envelope, super::sentry::store, super::apprise::notify, super::apprise::notify_by_header,
         super::tokens::create, super::tokens::list, super::tokens::revoke,
         super::health::healthz, super::health::readyz,
     ),
