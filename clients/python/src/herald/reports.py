@@ -1,0 +1,154 @@
+"""Building error reports for ``POST /api/v1/errors`` (DESIGN §9) from Python exceptions.
+
+A report is a plain dict::
+
+    {"service", "environment", "level", "message",
+     "exception": {"type", "value", "stacktrace": [{"filename", "function", "lineno",
+                                                    "in_app", "context_line"}]},
+     "request": {"method", "url", "path"}, "user": {"id", "username", "email"},
+     "tags", "fingerprint"?}
+
+Frames are oldest first (Sentry's order): the last frame is where the exception was raised.
+Herald groups reports by ``fingerprint`` or by exception type + the innermost in-app frame.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import sysconfig
+import traceback
+from types import TracebackType
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
+
+#: Frames kept per report (the innermost ones when a traceback is deeper).
+MAX_FRAMES = 50
+#: Longest ``message`` / exception ``value`` sent, in characters.
+MAX_TEXT = 8192
+
+ExcInfo = Tuple[Type[BaseException], BaseException, Optional[TracebackType]]
+
+
+def _library_dirs() -> Tuple[str, ...]:
+    dirs = set()
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        try:
+            path = sysconfig.get_path(name)
+        except KeyError:
+            continue
+        if path:
+            dirs.add(os.path.realpath(path))
+    return tuple(sorted(dirs))
+
+
+_LIBRARY_DIRS = _library_dirs()
+
+
+def is_in_app(filename: str) -> bool:
+    """True for a frame of the application, false for the standard library or an installed package."""
+    if not filename or filename.startswith("<"):
+        return False
+    real = os.path.realpath(filename)
+    parts = real.replace("\\", "/").split("/")
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    return not any(real == d or real.startswith(d + os.sep) for d in _LIBRARY_DIRS)
+
+
+def stack_frames(tb: Optional[TracebackType], limit: int = MAX_FRAMES) -> List[Dict[str, Any]]:
+    """The frames of a traceback, oldest first, as report frames (at most ``limit``, innermost kept)."""
+    frames: List[Dict[str, Any]] = []
+    for summary in traceback.extract_tb(tb):
+        line = summary.line
+        if line is None and summary.filename and summary.lineno:
+            line = linecache.getline(summary.filename, summary.lineno).strip() or None
+        frames.append(
+            {
+                "filename": summary.filename,
+                "function": summary.name,
+                "lineno": summary.lineno,
+                "in_app": is_in_app(summary.filename),
+                "context_line": line,
+            }
+        )
+    return frames[-limit:] if limit > 0 else []
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def exception_info(exc: Union[BaseException, ExcInfo, None]) -> Optional[ExcInfo]:
+    """Normalises an exception or an ``exc_info`` triple; ``None`` when there is none."""
+    if exc is None:
+        return None
+    if isinstance(exc, BaseException):
+        return (type(exc), exc, exc.__traceback__)
+    if isinstance(exc, tuple) and len(exc) == 3 and exc[1] is not None:
+        return exc  # type: ignore[return-value]
+    return None
+
+
+def exception_payload(exc: Union[BaseException, ExcInfo]) -> Dict[str, Any]:
+    """The ``exception`` object of a report: ``{"type", "value", "stacktrace"}``."""
+    info = exception_info(exc)
+    if info is None:
+        raise TypeError("exception_payload needs an exception or an exc_info triple")
+    etype, value, tb = info
+    module = getattr(etype, "__module__", "")
+    qualname = getattr(etype, "__qualname__", etype.__name__)
+    type_name = qualname if module in ("builtins", "__main__", "") else f"{module}.{qualname}"
+    try:
+        text = str(value)
+    except Exception:  # a __str__ that raises must not break reporting
+        text = f"<unprintable {qualname}>"
+    return {"type": type_name, "value": _clip(text), "stacktrace": stack_frames(tb)}
+
+
+def build_report(
+    exc: Union[BaseException, ExcInfo, None] = None,
+    *,
+    message: Optional[str] = None,
+    service: Optional[str] = None,
+    environment: Optional[str] = None,
+    level: str = "error",
+    request: Optional[Mapping[str, Any]] = None,
+    user: Optional[Mapping[str, Any]] = None,
+    tags: Optional[Mapping[str, Any]] = None,
+    fingerprint: Optional[Union[str, List[str]]] = None,
+) -> Dict[str, Any]:
+    """Assembles a report body; fields that are ``None`` are left out.
+
+    ``message`` defaults to ``"<Type>: <value>"`` of the exception.
+    """
+    report: Dict[str, Any] = {"level": level}
+    info = exception_info(exc)
+    if info is not None:
+        report["exception"] = exception_payload(info)
+        if message is None:
+            e = report["exception"]
+            message = f"{e['type']}: {e['value']}" if e["value"] else e["type"]
+    if message is not None:
+        report["message"] = _clip(message)
+    if service is not None:
+        report["service"] = service
+    if environment is not None:
+        report["environment"] = environment
+    if request:
+        report["request"] = {k: v for k, v in request.items() if v is not None}
+    if user:
+        cleaned = {k: (str(v) if k == "id" else v) for k, v in user.items() if v is not None}
+        if cleaned:
+            report["user"] = cleaned
+    if tags:
+        report["tags"] = {str(k): str(v) for k, v in tags.items()}
+    if fingerprint is not None:
+        report["fingerprint"] = fingerprint
+    return report
+
+
+def current_exc_info() -> Optional[ExcInfo]:
+    """``sys.exc_info()`` when an exception is being handled, else ``None``."""
+    info = sys.exc_info()
+    return info if info[1] is not None else None  # type: ignore[return-value]
