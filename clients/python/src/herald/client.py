@@ -245,12 +245,16 @@ class Client:
         user: Optional[Mapping[str, Any]] = None,
         tags: Optional[Mapping[str, Any]] = None,
         fingerprint: Optional[Union[str, List[str]]] = None,
+        to: Optional[Union[str, List[str]]] = None,
+        release: Optional[str] = None,
+        extra: Optional[Mapping[str, Any]] = None,
     ) -> Json:
         """Sends an error report to ``POST /api/v1/errors``; returns ``{"group", "new_group", "alerted"}``.
 
         ``exc`` is an exception (its traceback is sent oldest frame first) or an
         ``exc_info`` triple; ``request`` is ``{"method", "url", "path"}``, ``user`` is
-        ``{"id", "username", "email"}``. Herald groups reports (by ``fingerprint`` or by
+        ``{"id", "username", "email"}``; ``to`` names the alert's destinations (otherwise
+        it is routed by event type ``error.reported``). Herald groups reports (by ``fingerprint`` or by
         exception type + innermost in-app frame) and alerts a new group, a regression or a
         spike at most once per group per window, as event type ``error.reported``.
         """
@@ -264,6 +268,9 @@ class Client:
             user=user,
             tags=tags,
             fingerprint=fingerprint,
+            to=to,
+            release=release,
+            extra=extra,
         )
         return self.post_report(body)
 

@@ -6,6 +6,7 @@
     HERALD_TOKEN = env("HERALD_TOKEN")          # a token with the `send` scope
     HERALD_SERVICE = "orders-api"
     HERALD_ENVIRONMENT = "production"           # optional
+    HERALD_TO = ["oncall-slack"]                # optional; else routed by event type error.reported
 
     LOGGING = {
         "version": 1,
@@ -32,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from .background import BackgroundSender
 from .client import Client
@@ -64,6 +65,27 @@ def _setting(name: str, default: Optional[str] = None) -> Optional[str]:
     except Exception:  # Django missing or settings broken: the environment decides
         pass
     return os.environ.get(name, default)
+
+
+def _to_setting() -> Optional[List[str]]:
+    """``HERALD_TO``: destination names for the alerts (a list, or a comma-separated string)."""
+    value: Any = None
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            value = getattr(settings, "HERALD_TO", None)
+    except Exception:
+        value = None
+    if value in (None, "", [], ()):
+        value = os.environ.get("HERALD_TO")
+    if not value:
+        return None
+    if isinstance(value, str):
+        names = [v.strip() for v in value.split(",") if v.strip()]
+    else:
+        names = [str(v) for v in value]
+    return names or None
 
 
 def _level_name(levelno: int) -> str:
@@ -140,6 +162,8 @@ class HeraldHandler(logging.Handler):
         level: the lowest level reported (default ``ERROR``).
         url, token, service, environment: override the ``HERALD_URL``, ``HERALD_TOKEN``,
             ``HERALD_SERVICE`` and ``HERALD_ENVIRONMENT`` settings.
+        to: destination name(s) for the alerts (default: the ``HERALD_TO`` setting); without
+            them Herald routes alerts by event type ``error.reported``.
         queue_size: reports waiting at most; beyond it they are dropped and counted.
         timeout: seconds per HTTP request to Herald (in the background thread).
         flush_timeout: how long :meth:`close` (at shutdown) waits for queued reports.
@@ -158,6 +182,7 @@ class HeraldHandler(logging.Handler):
         token: Optional[str] = None,
         service: Optional[str] = None,
         environment: Optional[str] = None,
+        to: Optional[Union[str, List[str]]] = None,
         queue_size: int = 1000,
         timeout: float = 5.0,
         flush_timeout: float = 5.0,
@@ -165,6 +190,7 @@ class HeraldHandler(logging.Handler):
         super().__init__(level)
         self.service = service
         self.environment = environment
+        self.to = to
         self.flush_timeout = flush_timeout
         self.sender = BackgroundSender(
             _client_factory(url, token, timeout), queue_size=queue_size, name="herald-logging"
@@ -211,6 +237,7 @@ class HeraldHandler(logging.Handler):
             user=user_info(request),
             tags=tags,
             fingerprint=None if has_exc else [record.name, str(record.msg)],
+            to=self.to if self.to is not None else _to_setting(),
         )
 
     def flush(self) -> None:
@@ -278,6 +305,7 @@ def report_exception(
             request=request_info(request),
             user=user_info(request),
             tags=tags,
+            to=_to_setting(),
         )
         queued = target.submit(report)
         if queued:

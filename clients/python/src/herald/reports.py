@@ -6,7 +6,7 @@ A report is a plain dict::
      "exception": {"type", "value", "stacktrace": [{"filename", "function", "lineno",
                                                     "in_app", "context_line"}]},
      "request": {"method", "url", "path"}, "user": {"id", "username", "email"},
-     "tags", "fingerprint"?}
+     "tags", "fingerprint"?, "to"?, "release"?, "server_name"?, "extra"?}
 
 Frames are oldest first (Sentry's order): the last frame is where the exception was raised.
 Herald groups reports by ``fingerprint`` or by exception type + the innermost in-app frame.
@@ -58,21 +58,26 @@ def is_in_app(filename: str) -> bool:
 
 def stack_frames(tb: Optional[TracebackType], limit: int = MAX_FRAMES) -> List[Dict[str, Any]]:
     """The frames of a traceback, oldest first, as report frames (at most ``limit``, innermost kept)."""
+    if limit <= 0:
+        return []
+    walked = list(traceback.walk_tb(tb))[-limit:]
     frames: List[Dict[str, Any]] = []
-    for summary in traceback.extract_tb(tb):
-        line = summary.line
-        if line is None and summary.filename and summary.lineno:
-            line = linecache.getline(summary.filename, summary.lineno).strip() or None
-        frames.append(
-            {
-                "filename": summary.filename,
-                "function": summary.name,
-                "lineno": summary.lineno,
-                "in_app": is_in_app(summary.filename),
-                "context_line": line,
-            }
-        )
-    return frames[-limit:] if limit > 0 else []
+    for frame, lineno in walked:
+        code = frame.f_code
+        filename = code.co_filename
+        line = linecache.getline(filename, lineno).strip() if filename and lineno else ""
+        module = frame.f_globals.get("__name__")
+        item: Dict[str, Any] = {
+            "filename": filename,
+            "function": code.co_name,
+            "lineno": lineno,
+            "in_app": is_in_app(filename),
+            "context_line": line or None,
+        }
+        if isinstance(module, str) and module:
+            item["module"] = module
+        frames.append(item)
+    return frames
 
 
 def _clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -96,14 +101,16 @@ def exception_payload(exc: Union[BaseException, ExcInfo]) -> Dict[str, Any]:
     if info is None:
         raise TypeError("exception_payload needs an exception or an exc_info triple")
     etype, value, tb = info
-    module = getattr(etype, "__module__", "")
+    module = getattr(etype, "__module__", "") or ""
     qualname = getattr(etype, "__qualname__", etype.__name__)
-    type_name = qualname if module in ("builtins", "__main__", "") else f"{module}.{qualname}"
     try:
         text = str(value)
     except Exception:  # a __str__ that raises must not break reporting
         text = f"<unprintable {qualname}>"
-    return {"type": type_name, "value": _clip(text), "stacktrace": stack_frames(tb)}
+    payload: Dict[str, Any] = {"type": qualname, "value": _clip(text), "stacktrace": stack_frames(tb)}
+    if module and module != "builtins":
+        payload["module"] = module
+    return payload
 
 
 def build_report(
@@ -117,10 +124,15 @@ def build_report(
     user: Optional[Mapping[str, Any]] = None,
     tags: Optional[Mapping[str, Any]] = None,
     fingerprint: Optional[Union[str, List[str]]] = None,
+    to: Optional[Union[str, List[str]]] = None,
+    release: Optional[str] = None,
+    server_name: Optional[str] = None,
+    extra: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Assembles a report body; fields that are ``None`` are left out.
 
-    ``message`` defaults to ``"<Type>: <value>"`` of the exception.
+    ``message`` defaults to ``"<Type>: <value>"`` of the exception; ``to`` names the
+    destinations of the alert (otherwise it is routed by event type ``error.reported``).
     """
     report: Dict[str, Any] = {"level": level}
     info = exception_info(exc)
@@ -145,6 +157,14 @@ def build_report(
         report["tags"] = {str(k): str(v) for k, v in tags.items()}
     if fingerprint is not None:
         report["fingerprint"] = fingerprint
+    if to is not None:
+        report["to"] = [to] if isinstance(to, str) else list(to)
+    if release is not None:
+        report["release"] = release
+    if server_name is not None:
+        report["server_name"] = server_name
+    if extra:
+        report["extra"] = dict(extra)
     return report
 
 
