@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -12,6 +13,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import HeraldServer, Receiver  # noqa: E402
+
+# Where Airflow is installed, importing herald.airflow imports Airflow, which writes its
+# config to AIRFLOW_HOME (default ~/airflow): keep that out of the developer's home.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="herald-pytest-airflow-"))
 
 # Values that destinations in the tests reference as ${env:...} (resolved by Herald at send time).
 SERVER_ENV = {"RISE_TOKEN": "rise-secret-token"}
