@@ -274,6 +274,36 @@ class Client:
         )
         return self.post_report(body)
 
+    def error_groups(
+        self,
+        *,
+        status: Optional[str] = None,
+        service: Optional[str] = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> Json:
+        """One page of error groups (``read`` scope): ``{"items": [...], "next_cursor"}``.
+
+        ``status`` is ``unresolved`` or ``resolved``; pass ``next_cursor`` as ``cursor`` for
+        the next page.
+        """
+        return self._get(
+            "/api/v1/error-groups", {"status": status, "service": service, "limit": limit, "cursor": cursor}
+        )
+
+    def resolve_error_group(self, group_id: str) -> Json:
+        """Marks a group resolved (``admin`` scope); a later report of it is a regression and alerts."""
+        return self._group_action(group_id, "resolve")
+
+    def unresolve_error_group(self, group_id: str) -> Json:
+        """Marks a resolved group unresolved again (``admin`` scope)."""
+        return self._group_action(group_id, "unresolve")
+
+    def _group_action(self, group_id: str, action: str) -> Json:
+        path = f"/api/v1/error-groups/{urllib.parse.quote(group_id, safe='')}/{action}"
+        resp = self.request("POST", path, retry=True)
+        return dict(resp.body) if isinstance(resp.body, dict) else {}
+
     def post_report(self, report: Mapping[str, Any]) -> Json:
         """Sends a report body built elsewhere (e.g. :func:`herald.reports.build_report`)."""
         headers = {"Idempotency-Key": _new_key()}
