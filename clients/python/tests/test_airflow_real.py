@@ -32,7 +32,7 @@ pytest.importorskip(
     reason="apache-airflow is not installed (it is too big for CI); see this module's docstring to run it",
 )
 
-from support import REPO_ROOT, Receiver, wait_until  # noqa: E402
+from support import REPO_ROOT, wait_until  # noqa: E402
 
 EXAMPLE_DAG = REPO_ROOT / "examples" / "airflow_dag.py"
 

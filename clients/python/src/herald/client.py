@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from email.utils import parsedate_to_datetime
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import __version__
 from .errors import HeraldConfigError, HeraldConnectionError, error_for
@@ -370,7 +370,9 @@ class Client:
             f"could not reach Herald at {self.url} ({method} {path}) after {attempts} attempt(s): {last_error}"
         ) from last_error
 
-    def _once(self, method: str, url: str, data: Optional[bytes], headers: Mapping[str, str]):
+    def _once(
+        self, method: str, url: str, data: Optional[bytes], headers: Mapping[str, str]
+    ) -> Tuple[int, Dict[str, str], bytes]:
         req = urllib.request.Request(url, data=data, method=method, headers=dict(headers))
         try:
             with _OPENER.open(req, timeout=self.timeout) as resp:
@@ -384,7 +386,7 @@ class Client:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Herald never redirects API calls; a redirect is answered as the error it is."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
         return None
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from .background import BackgroundSender
 from .client import Client
@@ -143,7 +143,7 @@ def user_info(request: Any) -> Optional[Dict[str, Any]]:
 
 def _client_factory(
     url: Optional[str] = None, token: Optional[str] = None, timeout: float = 5.0, retries: int = 2
-):
+) -> Callable[[], Client]:
     def make() -> Client:
         return Client(
             url=url or _setting("HERALD_URL"),
@@ -222,13 +222,14 @@ class HeraldHandler(logging.Handler):
             message = record.getMessage()
         except Exception:
             message = str(record.msg)
-        has_exc = bool(record.exc_info and record.exc_info[1] is not None)
+        exc = record.exc_info[1] if record.exc_info else None
+        has_exc = exc is not None
         tags: Dict[str, str] = {"logger": record.name}
         status = getattr(record, "status_code", None)
         if status is not None:
             tags["status_code"] = str(status)
         return build_report(
-            record.exc_info if has_exc else None,
+            exc,
             message=message,
             service=self.service or _setting("HERALD_SERVICE") or "django",
             environment=self.environment or _setting("HERALD_ENVIRONMENT"),

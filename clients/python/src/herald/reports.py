@@ -91,7 +91,7 @@ def exception_info(exc: Union[BaseException, ExcInfo, None]) -> Optional[ExcInfo
     if isinstance(exc, BaseException):
         return (type(exc), exc, exc.__traceback__)
     if isinstance(exc, tuple) and len(exc) == 3 and exc[1] is not None:
-        return exc  # type: ignore[return-value]
+        return exc
     return None
 
 
@@ -171,4 +171,6 @@ def build_report(
 def current_exc_info() -> Optional[ExcInfo]:
     """``sys.exc_info()`` when an exception is being handled, else ``None``."""
     info = sys.exc_info()
-    return info if info[1] is not None else None  # type: ignore[return-value]
+    if info[0] is None or info[1] is None:
+        return None
+    return (info[0], info[1], info[2])
