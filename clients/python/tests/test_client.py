@@ -187,3 +187,18 @@ def test_report_error_groups_and_alerts(herald_server, send_token, receiver):
 def test_admin_token_is_accepted(herald_server):
     # The fixture's fixed admin token (HERALD_ADMIN_TOKEN) reads the API.
     assert herald.Client(herald_server.url, ADMIN_TOKEN).request("GET", "/api/v1/destinations").status == 200
+
+
+def test_error_groups_list_resolve_and_unresolve(herald_server, send_token):
+    sender = herald.Client(herald_server.url, send_token)
+    service = f"py-groups-{uuid.uuid4().hex[:6]}"
+    result = sender.report_error(message="cache warmup skipped", level="warning", service=service, fingerprint="warmup")
+    admin = herald_server.admin()
+    page = admin.error_groups(service=service)
+    (group,) = page["items"]
+    assert group["id"] == result["group"] and group["status"] == "unresolved" and group["level"] == "warning"
+    assert admin.resolve_error_group(group["id"])["status"] == "resolved"
+    assert [g["id"] for g in admin.error_groups(status="resolved", service=service)["items"]] == [group["id"]]
+    assert admin.unresolve_error_group(group["id"])["status"] == "unresolved"
+    with pytest.raises(herald.NotFoundError):
+        admin.resolve_error_group("grp_00000000000000000000000000000000")
