@@ -92,10 +92,15 @@ def run_dag(env: Dict[str, str], dag_file: Path, dag_id: str) -> Dict[str, str]:
     return result
 
 
-def write_dag(env: Dict[str, str], name: str, source: str) -> Path:
-    path = Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{name}.py"
-    path.write_text(textwrap.dedent(source))
-    return path
+def run_templated_dag(env: Dict[str, str], server, receiver, prefix: str, source: str):
+    """Writes ``source`` (with DAG_ID and DEST filled in) as a DAG whose Herald destination is
+    a webhook to ``receiver``, and runs it. Returns (dag_id, destination, dag file, run)."""
+    dest = f"af-{prefix}-{uuid.uuid4().hex[:6]}"
+    dag_id = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    server.put_destination(dest, {"kind": "webhook", "url": receiver.url})
+    path = Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{dag_id}.py"
+    path.write_text(textwrap.dedent(source.replace("DAG_ID", dag_id).replace("DEST", dest)))
+    return dag_id, dest, path, run_dag(env, path, dag_id)
 
 
 def test_example_dag_delivers_the_messenger_message(airflow_env, herald_server, receiver, slack):
@@ -158,11 +163,7 @@ retrying()
 
 
 def test_a_retried_task_does_not_duplicate_its_message(airflow_env, herald_server, receiver):
-    dest = f"af-retry-{uuid.uuid4().hex[:6]}"
-    dag_id = f"retry_{uuid.uuid4().hex[:6]}"
-    herald_server.put_destination(dest, {"kind": "webhook", "url": receiver.url})
-    path = write_dag(airflow_env, dag_id, RETRY_DAG.replace("DAG_ID", dag_id).replace("DEST", dest))
-    run = run_dag(airflow_env, path, dag_id)
+    dag_id, dest, path, run = run_templated_dag(airflow_env, herald_server, receiver, "retry", RETRY_DAG)
     assert run["state"].endswith("success"), run["log"][-4000:]
     assert path.with_suffix(".tries").read_text().split() == ["1", "2"]  # Airflow really retried
 
@@ -200,11 +201,7 @@ failing()
 
 
 def test_notifier_as_failure_callback_renders_the_context(airflow_env, herald_server, receiver):
-    dest = f"af-fail-{uuid.uuid4().hex[:6]}"
-    dag_id = f"failing_{uuid.uuid4().hex[:6]}"
-    herald_server.put_destination(dest, {"kind": "webhook", "url": receiver.url})
-    path = write_dag(airflow_env, dag_id, FAILING_DAG.replace("DAG_ID", dag_id).replace("DEST", dest))
-    run = run_dag(airflow_env, path, dag_id)
+    dag_id, dest, _, run = run_templated_dag(airflow_env, herald_server, receiver, "failing", FAILING_DAG)
     assert run["state"].endswith("failed"), run["log"][-4000:]
 
     (req,) = receiver.wait_for(1)
