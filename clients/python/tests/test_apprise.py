@@ -68,3 +68,25 @@ def test_apprise_with_a_wrong_token_fails(herald_server, keyed):
     wrong.add(apprise_url(herald_server, "hrld_not_a_token", "version=1"))
     assert bool(wrong.notify(body="must not arrive")) is False
     assert herald_server.deliveries(f"apprise-{keyed['key']}") == []
+
+
+def test_apprise_basic_auth_url_with_the_tag_as_key(herald_server, keyed):
+    a = apprise.Apprise()
+    url = f"apprise://airflow:{keyed['token']}@127.0.0.1:{herald_server.port}/{keyed['key']}?version=1"
+    assert a.add(url)
+    assert bool(a.notify(body="ETL failed: 3 rows rejected", title="ETL")) is True
+    (req,) = keyed["receiver"].wait_for(1)
+    assert (req.json()["text"], req.json()["severity"]) == ("ETL failed: 3 rows rejected", "info")
+
+
+def test_apprise_command_line(herald_server, keyed):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).with_name("apprise")
+    url = apprise_url(herald_server, keyed["token"], "version=1")
+    proc = subprocess.run([str(cli), "-t", "Disk almost full", "-b", "db-1 at 91%", url], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (req,) = keyed["receiver"].wait_for(1)
+    assert (req.json()["title"], req.json()["text"]) == ("Disk almost full", "db-1 at 91%")
