@@ -6,7 +6,8 @@ hand and sent duplicates whenever Airflow retried the task. Now the task returns
 and Herald delivers it: durably, retried with backoff, rate-limited, with an audit trail,
 and exactly once per task run (the idempotency key is dag_id/task_id/run_id/map_index).
 
-1. Install the client where the DAG runs:  pip install herald-client   (or clients/python)
+1. Install the client where the DAG runs (workers and DAG processor):
+       pip install ./clients/python        # from a Herald checkout; distribution herald-client
 
 2. Herald's destination for the messenger (an `http` destination; its token is read from
    Herald's environment at send time, so rotating it needs no restart):

@@ -2,7 +2,8 @@
 
 Two ways, pick one (or both: reports sent by HeraldHandler and by Sentry group separately).
 
-A. herald-client (pip install herald-client): a logging handler and DRF's exception handler.
+A. herald-client (pip install ./clients/python from a Herald checkout): a logging handler
+   and DRF's exception handler.
    Reports go to POST /api/v1/errors from a background thread with a bounded queue: a slow or
    down Herald never slows or breaks a request (full queue → dropped and counted).
 
