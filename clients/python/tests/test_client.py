@@ -183,6 +183,13 @@ def test_report_error_groups_and_alerts(herald_server, send_token, receiver):
     assert len(groups) == 1 and groups[0]["id"] == first["group"]
     assert groups[0]["count"] == 2
 
+    # Inside an `except` block the handled exception is the default.
+    try:
+        charge(7)
+    except ZeroDivisionError:
+        third = client.report_error(service="py-billing", to="py-errors")
+    assert third["group"] == first["group"] and third["alerted"] is False
+
 
 def test_admin_token_is_accepted(herald_server):
     # The fixture's fixed admin token (HERALD_ADMIN_TOKEN) reads the API.

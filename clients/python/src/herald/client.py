@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__
 from .errors import HeraldConfigError, HeraldConnectionError, error_for
-from .reports import ExcInfo, build_report
+from .reports import ExcInfo, build_report, current_exc_info
 
 #: Statuses worth another try: the request did not take effect or may succeed later.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -252,12 +252,14 @@ class Client:
         """Sends an error report to ``POST /api/v1/errors``; returns ``{"group", "new_group", "alerted"}``.
 
         ``exc`` is an exception (its traceback is sent oldest frame first) or an
-        ``exc_info`` triple; ``request`` is ``{"method", "url", "path"}``, ``user`` is
+        ``exc_info`` triple; without ``exc`` and ``message``, the exception being handled; ``request`` is ``{"method", "url", "path"}``, ``user`` is
         ``{"id", "username", "email"}``; ``to`` names the alert's destinations (otherwise
         it is routed by event type ``error.reported``). Herald groups reports (by ``fingerprint`` or by
         exception type + innermost in-app frame) and alerts a new group, a regression or a
         spike at most once per group per window, as event type ``error.reported``.
         """
+        if exc is None and message is None:
+            exc = current_exc_info()  # called in an `except` block: report what is handled
         body = build_report(
             exc,
             message=message,
