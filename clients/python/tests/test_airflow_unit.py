@@ -213,3 +213,9 @@ def test_notifier_default_text(airflow_env, herald_server, receiver):
     body = receiver.wait_for(1)[0].json()
     assert body["text"] == "messenger_pipeline.notify_room success (run scheduled__2026-12-01T00:00:00+00:00, try 1)"
     assert body["severity"] == "info"
+
+
+def test_default_text_for_a_dag_level_callback():
+    dag_run = SimpleNamespace(dag_id="nightly", run_id="manual__1")
+    context = {"dag": SimpleNamespace(dag_id="nightly"), "dag_run": dag_run, "exception": "2 tasks failed"}
+    assert ha.default_text(context) == "nightly failed (run manual__1): 2 tasks failed"

@@ -349,7 +349,12 @@ def default_text(context: Mapping[str, Any]) -> str:
     state = _get(ti, "state") or ("failed" if exception else "finished")
     state = getattr(state, "value", state)
     where = ".".join(str(x) for x in (p["dag_id"], p["task_id"]) if x) or "Airflow"
-    text = f"{where} {state} (run {p['run_id']}, try {p['try_number']})"
+    text = f"{where} {state}"
+    run = [f"run {p['run_id']}"] if p["run_id"] else []
+    if p["try_number"]:
+        run.append(f"try {p['try_number']}")
+    if run:
+        text += f" ({', '.join(run)})"
     return f"{text}: {exception}" if exception else text
 
 
