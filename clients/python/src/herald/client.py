@@ -13,6 +13,7 @@ Herald answers a repeat with the original 202 and creates nothing new.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import random
@@ -351,7 +352,7 @@ class Client:
             wait: Optional[float] = None
             try:
                 status, resp_headers, raw = self._once(method, self.url + path, data, all_headers)
-            except (urllib.error.URLError, OSError, socket.timeout) as e:
+            except (urllib.error.URLError, OSError, socket.timeout, http.client.HTTPException) as e:
                 last_error = e
             else:
                 decoded = _decode(raw)
