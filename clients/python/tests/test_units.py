@@ -80,6 +80,9 @@ def test_sender_drops_and_counts_when_full_and_never_blocks():
         assert sender.submit({"message": "after close"}) is False
     finally:
         hole.close()
+    # The hung send fails once the connection is cut; let the worker finish here, not later.
+    assert sender.flush(timeout=10) is True
+    assert sender.failed >= 1
 
 
 def test_sender_counts_failures_without_raising(capsys):
