@@ -21,7 +21,7 @@ django = pytest.importorskip("django", reason="Django is installed by scripts/py
 pytest.importorskip("rest_framework", reason="djangorestframework is installed by scripts/python-tests.sh")
 
 import herald.django as hd  # noqa: E402
-from support import BlackHole, HeraldServer, Receiver, wait_until  # noqa: E402
+from support import BlackHole, HeraldServer, Receiver, run_python, wait_until  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,8 @@ def test_handler_never_blocks_or_raises_when_herald_hangs(django_project):
         logger.removeHandler(handler)
     finally:
         hole.close()
+    # The cut connection ends the hung send; let the worker finish inside this test.
+    assert handler.sender.flush(30) is True
 
 
 def test_handler_survives_a_broken_request_object(django_project, herald_server, receiver):
@@ -179,3 +181,32 @@ def test_handler_survives_a_broken_request_object(django_project, herald_server,
     body = wait_until(lambda: receiver.received(), what="the alert")[0].json()
     text = json.dumps(body)
     assert "/api/things/9/" in text and "DELETE" in text
+
+
+SHUTDOWN = r"""
+import logging, os
+from herald.django import HeraldHandler
+
+log = logging.getLogger("worker")
+log.addHandler(HeraldHandler(service=os.environ["SERVICE"], to=os.environ["DEST"]))
+try:
+    {}["missing"]
+except KeyError:
+    log.exception("job %s failed", 17)
+# No flush: the interpreter exits at once; logging.shutdown() closes the handler, which
+# sends what is queued before the process ends.
+"""
+
+
+def test_handler_sends_queued_reports_at_interpreter_exit(herald_server, send_token, receiver):
+    """Outside Django (a worker script): settings come from the environment."""
+    herald_server.put_destination("dj-exit", {"kind": "webhook", "url": receiver.url})
+    service = f"worker-{uuid.uuid4().hex[:6]}"
+    run_python(
+        SHUTDOWN,
+        {"HERALD_URL": herald_server.url, "HERALD_TOKEN": send_token, "SERVICE": service, "DEST": "dj-exit"},
+    )
+    (group,) = [g for g in herald_server.error_groups() if g.get("service") == service]
+    assert group["title"].startswith("KeyError")
+    body = json.dumps(receiver.wait_for(1)[0].json())
+    assert "KeyError" in body and "job 17 failed" in body
