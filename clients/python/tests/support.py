@@ -325,7 +325,15 @@ class BlackHole:
     def close(self) -> None:
         self._stop = True
         for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)  # the client's pending read ends now
+            except OSError:
+                pass
             c.close()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept(); stops taking connections
+        except OSError:
+            pass
         self.sock.close()
 
 
