@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test Herald has: formatting, lints, the whole test suite (Rust unit,
-# integration, crash and cluster tests, on SQLite and the machine's Postgres), the dashboard
-# in a real headless Chromium, bounded fuzzing of the parsers, and property-based testing of
+# integration, crash and cluster tests, on SQLite and the machine's Postgres), the Python
+# client's tests against real Django/DRF, sentry-sdk and apprise, the dashboard in a real
+# headless Chromium, bounded fuzzing of the parsers, and property-based testing of
 # the HTTP API against its OpenAPI document. This is the README's test command and what CI
 # (.ci/run) calls. FAST=1 skips the two fuzzing stages.
 set -euo pipefail
@@ -42,6 +43,12 @@ cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
 
+echo "== python client tests (clients/python: client, Airflow, Django/DRF, sentry-sdk, apprise)"
+set +e
+HERALD_BIN="$(pwd)/target/debug/herald" ./scripts/python-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+set -e
+
 echo "== browser tests (dashboard in headless Chromium)"
 set +e
 ./scripts/browser-tests.sh 2>&1 | tee -a "$log"
@@ -59,6 +66,6 @@ echo "== results"
 grep -E "^(crash test|cluster test|cluster audit chain|claims|group commit|rate limit|breaker|fast destination)[ :(]" "$log" || true
 # One closing line for the whole run: every test runner's counts added up.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
-     /^(fuzz|schemathesis|browser): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(fuzz|schemathesis|browser|python): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
