@@ -177,16 +177,17 @@ async fn prepare(
         serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.to_string()))?;
     let body_json =
         serde_json::to_string(&message.body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let idempotency = message
-        .idempotency_key
-        .as_ref()
-        .zip(request_hash)
-        .map(|(key, request_hash)| IdempotencyRecord {
-            key: key.clone(),
-            request_hash,
-            response: response.to_string(),
-            expires_at: now + state.config.idempotency_ttl.0.as_millis() as i64,
-        });
+    let idempotency =
+        message
+            .idempotency_key
+            .as_ref()
+            .zip(request_hash)
+            .map(|(key, request_hash)| IdempotencyRecord {
+                key: key.clone(),
+                request_hash,
+                response: response.to_string(),
+                expires_at: now + state.config.idempotency_ttl.0.as_millis() as i64,
+            });
     Ok((
         NewMessage {
             id: message.id,
