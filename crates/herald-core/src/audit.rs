@@ -46,6 +46,20 @@ pub fn entry_hash(
     resource: &str,
     detail: &Value,
 ) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    if maps_are_sorted() {
+        // The same bytes as `canonical_json` of the array, written straight into the hash
+        // (no sorted copy of the detail, no intermediate string).
+        let entry = (seq, at, actor, action, resource, detail);
+        if serde_json::to_writer(HashWriter(&mut h), &entry).is_ok() {
+            return hex::encode(h.finalize());
+        }
+        h = Sha256::new();
+        h.update(prev_hash.as_bytes());
+        h.update(b"\n");
+    }
     let canonical = Value::Array(vec![
         Value::from(seq),
         Value::from(at),
@@ -54,11 +68,35 @@ pub fn entry_hash(
         Value::from(resource),
         detail.clone(),
     ]);
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(b"\n");
-    h.update(canonical_json(&canonical).as_bytes());
+    h.update(sorted(&canonical).to_string().as_bytes());
     hex::encode(h.finalize())
+}
+
+/// Feeds serialized bytes into a hash.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether serde_json's maps keep their keys sorted (its default, a `BTreeMap`; not so if
+/// some crate turns on its `preserve_order` feature). Then a value's plain encoding is
+/// already canonical.
+fn maps_are_sorted() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut m = serde_json::Map::new();
+        m.insert("b".into(), Value::Null);
+        m.insert("a".into(), Value::Null);
+        m.keys().map(String::as_str).eq(["a", "b"])
+    })
 }
 
 /// A copy of `v` whose object keys are in sorted order at every depth, so the encoding does
@@ -277,13 +315,45 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Ve
 
 /// Canonical JSON text of a value (object keys sorted at every depth), for hashing.
 pub fn canonical_json(v: &Value) -> String {
-    sorted(v).to_string()
+    if maps_are_sorted() {
+        v.to_string()
+    } else {
+        sorted(v).to_string()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_hash_is_over_the_sorted_canonical_array() {
+        let detail = json!({"z": [{"y": 1, "x": "é\"\n"}], "a": null, "m": 1.5, "n": -3});
+        let canonical = json!([
+            7,
+            "2026-01-01T00:00:00Z",
+            "ann",
+            "message.accepted",
+            "msg_1",
+            detail
+        ]);
+        let mut h = Sha256::new();
+        h.update(b"prev\n");
+        h.update(sorted(&canonical).to_string().as_bytes());
+        let expected = hex::encode(h.finalize());
+        let got = entry_hash(
+            "prev",
+            7,
+            "2026-01-01T00:00:00Z",
+            "ann",
+            "message.accepted",
+            "msg_1",
+            &detail,
+        );
+        assert_eq!(got, expected);
+        assert_eq!(canonical_json(&canonical), sorted(&canonical).to_string());
+    }
 
     fn chain(n: i64) -> Vec<AuditEntry> {
         let mut prev = GENESIS.to_string();

@@ -142,8 +142,9 @@ async fn prepare(
         .validate_with(sub.header_key.as_deref(), limits)
         .map_err(ApiError::Validation)?;
     // What was asked, before `url` attachments are fetched: a repeat with the same key is
-    // the same request even if the file behind the URL changed since.
-    let request_hash = request_hash(&event_type, &body);
+    // the same request even if the file behind the URL changed since. Only a keyed request
+    // is ever compared, so only a keyed one is hashed.
+    let request_hash = key.as_ref().map(|_| request_hash(&event_type, &body));
     fetch_attachments(state, &mut body, limits).await?;
     let message = Message {
         id: ids::new_id(ids::MESSAGE),
@@ -176,15 +177,17 @@ async fn prepare(
         serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.to_string()))?;
     let body_json =
         serde_json::to_string(&message.body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let idempotency = message
-        .idempotency_key
-        .as_ref()
-        .map(|key| IdempotencyRecord {
-            key: key.clone(),
-            request_hash,
-            response: response.to_string(),
-            expires_at: now + state.config.idempotency_ttl.0.as_millis() as i64,
-        });
+    let idempotency =
+        message
+            .idempotency_key
+            .as_ref()
+            .zip(request_hash)
+            .map(|(key, request_hash)| IdempotencyRecord {
+                key: key.clone(),
+                request_hash,
+                response: response.to_string(),
+                expires_at: now + state.config.idempotency_ttl.0.as_millis() as i64,
+            });
     Ok((
         NewMessage {
             id: message.id,

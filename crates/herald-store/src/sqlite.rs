@@ -74,8 +74,16 @@ type Job = Box<dyn for<'c> FnOnce(&'c mut Writer) -> BoxFuture<'c, (bool, Reply)
 
 enum Msg {
     Job(Job),
+    /// Accepts are not closures: those waiting together are written as one batch.
+    Accept(AcceptJob),
     /// Commit what is queued, close the connection, then acknowledge.
     Close(oneshot::Sender<()>),
+}
+
+/// Messages to accept, and where their outcomes go once committed.
+struct AcceptJob {
+    batch: Arc<Vec<NewMessage>>,
+    reply: oneshot::Sender<Result<Vec<AcceptOutcome>>>,
 }
 
 /// State owned by the writer task.
@@ -245,26 +253,52 @@ impl SqliteStore {
         F: for<'c> FnOnce(&'c mut Writer) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |w: &mut Writer| {
-            Box::pin(async move {
-                let result = f(w).await;
-                let ok = result.is_ok();
-                let reply: Reply = Box::new(move |commit_error: Option<&str>| {
-                    let _ = tx.send(match commit_error {
-                        None => result,
-                        Some(e) => Err(StoreError::Commit(e.to_string())),
-                    });
-                });
-                (ok, reply)
-            })
-        });
         self.jobs
-            .send(Msg::Job(job))
+            .send(Msg::Job(job(f, tx)))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await
             .map_err(|_| StoreError::Commit("the transaction could not be started".into()))?
     }
+}
+
+/// A job running `f` whose result goes to `tx` once the commit is known.
+fn job<T, F>(f: F, tx: oneshot::Sender<Result<T>>) -> Job
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Writer) -> BoxFuture<'c, Result<T>> + Send + 'static,
+{
+    Box::new(move |w: &mut Writer| {
+        Box::pin(async move {
+            let result = f(w).await;
+            let ok = result.is_ok();
+            (ok, reply(result, tx))
+        })
+    })
+}
+
+/// Answers `tx` with `result`, or with the commit's error.
+fn reply<T: Send + 'static>(result: Result<T>, tx: oneshot::Sender<Result<T>>) -> Reply {
+    Box::new(move |commit_error: Option<&str>| {
+        let _ = tx.send(match commit_error {
+            None => result,
+            Some(e) => Err(StoreError::Commit(e.to_string())),
+        });
+    })
+}
+
+/// An accept on its own, as an ordinary job in its own savepoint.
+fn accept_job(a: AcceptJob) -> Job {
+    let batch = a.batch;
+    job(
+        move |w| {
+            Box::pin(async move {
+                let refs: Vec<&NewMessage> = batch.iter().collect();
+                accept_batch(w, &refs).await
+            })
+        },
+        a.reply,
+    )
 }
 
 /// Connects to a location with the writer's settings (SQLite: WAL, `synchronous=FULL`).
@@ -354,32 +388,34 @@ async fn exec(conn: &mut AnyConnection, sql: &'static str) -> std::result::Resul
 
 async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
     while let Some(first) = rx.recv().await {
-        let mut jobs = Vec::new();
+        let (mut jobs, mut accepts) = (Vec::new(), Vec::new());
         let mut closing = None;
-        match first {
-            Msg::Job(j) => jobs.push(j),
-            Msg::Close(ack) => closing = Some(ack),
-        }
-        while closing.is_none() && jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Msg::Job(j)) => jobs.push(j),
-                Ok(Msg::Close(ack)) => closing = Some(ack),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Job(j) => jobs.push(j),
+                Msg::Accept(a) => accepts.push(a),
+                Msg::Close(ack) => closing = Some(ack),
+            }
+            if closing.is_none() && jobs.len() + accepts.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        if !jobs.is_empty() {
-            commit_group(&mut w, jobs).await;
+        if !jobs.is_empty() || !accepts.is_empty() {
+            commit_group(&mut w, jobs, accepts).await;
         }
         if let Some(ack) = closing {
             rx.close();
-            let mut rest = Vec::new();
+            let (mut rest, mut accepts) = (Vec::new(), Vec::new());
             while let Ok(msg) = rx.try_recv() {
-                if let Msg::Job(j) = msg {
-                    rest.push(j);
+                match msg {
+                    Msg::Job(j) => rest.push(j),
+                    Msg::Accept(a) => accepts.push(a),
+                    Msg::Close(_) => {}
                 }
             }
-            if !rest.is_empty() {
-                commit_group(&mut w, rest).await;
+            if !rest.is_empty() || !accepts.is_empty() {
+                commit_group(&mut w, rest, accepts).await;
             }
             let _ = w.conn.close().await;
             let _ = ack.send(());
@@ -389,8 +425,10 @@ async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
 }
 
 /// Runs jobs in one transaction, each inside its own savepoint, appends their audit
-/// entries, commits once, then answers every caller.
-async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
+/// entries, commits once, then answers every caller. The accepts waiting are written first,
+/// together as one batch (a few multi-row INSERTs for all of them); should that batch fail,
+/// it is undone and each accept runs on its own, so one bad request fails alone.
+async fn commit_group(w: &mut Writer, mut jobs: Vec<Job>, accepts: Vec<AcceptJob>) {
     let started = std::time::Instant::now();
     let head_before = w.audit_head.clone();
     w.staged.clear();
@@ -407,7 +445,25 @@ async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
         tracing::error!(error = %e, "store: could not begin a transaction");
         return;
     }
-    let mut replies = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len() + accepts.len());
+    let together = if accepts.len() > 1 {
+        accept_together(w, &accepts).await
+    } else {
+        None
+    };
+    match together {
+        Some(mut outcomes) => {
+            for a in accepts {
+                let rest = outcomes.split_off(a.batch.len().min(outcomes.len()));
+                replies.push(reply(Ok(std::mem::replace(&mut outcomes, rest)), a.reply));
+            }
+        }
+        None => {
+            let mut own: Vec<Job> = accepts.into_iter().map(accept_job).collect();
+            own.append(&mut jobs);
+            jobs = own;
+        }
+    }
     for job in jobs {
         let saved = (w.staged.len(), w.checkpoints.len());
         if let Err(e) = exec(&mut w.conn, "SAVEPOINT job").await {
@@ -461,6 +517,29 @@ async fn commit_group(w: &mut Writer, jobs: Vec<Job>) {
             replies.into_iter().for_each(|r| r(Some(&msg)));
         }
     }
+}
+
+/// Writes several callers' accepts as one batch in one savepoint; `None` (and nothing
+/// written) if it failed.
+async fn accept_together(w: &mut Writer, accepts: &[AcceptJob]) -> Option<Vec<AcceptOutcome>> {
+    let staged = w.staged.len();
+    if let Err(e) = exec(&mut w.conn, "SAVEPOINT accepts").await {
+        tracing::error!(error = %e, "store: savepoint failed");
+        return None;
+    }
+    let all: Vec<&NewMessage> = accepts.iter().flat_map(|a| a.batch.iter()).collect();
+    let result = accept_batch(w, &all).await;
+    let end = match result {
+        Ok(_) => "RELEASE accepts",
+        Err(_) => "ROLLBACK TO accepts; RELEASE accepts",
+    };
+    if result.is_err() {
+        w.staged.truncate(staged);
+    }
+    if let Err(e) = exec(&mut w.conn, end).await {
+        tracing::error!(error = %e, "store: savepoint release failed");
+    }
+    result.ok()
 }
 
 /// Tells the other nodes (Postgres `NOTIFY`, delivered at commit) that due work appeared.
@@ -552,8 +631,9 @@ async fn insert_chained(w: &mut Writer, entries: &[NewAudit]) -> Result<()> {
             hash,
         ));
     }
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::query(AssertSqlSafe(values_sql(
+    for chunk in insert_chunks(&rows) {
+        let mut q = sqlx::query(AssertSqlSafe(values_sql_for(
+            w.dialect,
             "INSERT INTO audit_log (seq, at, actor, action, resource, detail, prev_hash, hash)",
             chunk.len(),
             8,
@@ -665,6 +745,13 @@ fn token_from_row(r: &AnyRow) -> Result<TokenRecord> {
 /// read by both SQLite and Postgres (sqlx's query builder for `Any` writes `?`, which
 /// Postgres does not accept).
 pub(crate) fn values_sql(head: &str, rows: usize, cols: usize) -> String {
+    values_sql_for(Dialect::Postgres, head, rows, cols)
+}
+
+/// [`values_sql`] for the writer's database. SQLite gets anonymous `?` placeholders: it
+/// looks a `$N` up by name in a list, so parsing and binding a statement of n `$N`s costs
+/// n² string comparisons (with 1 600 placeholders, more than the rows' insert itself).
+fn values_sql_for(dialect: Dialect, head: &str, rows: usize, cols: usize) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(head.len() + 10 + rows * cols * 6);
     s.push_str(head);
@@ -672,7 +759,11 @@ pub(crate) fn values_sql(head: &str, rows: usize, cols: usize) -> String {
     for r in 0..rows {
         s.push_str(if r == 0 { "(" } else { ", (" });
         for c in 0..cols {
-            let _ = write!(s, "{}${}", if c == 0 { "" } else { ", " }, r * cols + c + 1);
+            let sep = if c == 0 { "" } else { ", " };
+            let _ = match dialect {
+                Dialect::Sqlite => write!(s, "{sep}?"),
+                Dialect::Postgres => write!(s, "{sep}${}", r * cols + c + 1),
+            };
         }
         s.push(')');
     }
@@ -680,12 +771,31 @@ pub(crate) fn values_sql(head: &str, rows: usize, cols: usize) -> String {
 }
 
 /// Rows per multi-row INSERT (SQLite allows 32 766 bound values per statement).
-const ROWS_PER_INSERT: usize = 200;
+const ROWS_PER_INSERT: usize = 128;
+
+/// Splits rows into multi-row INSERT chunks of a power-of-two size (128, then the binary
+/// digits of the rest), so a handful of statement texts recur and stay in the
+/// connection's prepared-statement cache instead of one new text per group size.
+fn insert_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let n = if rows.len() >= ROWS_PER_INSERT {
+            ROWS_PER_INSERT
+        } else {
+            1 << rows.len().ilog2()
+        };
+        let (chunk, rest) = rows.split_at(n);
+        rows = rest;
+        Some(chunk)
+    })
+}
 
 /// Accepts a batch: idempotency keys resolved one by one (a repeat inside the batch sees
 /// the earlier message), then every new row written with a few multi-row INSERTs — the
 /// per-statement cost, not the bytes, is what a write costs here.
-async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<AcceptOutcome>> {
+async fn accept_batch(w: &mut Writer, batch: &[&NewMessage]) -> Result<Vec<AcceptOutcome>> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut new: Vec<&NewMessage> = Vec::with_capacity(batch.len());
     let mut keys_here: HashMap<&str, (&str, &str)> = HashMap::new();
@@ -716,11 +826,12 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
             }
             keys_here.insert(&idem.key, (&idem.request_hash, &idem.response));
         }
-        new.push(m);
+        new.push(*m);
         outcomes.push(AcceptOutcome::Accepted);
     }
-    for chunk in new.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::query(AssertSqlSafe(values_sql(
+    for chunk in insert_chunks(&new) {
+        let mut q = sqlx::query(AssertSqlSafe(values_sql_for(
+            w.dialect,
             "INSERT INTO messages (id, event_type, idempotency_key, body, created_at)",
             chunk.len(),
             5,
@@ -739,8 +850,9 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
         .iter()
         .flat_map(|m| m.deliveries.iter().map(move |d| (*m, d)))
         .collect();
-    for chunk in deliveries.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::query(AssertSqlSafe(values_sql(
+    for chunk in insert_chunks(&deliveries) {
+        let mut q = sqlx::query(AssertSqlSafe(values_sql_for(
+            w.dialect,
             "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, created_at, updated_at)",
             chunk.len(),
             7,
@@ -761,8 +873,9 @@ async fn accept_batch(w: &mut Writer, batch: &[NewMessage]) -> Result<Vec<Accept
         .iter()
         .filter_map(|m| m.idempotency.as_ref().map(|i| (*m, i)))
         .collect();
-    for chunk in keyed.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::query(AssertSqlSafe(values_sql(
+    for chunk in insert_chunks(&keyed) {
+        let mut q = sqlx::query(AssertSqlSafe(values_sql_for(
+            w.dialect,
             "INSERT INTO idempotency_keys (key, request_hash, message_id, response, created_at, expires_at)",
             chunk.len(),
             6,
@@ -1473,11 +1586,19 @@ impl Store for SqliteStore {
         let batch = Arc::new(batch);
         let mut tries = 0;
         loop {
-            let b = batch.clone();
-            match self
-                .write(move |w| Box::pin(async move { accept_batch(w, &b).await }))
+            let (tx, rx) = oneshot::channel();
+            let job = AcceptJob {
+                batch: batch.clone(),
+                reply: tx,
+            };
+            self.jobs
+                .send(Msg::Accept(job))
                 .await
-            {
+                .map_err(|_| StoreError::Closed)?;
+            let answer = rx
+                .await
+                .map_err(|_| StoreError::Commit("the transaction could not be started".into()))?;
+            match answer {
                 // Another node stored the same idempotency key between our look-up and our
                 // insert (it committed first): look again, and it is a replay.
                 Err(e) if is_unique_violation(&e) && tries < 3 => tries += 1,
@@ -2274,5 +2395,38 @@ impl Store for SqliteStore {
 
     fn remote_signals(&self) -> Option<crate::RemoteSignals> {
         self.remote.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_chunks_cover_every_row_in_power_of_two_sizes() {
+        for n in [0usize, 1, 2, 3, 7, 127, 128, 129, 300, 513] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = insert_chunks(&rows).collect();
+            assert_eq!(chunks.concat(), rows, "n = {n}: every row once, in order");
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len().is_power_of_two() && c.len() <= ROWS_PER_INSERT),
+                "n = {n}: {:?}",
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_placeholders_are_anonymous_postgres_ones_numbered() {
+        assert_eq!(
+            values_sql_for(Dialect::Sqlite, "INSERT INTO t (a, b)", 2, 2),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
+        assert_eq!(
+            values_sql("INSERT INTO t (a, b)", 2, 2),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
+        );
     }
 }

@@ -224,6 +224,54 @@ async fn concurrent_writers_share_commits_and_keep_one_valid_audit_chain() {
     }
 }
 
+/// Accepts waiting together are written as one batch; one that cannot be written (here: a
+/// message id that exists already) fails alone and the others are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_written_together_fail_alone() {
+    for be in backends("acceptsalone").await {
+        let first = message("hook", None);
+        let taken = first.id.clone();
+        be.a.accept_messages(vec![first]).await.unwrap();
+        let tasks: Vec<_> = (0..60)
+            .map(|i| {
+                let s = be.a.clone();
+                let mut m = message("hook", None);
+                if i == 30 {
+                    m.id = taken.clone();
+                }
+                let id = m.id.clone();
+                tokio::spawn(async move { (i, id, s.accept_messages(vec![m]).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (i, id, result) = t.await.unwrap();
+            if i == 30 {
+                assert!(result.is_err(), "{}: a duplicate id is refused", be.name);
+                continue;
+            }
+            assert_eq!(
+                result.unwrap(),
+                vec![AcceptOutcome::Accepted],
+                "{}",
+                be.name
+            );
+            assert!(
+                be.a.get_message(&id).await.unwrap().is_some(),
+                "{}: {id} stored",
+                be.name
+            );
+        }
+        let audit = whole_chain(&be.a).await;
+        assert_eq!(
+            audit.len(),
+            60,
+            "{}: one entry per accepted message",
+            be.name
+        );
+        assert!(verify_chain(&audit).ok, "{}", be.name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
     for be in backends("stalelease").await {
