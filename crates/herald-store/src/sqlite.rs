@@ -1537,7 +1537,7 @@ async fn record_error_in(
     if let Some(d) = decision {
         let message = alert(&group, &d).map_err(StoreError::Corrupt)?;
         let id = message.id.clone();
-        accept_batch(w, std::slice::from_ref(&message)).await?;
+        accept_batch(w, &[&message]).await?;
         group.last_message_id = Some(id.clone());
         sent = Some((d, id));
     }
