@@ -393,3 +393,44 @@ async fn an_operator_sees_error_groups_and_resolves_one_while_a_reader_cannot() 
         .await;
     assert_eq!(g["status"], "resolved", "unchanged by the reader");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_page_lists_the_message_attachments_and_downloads_them() {
+    use base64::Engine;
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/")}))
+        .await;
+    let csv = "region,total\n서울,1200\n";
+    let accepted = h
+        .send(
+            json!({"text": "weekly report", "to": ["hook"], "attachments": [{
+            "filename": "주간 보고서.csv", "content_type": "text/csv",
+            "data": base64::engine::general_purpose::STANDARD.encode(csv)}]}),
+        )
+        .await;
+    let delivery = TestHerald::first_delivery(&accepted);
+    let message = accepted["id"].as_str().unwrap();
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let mut page = ui.get(&format!("/ui/deliveries/{delivery}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    page.body = page.body.replace("&#x2f;", "/"); // minijinja escapes slashes in HTML
+    assert!(
+        page.body.contains("주간 보고서.csv") && page.body.contains("text/csv"),
+        "{}",
+        page.body
+    );
+    let link = format!("/ui/messages/{message}/attachments/0");
+    assert!(page.body.contains(&link));
+    let file = ui.get(&link).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.body, csv, "the stored bytes, as sent");
+    assert_eq!(
+        ui.get(&format!("/ui/messages/{message}/attachments/7"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let anonymous = Dashboard::new(&h.base).get(&link).await;
+    assert_ne!(anonymous.status, StatusCode::OK, "no session, no file");
+}

@@ -214,12 +214,17 @@ pub async fn attachment(
     Path((id, n)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
+    attachment_response(&state, &id, &n).await
+}
+
+/// One stored attachment as a download (the API and the dashboard share this).
+pub async fn attachment_response(state: &AppState, id: &str, n: &str) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound(format!("message {id:?} has no attachment {n:?}"));
     let index: usize = n.parse().map_err(|_| not_found())?;
-    if !ids::is_valid(ids::MESSAGE, &id) {
+    if !ids::is_valid(ids::MESSAGE, id) {
         return Err(not_found());
     }
-    let m = state.store.get_message(&id).await?.ok_or_else(not_found)?;
+    let m = state.store.get_message(id).await?.ok_or_else(not_found)?;
     let body: MessageBody = serde_json::from_str(&m.body)
         .map_err(|e| ApiError::Internal(format!("stored message unreadable: {e}")))?;
     let att = body.attachments.get(index).ok_or_else(not_found)?;

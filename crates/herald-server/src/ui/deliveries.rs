@@ -144,6 +144,26 @@ pub async fn detail(
         .and_then(|m| serde_json::from_str(&m.body).ok())
         .unwrap_or_default();
     let text = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let attachments: Vec<Value> = message
+        .as_ref()
+        .and_then(|m| serde_json::from_str::<herald_core::message::MessageBody>(&m.body).ok())
+        .map(|b| {
+            b.attachments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    context! {
+                        filename => a.filename.clone(),
+                        content_type => a.content_type.clone(),
+                        size => a.size(),
+                        inline => a.inline.unwrap_or(false),
+                        url => a.url.clone(),
+                        download => format!("/ui/messages/{}/attachments/{i}", d.message_id),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let attempts = state.store.list_attempts(&id).await?;
     let siblings = state
         .store
@@ -167,6 +187,7 @@ pub async fn detail(
             title => text("title"),
             text => text("text"),
             severity => text("severity"),
+            attachments,
             attempts => attempts.iter().map(|a| context! {
                 number => a.number,
                 started => when(a.started_at),
@@ -180,4 +201,13 @@ pub async fn detail(
             siblings => siblings.iter().filter(|s| s.id != d.id).map(|s| row(s, now)).collect::<Vec<_>>(),
         },
     ))
+}
+
+/// Downloads an attachment of a message, for a signed-in operator (read scope is enough).
+pub async fn attachment(
+    State(state): State<AppState>,
+    _user: UiUser,
+    Path((id, n)): Path<(String, String)>,
+) -> UiResult {
+    Ok(crate::api::messages::attachment_response(&state, &id, &n).await?)
 }

@@ -54,6 +54,10 @@ pub fn router() -> Router<AppState> {
         .route("/ui/destinations", get(destinations::page))
         .route("/ui/deliveries", get(deliveries::page))
         .route("/ui/deliveries/{id}", get(deliveries::detail))
+        .route(
+            "/ui/messages/{id}/attachments/{n}",
+            get(deliveries::attachment),
+        )
         .route("/ui/dlq", get(dlq::page))
         .route("/ui/dlq/confirm", get(dlq::confirm))
         .route("/ui/dlq/replay", post(dlq::replay))
