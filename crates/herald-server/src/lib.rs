@@ -35,7 +35,7 @@ use herald_channels::Channels;
 use herald_core::crypto::SecretBox;
 use herald_core::netpolicy::NetPolicy;
 use herald_store::Store;
-use herald_store::sqlite::{SqliteOptions, SqliteStore};
+use herald_store::sql::{SqlStore, StoreOptions};
 use state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,13 +85,13 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretBox), 
 
 /// Opens a database and applies its migrations (no key check).
 pub async fn open_database(database: &Database, config: &Config) -> Result<Arc<dyn Store>, String> {
-    let opts = SqliteOptions {
+    let opts = StoreOptions {
         synchronous_full: config.sqlite_synchronous == "full",
         read_connections: config.database_read_connections,
     };
     let store = match database {
-        Database::Sqlite(path) => SqliteStore::open(path, opts).await,
-        Database::Postgres(url) => SqliteStore::open_postgres(url, opts).await,
+        Database::Sqlite(path) => SqlStore::open(path, opts).await,
+        Database::Postgres(url) => SqlStore::open_postgres(url, opts).await,
     };
     let store = store.map_err(|e| format!("cannot open {}: {e}", database.describe()))?;
     Ok(Arc::new(store))

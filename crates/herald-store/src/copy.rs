@@ -7,7 +7,7 @@
 //! taken while a node is still running is a consistent snapshot (stop the nodes first
 //! anyway: what they accept after the snapshot is not copied).
 
-use crate::sqlite::{Dialect, connect, migrate_to_latest};
+use crate::sql::{Dialect, connect, migrate_to_latest};
 use crate::{Location, Result, StoreError};
 use futures_util::TryStreamExt;
 use sqlx::any::AnyArguments;
@@ -113,7 +113,7 @@ async fn insert(
     columns: &[(String, Kind)],
     rows: &[sqlx::any::AnyRow],
 ) -> Result<u64> {
-    let sql = crate::sqlite::values_sql(
+    let sql = crate::sql::values_sql(
         &format!("INSERT INTO {table} ({list})"),
         rows.len(),
         columns.len(),

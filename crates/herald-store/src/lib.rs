@@ -1,17 +1,20 @@
 //! # herald-store
 //!
 //! Where Herald keeps everything: the [`Store`] trait, with one method per state
-//! transition, and its SQLite implementation ([`sqlite::SqliteStore`]).
+//! transition, and its implementation [`sql::SqlStore`] on embedded SQLite (one node) or a
+//! shared Postgres (a cluster) — one schema ([`sql`]'s migrations), one set of SQL, a small
+//! [`sql::Dialect`] for the few differences (locks, `SKIP LOCKED`, `NOTIFY`).
 //!
 //! Every method that changes state runs as one transaction that also appends its audit
-//! entries, so the delivery state and the audit chain can never disagree. The SQLite store
-//! funnels writes through one writer task that commits many callers' work together (group
+//! entries, so the delivery state and the audit chain can never disagree. Each node funnels
+//! its writes through one writer task that commits many callers' work together (group
 //! commit): each caller's future resolves only after the shared commit is durable.
+//! [`copy`] moves a whole store between databases (`herald migrate-store`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), herald_store::StoreError> {
-//! use herald_store::{Store, sqlite::SqliteStore};
-//! let store = SqliteStore::open(std::path::Path::new("herald-data/herald.db"), Default::default()).await?;
+//! use herald_store::{Store, sql::SqlStore};
+//! let store = SqlStore::open(std::path::Path::new("herald-data/herald.db"), Default::default()).await?;
 //! store.ping().await?;
 //! # Ok(()) }
 //! ```
@@ -19,7 +22,7 @@
 pub mod copy;
 pub mod location;
 pub mod model;
-pub mod sqlite;
+pub mod sql;
 
 use async_trait::async_trait;
 use herald_core::audit::AuditEntry;

@@ -7,7 +7,7 @@ use herald_core::audit::verify_chain;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
 use herald_core::ids::{DELIVERY, MESSAGE, new_id};
 use herald_store::Location;
-use herald_store::sqlite::{SqliteOptions, SqliteStore};
+use herald_store::sql::{SqlStore, StoreOptions};
 use herald_store::*;
 use std::sync::Arc;
 
@@ -15,8 +15,8 @@ use std::sync::Arc;
 /// process owns the file, both are the same store).
 struct Backend {
     name: &'static str,
-    a: Arc<SqliteStore>,
-    b: Arc<SqliteStore>,
+    a: Arc<SqlStore>,
+    b: Arc<SqlStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -33,12 +33,12 @@ async fn backends(label: &str) -> Vec<Backend> {
     }];
     if let Some(url) = herald_testkit::postgres::fresh_database(label).await {
         let a = Arc::new(
-            SqliteStore::open_postgres(&url, SqliteOptions::default())
+            SqlStore::open_postgres(&url, StoreOptions::default())
                 .await
                 .unwrap(),
         );
         let b = Arc::new(
-            SqliteStore::open_postgres(&url, SqliteOptions::default())
+            SqlStore::open_postgres(&url, StoreOptions::default())
                 .await
                 .unwrap(),
         );
@@ -52,9 +52,9 @@ async fn backends(label: &str) -> Vec<Backend> {
     v
 }
 
-async fn open_sqlite(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+async fn open_sqlite(dir: &tempfile::TempDir) -> Arc<SqlStore> {
     Arc::new(
-        SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default())
+        SqlStore::open(&dir.path().join("herald.db"), StoreOptions::default())
             .await
             .unwrap(),
     )
@@ -109,7 +109,7 @@ fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
     }
 }
 
-async fn destination(store: &SqliteStore, name: &str) {
+async fn destination(store: &SqlStore, name: &str) {
     let now = herald_core::clock::now_ms();
     store
         .put_destination(
@@ -152,7 +152,7 @@ fn finish(
     }
 }
 
-async fn whole_chain(store: &SqliteStore) -> Vec<herald_core::audit::AuditEntry> {
+async fn whole_chain(store: &SqlStore) -> Vec<herald_core::audit::AuditEntry> {
     let mut all = Vec::new();
     loop {
         let page = store
@@ -414,7 +414,7 @@ async fn nodes_claiming_at_once_never_take_the_same_delivery() {
     for be in backends("skiplocked").await {
         let batch: Vec<_> = (0..300).map(|_| message("hook", None)).collect();
         be.a.accept_messages(batch).await.unwrap();
-        let node = |s: Arc<SqliteStore>, tag: &'static str| {
+        let node = |s: Arc<SqlStore>, tag: &'static str| {
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for i in 0.. {
@@ -730,10 +730,8 @@ async fn a_store_copies_whole_into_an_empty_database_and_its_chain_still_verifie
         assert_eq!(rows("idempotency_keys"), Some(250));
         assert_eq!(rows("destinations"), Some(1));
         let copy = match &to {
-            Location::Sqlite(p) => SqliteStore::open(p, SqliteOptions::default())
-                .await
-                .unwrap(),
-            Location::Postgres(u) => SqliteStore::open_postgres(u, SqliteOptions::default())
+            Location::Sqlite(p) => SqlStore::open(p, StoreOptions::default()).await.unwrap(),
+            Location::Postgres(u) => SqlStore::open_postgres(u, StoreOptions::default())
                 .await
                 .unwrap(),
         };

@@ -10,10 +10,10 @@ use std::process::ExitCode;
 pub async fn migrate(args: ServeArgs) -> Result<ExitCode, String> {
     let config = crate::commands::server_config(args)?;
     let location = config.database()?;
-    let (mut conn, _) = herald_store::sqlite::connect(&location)
+    let (mut conn, _) = herald_store::sql::connect(&location)
         .await
         .map_err(|e| format!("cannot open {}: {e}", location.describe()))?;
-    let version = herald_store::sqlite::migrate_to_latest(&mut conn)
+    let version = herald_store::sql::migrate_to_latest(&mut conn)
         .await
         .map_err(|e| format!("{}: {e}", location.describe()))?;
     println!("{}: schema at version {version}", location.describe());

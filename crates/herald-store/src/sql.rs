@@ -1,7 +1,12 @@
-//! The embedded SQLite store.
+//! The SQL store: embedded SQLite for one node, Postgres for a cluster of nodes.
 //!
-//! * WAL journal, `synchronous=FULL` by default: a commit survives power loss.
-//! * One writer task owns the only write connection. Callers send it jobs; it takes every
+//! * SQLite: WAL journal, `synchronous=FULL` by default: a commit survives power loss.
+//!   Postgres: its own durable commit; several nodes share the database. Deliveries are
+//!   claimed with `FOR UPDATE SKIP LOCKED` under leases; rate-limit buckets, breakers and
+//!   pauses live in the destination rows and are read or spent in the claim and attempt
+//!   transactions; the audit chain is appended under a transaction-scoped advisory lock;
+//!   `NOTIFY` tells the other nodes about new work and changed configuration.
+//! * One writer task (per node) owns the only write connection. Callers send it jobs; it takes every
 //!   job that is waiting, runs each inside its own savepoint of one transaction, commits
 //!   once, and only then answers each caller (group commit). One fsync serves many requests.
 //! * Reads go to a small pool of read-only connections and never wait for the writer.
@@ -51,17 +56,17 @@ const READ_PRAGMAS: &str =
 /// Most jobs one commit carries.
 const MAX_GROUP: usize = 512;
 
-/// Tuning for [`SqliteStore::open`].
+/// Tuning for [`SqlStore::open`].
 #[derive(Debug, Clone)]
-pub struct SqliteOptions {
+pub struct StoreOptions {
     /// `FULL` (default) survives power loss; `NORMAL` only process crashes.
     pub synchronous_full: bool,
     pub read_connections: u32,
 }
 
-impl Default for SqliteOptions {
+impl Default for StoreOptions {
     fn default() -> Self {
-        SqliteOptions {
+        StoreOptions {
             synchronous_full: true,
             read_connections: 4,
         }
@@ -112,8 +117,9 @@ pub const WORK_CHANNEL: &str = "herald_work";
 /// Postgres channel on which nodes announce changed destinations and revoked tokens.
 pub const CONFIG_CHANNEL: &str = "herald_config";
 
-/// The SQLite implementation of [`Store`].
-pub struct SqliteStore {
+/// The implementation of [`Store`] on SQLite ([`SqlStore::open`]) or Postgres
+/// ([`SqlStore::open_postgres`]).
+pub struct SqlStore {
     jobs: mpsc::Sender<Msg>,
     reads: AnyPool,
     stats: Arc<WriterStats>,
@@ -131,17 +137,17 @@ pub struct WriterStats {
     pub jobs: AtomicU64,
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Opens (creating if needed) the database file, applies migrations and starts the
     /// writer. Leases left by a previous process are released: SQLite serves one node.
-    pub async fn open(path: &Path, opts: SqliteOptions) -> Result<Self> {
+    pub async fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
         let url = |mode: &str| format!("sqlite://{}?mode={mode}", path.display());
         Self::open_any(Dialect::Sqlite, &url("rwc"), &url("ro"), opts).await
     }
 
-    /// Opens a Postgres database (`postgres://…`) with the same schema and SQL.
-    /// (Work in progress: one node; cluster leases and the shared audit head are next.)
-    pub async fn open_postgres(url: &str, opts: SqliteOptions) -> Result<Self> {
+    /// Opens a Postgres database (`postgres://…`) with the same schema and SQL, shared with
+    /// the other nodes of a cluster, and starts listening for their `NOTIFY`s.
+    pub async fn open_postgres(url: &str, opts: StoreOptions) -> Result<Self> {
         let mut store = Self::open_any(Dialect::Postgres, url, url, opts).await?;
         let signals = crate::RemoteSignals::default();
         let mut listener = sqlx::postgres::PgListener::connect(url).await?;
@@ -172,7 +178,7 @@ impl SqliteStore {
         dialect: Dialect,
         write_url: &str,
         read_url: &str,
-        opts: SqliteOptions,
+        opts: StoreOptions,
     ) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let mut conn = AnyConnection::connect(write_url).await?;
@@ -228,7 +234,7 @@ impl SqliteStore {
             },
             rx,
         ));
-        Ok(SqliteStore {
+        Ok(SqlStore {
             jobs: tx,
             reads,
             stats,
@@ -1573,7 +1579,7 @@ async fn record_error_in(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reads).await?;
         if self.jobs.is_closed() {
