@@ -55,6 +55,21 @@ pub async fn create_database(base: &str, label: &str) -> Result<String, String> 
     Ok(with_database(base, &name))
 }
 
+/// One number from a query with one BIGINT parameter (tests that look into the database).
+pub async fn query_i64(url: &str, sql: &str, arg: i64) -> i64 {
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+        .bind(arg)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+    n
+}
+
 /// `postgres://u@h:p/db?x` with the database replaced by `name`.
 pub fn with_database(url: &str, name: &str) -> String {
     let (head, query) = match url.split_once('?') {
