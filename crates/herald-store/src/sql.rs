@@ -776,6 +776,37 @@ fn values_sql_for(dialect: Dialect, head: &str, rows: usize, cols: usize) -> Str
     s
 }
 
+/// A list query from optional filters, newest first: only fixed fragments are spliced in,
+/// every value is bound, in the order the filters were added (then the limit).
+struct Filtered {
+    sql: String,
+    n: usize,
+}
+
+impl Filtered {
+    fn new(select: impl Into<String>) -> Self {
+        Filtered {
+            sql: select.into(),
+            n: 0,
+        }
+    }
+
+    /// Appends ` AND <fragment>` when `on`, its `?` becoming the next numbered placeholder.
+    fn and(&mut self, on: bool, fragment: &str) {
+        if on {
+            self.n += 1;
+            self.sql.push_str(" AND ");
+            self.sql
+                .push_str(&fragment.replace('?', &format!("${}", self.n)));
+        }
+    }
+
+    /// The query, newest first by `id`, with the limit as the last placeholder.
+    fn newest_first(self, id: &str) -> String {
+        format!("{} ORDER BY {id} DESC LIMIT ${}", self.sql, self.n + 1)
+    }
+}
+
 /// Rows per multi-row INSERT (SQLite allows 32 766 bound values per statement).
 const ROWS_PER_INSERT: usize = 128;
 
@@ -1633,33 +1664,18 @@ impl Store for SqlStore {
     }
 
     async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>> {
-        // Only fixed fragments are spliced in; every value is bound.
-        let mut sql = format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE 1 = 1");
-        let mut n = 0;
-        if q.destination.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND d.destination = ${n}"));
-        }
-        if q.status.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND d.status = ${n}"));
-        }
-        if q.message_id.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND d.message_id = ${n}"));
-        }
-        if q.idempotency_key.is_some() {
-            n += 1;
-            sql.push_str(&format!(
-                " AND d.message_id IN (SELECT id FROM messages WHERE idempotency_key = ${n})"
-            ));
-        }
-        if q.before.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND d.id < ${n}"));
-        }
-        n += 1;
-        sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ${n}"));
+        let mut f = Filtered::new(format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries d WHERE 1 = 1"
+        ));
+        f.and(q.destination.is_some(), "d.destination = ?");
+        f.and(q.status.is_some(), "d.status = ?");
+        f.and(q.message_id.is_some(), "d.message_id = ?");
+        f.and(
+            q.idempotency_key.is_some(),
+            "d.message_id IN (SELECT id FROM messages WHERE idempotency_key = ?)",
+        );
+        f.and(q.before.is_some(), "d.id < ?");
+        let sql = f.newest_first("d.id");
         let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(d) = &q.destination {
             query = query.bind(d);
@@ -1935,21 +1951,13 @@ impl Store for SqlStore {
     }
 
     async fn list_dead(&self, q: &DlqQuery) -> Result<Vec<DeadItem>> {
-        let mut sql = String::from(
+        let mut f = Filtered::new(
             "SELECT d.id, d.destination, d.message_id, m.event_type, d.attempt_count, d.last_error, d.last_status_code, d.dead_at
              FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.status = 'dead'",
         );
-        let mut n = 0;
-        if q.queue.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND d.destination = ${n}"));
-        }
-        if q.before.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND d.id < ${n}"));
-        }
-        n += 1;
-        sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ${n}"));
+        f.and(q.queue.is_some(), "d.destination = ?");
+        f.and(q.before.is_some(), "d.id < ?");
+        let sql = f.newest_first("d.id");
         let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(queue) = &q.queue {
             query = query.bind(queue);
@@ -2069,23 +2077,11 @@ impl Store for SqlStore {
     }
 
     async fn list_error_groups(&self, q: &ErrorGroupQuery) -> Result<Vec<ErrorGroupRecord>> {
-        // Only fixed fragments are spliced in; every value is bound.
-        let mut sql = format!("SELECT {GROUP_COLS} FROM error_groups WHERE 1 = 1");
-        let mut n = 0;
-        if q.status.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND status = ${n}"));
-        }
-        if q.service.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND service = ${n}"));
-        }
-        if q.before.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND id < ${n}"));
-        }
-        n += 1;
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${n}"));
+        let mut f = Filtered::new(format!("SELECT {GROUP_COLS} FROM error_groups WHERE 1 = 1"));
+        f.and(q.status.is_some(), "status = ?");
+        f.and(q.service.is_some(), "service = ?");
+        f.and(q.before.is_some(), "id < ?");
+        let sql = f.newest_first("id");
         let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(s) = q.status {
             query = query.bind(s.as_str());
