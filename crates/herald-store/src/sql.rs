@@ -25,7 +25,7 @@ use herald_core::rate_limit::{RateLimit, TokenBucket};
 use serde_json::{Value, json};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -957,13 +957,21 @@ fn replay_or_conflict(stored_hash: &str, request_hash: &str, response: &str) -> 
 
 async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
     let mut result = ClaimResult::default();
-    result.recovered = sqlx::query(
-        "UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_until <= $1",
-    )
-    .bind(req.now)
-    .execute(&mut w.conn)
-    .await?
-    .rows_affected();
+    // SQLite is told the partial index of leases: its planner would otherwise walk every
+    // in-flight row (deliveries_status) at every claim.
+    let recover = match w.dialect {
+        Dialect::Sqlite => {
+            "UPDATE deliveries INDEXED BY deliveries_lease SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_until <= $1"
+        }
+        Dialect::Postgres => {
+            "UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_until <= $1"
+        }
+    };
+    result.recovered = sqlx::query(recover)
+        .bind(req.now)
+        .execute(&mut w.conn)
+        .await?
+        .rows_affected();
     if result.recovered > 0 {
         w.new_work = true;
     }
@@ -981,7 +989,7 @@ async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
             breaker: r.try_get("breaker")?,
         });
     }
-    let mut any = false;
+    let mut leased: Vec<String> = Vec::new();
     for q in &req.queues {
         // What other nodes decided wins over this node's view: disabled, paused, tripped.
         let mut capacity = q.capacity;
@@ -1018,28 +1026,31 @@ async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
             claim_due(w, req, &q).await?
         };
         if let Some((mut b, limit)) = bucket {
-            b.take(limit, claimed, req.now);
+            b.take(limit, claimed.len() as u32, req.now);
             sqlx::query("UPDATE destinations SET bucket = $1 WHERE name = $2")
                 .bind(serde_json::to_string(&b).unwrap_or_default())
                 .bind(&q.destination)
                 .execute(&mut w.conn)
                 .await?;
         }
-        any |= claimed > 0;
+        leased.extend(claimed);
         if let Some(n) = next.filter(|n| *n > req.now) {
             result.next_due_at = Some(result.next_due_at.map_or(n, |c: i64| c.min(n)));
         }
     }
-    if any {
+    // The leased rows with their messages, looked up by id (not by lease token, which has
+    // no index).
+    for chunk in insert_chunks(&leased) {
         let sql = format!(
             "SELECT {DELIVERY_COLS}, m.id AS m_id, m.event_type AS m_event_type, m.idempotency_key AS m_idempotency_key, m.body AS m_body, m.created_at AS m_created_at
-             FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.lease_token = $1 AND d.status = 'in_flight' ORDER BY d.next_attempt_at"
+             FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.id IN ({})",
+            placeholders(w.dialect, chunk.len())
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(&req.lease_token)
-            .fetch_all(&mut w.conn)
-            .await?;
-        for r in &rows {
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for r in &q.fetch_all(&mut w.conn).await? {
             result.claimed.push(ClaimedDelivery {
                 delivery: delivery_from_row(r)?,
                 message: message_from_row(r, "m_")?,
@@ -1047,7 +1058,17 @@ async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<ClaimResult> {
             });
         }
     }
+    result.claimed.sort_by_key(|c| c.delivery.next_attempt_at);
     Ok(result)
+}
+
+/// `?, ?, …` (SQLite) or `$1, $2, …` (Postgres): `n` placeholders for an `IN` list.
+fn placeholders(dialect: Dialect, n: usize) -> String {
+    let one = |i: usize| match dialect {
+        Dialect::Sqlite => "?".to_string(),
+        Dialect::Postgres => format!("${}", i + 1),
+    };
+    (0..n).map(one).collect::<Vec<_>>().join(", ")
 }
 
 fn breaker_closed(stored: Option<&str>) -> bool {
@@ -1091,38 +1112,37 @@ async fn take_bucket(
     Ok((b, available))
 }
 
-/// Leases up to `capacity` due deliveries of a queue; returns how many were leased and
-/// the queue's earliest `next_attempt_at`. On Postgres the rows are picked with
+/// Leases up to `capacity` due deliveries of a queue; returns the ids leased and the
+/// queue's earliest `next_attempt_at`. On Postgres the rows are picked with
 /// `FOR UPDATE SKIP LOCKED`, so nodes claiming at once never wait for, or take, the same
 /// deliveries.
 async fn claim_due(
     w: &mut Writer,
     req: &ClaimRequest,
     q: &QueueClaim,
-) -> Result<(u32, Option<i64>)> {
-    let mut claimed = 0;
+) -> Result<(Vec<String>, Option<i64>)> {
+    let mut claimed = Vec::new();
     if q.capacity > 0 {
         let sql = match w.dialect {
             Dialect::Sqlite => {
                 "UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3
                  WHERE id IN (SELECT id FROM deliveries WHERE destination = $4 AND status = 'pending' AND next_attempt_at <= $3
-                              ORDER BY next_attempt_at LIMIT $5)"
+                              ORDER BY next_attempt_at LIMIT $5) RETURNING id"
             }
             Dialect::Postgres => {
                 "UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3
                  WHERE id IN (SELECT id FROM deliveries WHERE destination = $4 AND status = 'pending' AND next_attempt_at <= $3
-                              ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
+                              ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING id"
             }
         };
-        claimed = sqlx::query(sql)
+        claimed = sqlx::query_scalar(sql)
             .bind(req.now + q.lease_ms)
             .bind(&req.lease_token)
             .bind(req.now)
             .bind(&q.destination)
             .bind(q.capacity as i64)
-            .execute(&mut w.conn)
-            .await?
-            .rows_affected() as u32;
+            .fetch_all(&mut w.conn)
+            .await?;
     }
     let next: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = $1 AND status = 'pending'",
@@ -1139,7 +1159,7 @@ async fn claim_head(
     w: &mut Writer,
     req: &ClaimRequest,
     q: &QueueClaim,
-) -> Result<(u32, Option<i64>)> {
+) -> Result<(Vec<String>, Option<i64>)> {
     let head = sqlx::query(
         "SELECT id, status, next_attempt_at FROM deliveries WHERE destination = $1 AND status IN ('pending', 'in_flight')
          ORDER BY created_at, id LIMIT 1",
@@ -1148,15 +1168,15 @@ async fn claim_head(
     .fetch_optional(&mut w.conn)
     .await?;
     let Some(head) = head else {
-        return Ok((0, None));
+        return Ok((Vec::new(), None));
     };
     let status: String = head.try_get("status")?;
     let next: Option<i64> = head.try_get("next_attempt_at")?;
     if status != "pending" {
-        return Ok((0, None));
+        return Ok((Vec::new(), None));
     }
     if q.capacity == 0 || next.is_some_and(|n| n > req.now) {
-        return Ok((0, next));
+        return Ok((Vec::new(), next));
     }
     let id: String = head.try_get("id")?;
     // The status check re-reads the row under its lock (Postgres), so of two nodes seeing
@@ -1169,7 +1189,7 @@ async fn claim_head(
         .execute(&mut w.conn)
         .await?
         .rows_affected();
-    Ok((n as u32, None))
+    Ok((if n > 0 { vec![id] } else { Vec::new() }, None))
 }
 
 async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
@@ -1209,22 +1229,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         ..Default::default()
     };
     if let Some(a) = a {
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt, destination)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&f.delivery_id)
-        .bind(number)
-        .bind(a.started_at)
-        .bind(a.duration_ms)
-        .bind(a.outcome.as_str())
-        .bind(a.status_code.map(i64::from))
-        .bind(&a.error_class)
-        .bind(&a.error)
-        .bind(&a.response_excerpt)
-        .bind(&f.destination)
-        .execute(&mut w.conn)
-        .await?;
+        insert_attempts(w, &[(f, a, number)]).await?;
     }
     let (action, fallback) = match &f.next {
         NextState::Delivered => ("delivery.delivered", None),
@@ -1249,17 +1254,7 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         .await?;
         w.new_work = true;
     }
-    let detail = json!({
-        "message_id": message_id,
-        "destination": f.destination,
-        "attempt": a.map(|_| number),
-        "outcome": a.map(|a| a.outcome.as_str()),
-        "status_code": a.and_then(|a| a.status_code),
-        "error_class": a.and_then(|a| a.error_class.clone()),
-        "duration_ms": a.map(|a| a.duration_ms),
-        "next_attempt_at": next_at.map(rfc3339),
-        "fallback": fallback.map(|(d, id)| json!({"destination": d, "delivery_id": id})),
-    });
+    let detail = attempt_detail(f, number, &message_id, next_at, fallback);
     audit(
         w,
         &new_audit(f.now, "dispatcher", action, &f.delivery_id, detail),
@@ -1269,60 +1264,21 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
     if let Some(a) = a {
         // Only rows that change are written (and, on Postgres, locked): a healthy
         // destination's row is touched at most once a second, not once per attempt.
-        let sql = if a.outcome == AttemptOutcome::Delivered {
-            "UPDATE destinations SET failing_since = NULL, last_success_at = $1 WHERE name = $2
-             AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < $1 - 1000)"
+        if a.outcome == AttemptOutcome::Delivered {
+            mark_healthy(w, &f.destination, f.now).await?;
         } else {
-            "UPDATE destinations SET failing_since = $1 WHERE name = $2 AND failing_since IS NULL"
-        };
-        sqlx::query(sql)
+            sqlx::query(
+                "UPDATE destinations SET failing_since = $1 WHERE name = $2 AND failing_since IS NULL",
+            )
             .bind(f.now)
             .bind(&f.destination)
             .execute(&mut w.conn)
             .await?;
+        }
     }
     if let Some(event) = &f.breaker {
-        // Applied to the stored state, under the row lock: every node's failures count. A
-        // closed breaker that stays closed is only read (no lock, no write).
-        let apply = |stored: Option<&str>| {
-            let mut b = stored_breaker(stored);
-            let before = b.clone();
-            let transition = if event.failure {
-                b.on_retryable_failure(&event.config, f.now)
-            } else {
-                b.on_answer()
-            };
-            let changed = b != before;
-            (b, transition, changed)
-        };
-        let seen: Option<String> =
-            sqlx::query_scalar("SELECT breaker FROM destinations WHERE name = $1")
-                .bind(&f.destination)
-                .fetch_optional(&mut w.conn)
-                .await?
-                .flatten();
-        let (mut b, mut transition, mut changed) = apply(seen.as_deref());
-        if changed && w.dialect == Dialect::Postgres {
-            let stored = locked_breaker(w, &f.destination).await?;
-            (b, transition, changed) = apply(stored.as_deref());
-        }
-        let json = serde_json::to_string(&b).unwrap_or_default();
-        if changed {
-            sqlx::query("UPDATE destinations SET breaker = $1 WHERE name = $2")
-                .bind(&json)
-                .bind(&f.destination)
-                .execute(&mut w.conn)
-                .await?;
-        }
-        if let Some(t) = transition {
-            let detail: Value = serde_json::to_value(&b).unwrap_or(Value::Null);
-            audit(
-                w,
-                &new_audit(f.now, "dispatcher", t.action(), &f.destination, detail),
-            )
-            .await?;
-            outcome.breaker_transition = Some(t.action().to_string());
-        }
+        let (json, transition) = apply_breaker(w, &f.destination, event, f.now).await?;
+        outcome.breaker_transition = transition;
         outcome.breaker = Some(json);
     }
     if let Some(until) = f.pause_destination_until {
@@ -1384,6 +1340,268 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
         }
     }
     Ok(outcome)
+}
+
+/// Applies an attempt's answer to the destination's stored breaker, under the row lock
+/// (Postgres), so every node's failures count; a closed breaker that stays closed is only
+/// read (no lock, no write). Returns the stored state (JSON) and the audited transition.
+async fn apply_breaker(
+    w: &mut Writer,
+    destination: &str,
+    event: &BreakerEvent,
+    now: i64,
+) -> Result<(String, Option<String>)> {
+    let apply = |stored: Option<&str>| {
+        let mut b = stored_breaker(stored);
+        let before = b.clone();
+        let transition = if event.failure {
+            b.on_retryable_failure(&event.config, now)
+        } else {
+            b.on_answer()
+        };
+        let changed = b != before;
+        (b, transition, changed)
+    };
+    let seen: Option<String> =
+        sqlx::query_scalar("SELECT breaker FROM destinations WHERE name = $1")
+            .bind(destination)
+            .fetch_optional(&mut w.conn)
+            .await?
+            .flatten();
+    let (mut b, mut transition, mut changed) = apply(seen.as_deref());
+    if changed && w.dialect == Dialect::Postgres {
+        let stored = locked_breaker(w, destination).await?;
+        (b, transition, changed) = apply(stored.as_deref());
+    }
+    let json = serde_json::to_string(&b).unwrap_or_default();
+    if changed {
+        sqlx::query("UPDATE destinations SET breaker = $1 WHERE name = $2")
+            .bind(&json)
+            .bind(destination)
+            .execute(&mut w.conn)
+            .await?;
+    }
+    let transition = match transition {
+        Some(t) => {
+            let detail: Value = serde_json::to_value(&b).unwrap_or(Value::Null);
+            audit(
+                w,
+                &new_audit(now, "dispatcher", t.action(), destination, detail),
+            )
+            .await?;
+            Some(t.action().to_string())
+        }
+        None => None,
+    };
+    Ok((json, transition))
+}
+
+/// Records a successful attempt's destination health: only rows that change are written
+/// (and, on Postgres, locked), so a healthy destination's row is touched at most once a
+/// second, not once per attempt.
+async fn mark_healthy(w: &mut Writer, destination: &str, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE destinations SET failing_since = NULL, last_success_at = $1 WHERE name = $2
+         AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < $1 - 1000)",
+    )
+    .bind(now)
+    .bind(destination)
+    .execute(&mut w.conn)
+    .await?;
+    Ok(())
+}
+
+/// The audit detail of a recorded attempt (or of a hand-over without one).
+fn attempt_detail(
+    f: &FinishAttempt,
+    number: i64,
+    message_id: &str,
+    next_at: Option<i64>,
+    fallback: Option<(&String, &String)>,
+) -> Value {
+    let a = f.attempt.as_ref();
+    json!({
+        "message_id": message_id,
+        "destination": f.destination,
+        "attempt": a.map(|_| number),
+        "outcome": a.map(|a| a.outcome.as_str()),
+        "status_code": a.and_then(|a| a.status_code),
+        "error_class": a.and_then(|a| a.error_class.clone()),
+        "duration_ms": a.map(|a| a.duration_ms),
+        "next_attempt_at": next_at.map(rfc3339),
+        "fallback": fallback.map(|(d, id)| json!({"destination": d, "delivery_id": id})),
+    })
+}
+
+/// An attempt that delivered and changes nothing else (no pause, no disablement).
+fn plain_success(f: &FinishAttempt) -> bool {
+    f.attempt
+        .as_ref()
+        .is_some_and(|a| a.outcome == AttemptOutcome::Delivered)
+        && matches!(f.next, NextState::Delivered)
+        && f.pause_destination_until.is_none()
+        && f.disable_destination.is_none()
+}
+
+/// Records a batch of finished attempts in the writer's transaction. Where every attempt
+/// of a destination in the batch delivered (the common case under load), they are written
+/// together: one multi-row `UPDATE … FROM (VALUES …)`, one multi-row INSERT of attempts,
+/// and the destination's health and breaker applied once — what applying them one by one
+/// would leave, since after the first success the rest change nothing. Any other
+/// destination's attempts are recorded one by one, in order ([`finish_in`]).
+async fn finish_many(w: &mut Writer, batch: &[FinishAttempt]) -> Result<Vec<FinishOutcome>> {
+    let mut out = vec![FinishOutcome::default(); batch.len()];
+    let mut mixed: HashSet<&str> = HashSet::new();
+    let mut seen = HashSet::new();
+    for f in batch {
+        // A delivery twice in one batch (not expected) is recorded in order, one by one.
+        if !plain_success(f) || !seen.insert(f.delivery_id.as_str()) {
+            mixed.insert(f.destination.as_str());
+        }
+    }
+    let (together, one_by_one): (Vec<usize>, Vec<usize>) =
+        (0..batch.len()).partition(|&i| !mixed.contains(batch[i].destination.as_str()));
+    if together.len() > 1 {
+        record_successes(w, batch, &together, &mut out).await?;
+    } else {
+        for &i in &together {
+            out[i] = finish_in(w, &batch[i]).await?;
+        }
+    }
+    for i in one_by_one {
+        out[i] = finish_in(w, &batch[i]).await?;
+    }
+    Ok(out)
+}
+
+/// Writes attempt rows (the finish, the attempt, its number) with multi-row INSERTs.
+async fn insert_attempts(
+    w: &mut Writer,
+    rows: &[(&FinishAttempt, &AttemptRecord, i64)],
+) -> Result<()> {
+    for chunk in insert_chunks(rows) {
+        let mut q = sqlx::query(AssertSqlSafe(values_sql_for(
+            w.dialect,
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt, destination)",
+            chunk.len(),
+            10,
+        )));
+        for &(f, a, number) in chunk {
+            q = q
+                .bind(&f.delivery_id)
+                .bind(number)
+                .bind(a.started_at)
+                .bind(a.duration_ms)
+                .bind(a.outcome.as_str())
+                .bind(a.status_code.map(i64::from))
+                .bind(&a.error_class)
+                .bind(&a.error)
+                .bind(&a.response_excerpt)
+                .bind(&f.destination);
+        }
+        q.execute(&mut w.conn).await?;
+    }
+    Ok(())
+}
+
+/// The plain successes of [`finish_many`], written with multi-row statements.
+async fn record_successes(
+    w: &mut Writer,
+    batch: &[FinishAttempt],
+    idx: &[usize],
+    out: &mut [FinishOutcome],
+) -> Result<()> {
+    let mut stored: HashMap<String, (i64, String)> = HashMap::with_capacity(idx.len());
+    for chunk in insert_chunks(idx) {
+        let values = values_sql_for(
+            w.dialect,
+            "WITH v(vid, vtoken, vcode, verror, vnow) AS (",
+            chunk.len(),
+            5,
+        );
+        // `+status` keeps SQLite's planner off the status index: it would walk every
+        // in-flight row and scan the values for each, instead of one key lookup per value.
+        let status = match w.dialect {
+            Dialect::Sqlite => "+deliveries.status",
+            Dialect::Postgres => "deliveries.status",
+        };
+        let sql = format!(
+            "{values}) UPDATE deliveries SET status = 'delivered', attempt_count = attempt_count + 1, next_attempt_at = NULL,
+                    lease_until = NULL, lease_token = NULL, last_status_code = v.vcode, last_error = v.verror, dead_at = NULL, updated_at = v.vnow
+             FROM v WHERE deliveries.id = v.vid AND deliveries.lease_token = v.vtoken AND {status} = 'in_flight'
+             RETURNING id, attempt_count, message_id"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for &i in chunk {
+            let f = &batch[i];
+            let a = f.attempt.as_ref();
+            q = q
+                .bind(&f.delivery_id)
+                .bind(&f.lease_token)
+                .bind(a.and_then(|a| a.status_code).map(i64::from))
+                .bind(a.and_then(|a| a.error.clone()))
+                .bind(f.now);
+        }
+        for r in q.fetch_all(&mut w.conn).await? {
+            stored.insert(
+                r.try_get("id")?,
+                (r.try_get("attempt_count")?, r.try_get("message_id")?),
+            );
+        }
+    }
+    // Only the attempts whose lease still held were recorded.
+    let recorded: Vec<(usize, &AttemptRecord, i64)> = idx
+        .iter()
+        .filter_map(|&i| {
+            let f = &batch[i];
+            let (number, _) = stored.get(&f.delivery_id)?;
+            Some((i, f.attempt.as_ref()?, *number))
+        })
+        .collect();
+    let rows: Vec<_> = recorded
+        .iter()
+        .map(|&(i, a, number)| (&batch[i], a, number))
+        .collect();
+    insert_attempts(w, &rows).await?;
+    // Per destination, in the order they first appear: its newest success, and its
+    // breaker event.
+    let mut destinations: Vec<(&str, i64, Option<&BreakerEvent>, Vec<usize>)> = Vec::new();
+    for &(i, _, number) in &recorded {
+        let f = &batch[i];
+        let message_id = &stored[&f.delivery_id].1;
+        let detail = attempt_detail(f, number, message_id, None, None);
+        audit(
+            w,
+            &new_audit(
+                f.now,
+                "dispatcher",
+                "delivery.delivered",
+                &f.delivery_id,
+                detail,
+            ),
+        )
+        .await?;
+        out[i].recorded = true;
+        match destinations.iter_mut().find(|d| d.0 == f.destination) {
+            Some(d) => {
+                d.1 = d.1.max(f.now);
+                d.2 = d.2.or(f.breaker.as_ref());
+                d.3.push(i);
+            }
+            None => destinations.push((&f.destination, f.now, f.breaker.as_ref(), vec![i])),
+        }
+    }
+    for (destination, now, breaker, list) in destinations {
+        mark_healthy(w, destination, now).await?;
+        if let Some(event) = breaker {
+            let (json, transition) = apply_breaker(w, destination, event, now).await?;
+            out[list[0]].breaker_transition = transition;
+            for i in list {
+                out[i].breaker = Some(json.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_unique_violation(e: &StoreError) -> bool {
@@ -1918,16 +2136,8 @@ impl Store for SqlStore {
     }
 
     async fn finish_attempts(&self, batch: Vec<FinishAttempt>) -> Result<Vec<FinishOutcome>> {
-        self.write(move |w| {
-            Box::pin(async move {
-                let mut out = Vec::with_capacity(batch.len());
-                for f in &batch {
-                    out.push(finish_in(w, f).await?);
-                }
-                Ok(out)
-            })
-        })
-        .await
+        self.write(move |w| Box::pin(async move { finish_many(w, &batch).await }))
+            .await
     }
 
     async fn release(&self, leases: Vec<(String, String)>, now: i64) -> Result<()> {
