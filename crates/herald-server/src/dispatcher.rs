@@ -80,6 +80,9 @@ struct Inner {
 struct Sched {
     /// Attempts running per destination.
     busy: HashMap<String, u32>,
+    /// Attempts per destination started and not yet recorded (running, or waiting for the
+    /// store).
+    held: HashMap<String, u32>,
     /// Leased deliveries waiting for a slot, per destination, oldest first.
     ready: HashMap<String, VecDeque<Ready>>,
     /// Average attempt time per destination (ms, moving average).
@@ -286,7 +289,8 @@ impl Dispatcher {
                     _ => 0.0,
                 };
                 let ahead = (ahead as u32).min(MAX_AHEAD);
-                capacity = (limit + ahead).saturating_sub(running + queued);
+                let held = sched.held.get(&d.name).copied().unwrap_or(0);
+                capacity = (limit + ahead).saturating_sub(held.max(running) + queued);
             }
             let lease = state
                 .config
@@ -593,12 +597,15 @@ impl Dispatcher {
 }
 
 /// One unit of a destination's (and the global) attempt capacity. It is given back as soon
-/// as the receiver has answered — not when the answer is recorded — so a busy store does
-/// not hold a destination's concurrency hostage; the delivery stays leased until recorded,
-/// so it cannot be claimed twice.
+/// as the receiver has answered ([`Slot::answered`]) — not when the answer is recorded — so
+/// a busy store does not hold a destination's concurrency hostage. The delivery stays
+/// leased, and counted in its destination's claim-ahead window, until the whole Slot is
+/// dropped after the record: attempts never outrun the store's recording by more than the
+/// window, so none waits to be recorded until its lease runs out.
 struct Slot {
     dispatcher: Dispatcher,
     destination: String,
+    running: bool,
 }
 
 impl Slot {
@@ -609,25 +616,38 @@ impl Slot {
 
     fn take_locked(d: &Dispatcher, sched: &mut Sched, destination: &str) -> Slot {
         *sched.busy.entry(destination.to_string()).or_default() += 1;
+        *sched.held.entry(destination.to_string()).or_default() += 1;
         d.inner.total.fetch_add(1, Ordering::Relaxed);
         Slot {
             dispatcher: d.clone(),
             destination: destination.to_string(),
+            running: true,
+        }
+    }
+
+    /// The receiver answered: the attempt capacity is free for the next delivery.
+    fn answered(&mut self) {
+        if std::mem::take(&mut self.running) {
+            let inner = &self.dispatcher.inner;
+            {
+                let mut sched = inner.sched.lock().expect("dispatcher lock");
+                if let Some(n) = sched.busy.get_mut(&self.destination) {
+                    *n = n.saturating_sub(1);
+                }
+                inner.total.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.dispatcher.wake();
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let inner = &self.dispatcher.inner;
-        {
-            let mut sched = inner.sched.lock().expect("dispatcher lock");
-            if let Some(n) = sched.busy.get_mut(&self.destination) {
-                *n = n.saturating_sub(1);
-            }
-            inner.total.fetch_sub(1, Ordering::Relaxed);
+        self.answered();
+        let mut sched = self.dispatcher.inner.sched.lock().expect("dispatcher lock");
+        if let Some(n) = sched.held.get_mut(&self.destination) {
+            *n = n.saturating_sub(1);
         }
-        self.dispatcher.wake();
     }
 }
 
@@ -657,7 +677,7 @@ async fn give_back_leases(state: &AppState, leases: Vec<(String, String)>, now: 
 
 type RecordReply = oneshot::Sender<Result<FinishOutcome, String>>;
 /// Most attempt records one transaction carries.
-const MAX_RECORDS: usize = 512;
+const MAX_RECORDS: usize = 2048;
 
 /// Takes every attempt record that is waiting and stores them in one store call: under
 /// load, hundreds of attempts share one transaction instead of one each.
@@ -700,7 +720,7 @@ enum Mode {
     FailOver(String),
 }
 
-async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, slot: Slot) {
+async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, mut slot: Slot) {
     let now = now_ms();
     let usable = state
         .destinations
@@ -744,7 +764,7 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, slot: Sl
     };
     let took = t0.elapsed();
     let duration_ms = took.as_millis() as i64;
-    drop(slot);
+    slot.answered();
     state.dispatcher.observe(Some(&dest.name), took);
     // The freed slot goes to the next delivery waiting, without a claim round.
     state.dispatcher.pump(state).await;
@@ -825,6 +845,7 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, slot: Sl
         dest.pause_until(p);
     }
     record(state, finish).await;
+    drop(slot);
 }
 
 /// While the breaker is open, a `when = "failure"` fallback takes the delivery at once.

@@ -139,6 +139,7 @@ pub async fn start(config: Config) -> Result<Herald, String> {
     });
     let dispatcher = state.dispatcher.spawn(state.clone());
     let upkeep = tokio::spawn(upkeep(state.clone(), stopped));
+    telemetry::spawn_metrics_upkeep();
     tracing::info!(%addr, "herald is serving");
     Ok(Herald {
         addr,

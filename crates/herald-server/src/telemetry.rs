@@ -42,6 +42,22 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Folds the histogram samples recorded since the last time into their buckets, every few
+/// seconds for the life of the process: the recorder otherwise keeps every sample until
+/// `/metrics` is scraped, so an unscraped Herald would grow by some bytes per message.
+pub fn spawn_metrics_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.set(()).is_ok() {
+        tokio::spawn(async {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                prometheus().run_upkeep();
+            }
+        });
+    }
+}
+
 /// Renders every metric, with queue depths and breaker states read fresh.
 pub async fn metrics(
     State(state): State<AppState>,

@@ -67,6 +67,50 @@ impl TestHerald {
         format!("{}{path}", self.base)
     }
 
+    /// POSTs `len` bytes of `{` over a raw connection and returns the answer's status. The
+    /// body is written from another task while the answer is read, so a server that answers
+    /// (413) and closes before reading it all is still heard: an HTTP client that finishes
+    /// writing first would fail on the closed socket instead.
+    pub async fn post_oversized(&self, path: &str, headers: &[(&str, String)], len: usize) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut read, mut write) = stream.into_split();
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {len}\r\nconnection: close\r\n"
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let writer = tokio::spawn(async move {
+            let _ = write.write_all(head.as_bytes()).await;
+            let chunk = vec![b'{'; 64 << 10];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if write.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        writer.abort();
+        let line = String::from_utf8_lossy(&answer);
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP answer: {line:?}"))
+    }
+
     /// Calls the API with the admin token; returns the status and the JSON body (or Null).
     pub async fn call(
         &self,
