@@ -610,11 +610,12 @@ async fn attempts_recorded_together_leave_what_recording_them_one_by_one_leaves(
     for be in backends("finishmany").await {
         destination(&be.a, "hook").await;
         destination(&be.a, "flaky").await;
-        let t = herald_core::clock::now_ms();
         // One failure opens hook's breaker; after the cooldown this node probes.
         be.a.accept_messages(vec![message("hook", None)])
             .await
             .unwrap();
+        // Taken after the accept, so the message is due at `t`.
+        let t = herald_core::clock::now_ms();
         let first =
             be.a.claim(claim(t, "t0", "hook", 1, 600_000))
                 .await
@@ -630,17 +631,17 @@ async fn attempts_recorded_together_leave_what_recording_them_one_by_one_leaves(
         };
         let opened = be.a.finish_attempt(failed).await.unwrap();
         assert_eq!(opened.breaker_transition.as_deref(), Some("breaker.opened"));
-        let later = t + 1_000;
+        let mut batch: Vec<_> = (0..4).map(|_| message("hook", None)).collect();
+        batch.extend((0..2).map(|_| message("flaky", None)));
+        be.a.accept_messages(batch).await.unwrap();
+        // After the cooldown, and after every message is due.
+        let later = (t + 1_000).max(herald_core::clock::now_ms());
         assert!(
             be.a.start_probe("hook", later + 60_000, later)
                 .await
                 .unwrap()
                 .is_some()
         );
-
-        let mut batch: Vec<_> = (0..4).map(|_| message("hook", None)).collect();
-        batch.extend((0..2).map(|_| message("flaky", None)));
-        be.a.accept_messages(batch).await.unwrap();
         let hook =
             be.a.claim(claim(later, "t1", "hook", 10, 600_000))
                 .await
