@@ -292,11 +292,7 @@ impl Dispatcher {
                 let held = sched.held.get(&d.name).copied().unwrap_or(0);
                 capacity = (limit + ahead).saturating_sub(held.max(running) + queued);
             }
-            let lease = state
-                .config
-                .lease
-                .0
-                .max(d.spec.timeout() + Duration::from_secs(10));
+            let lease = lease(state, d);
             queues.push(QueueClaim {
                 destination: d.name.clone(),
                 capacity,
@@ -335,13 +331,7 @@ impl Dispatcher {
             let Some(d) = state.destinations.get(name) else {
                 continue;
             };
-            let deadline = now
-                + state
-                    .config
-                    .lease
-                    .0
-                    .max(d.spec.timeout() + Duration::from_secs(10))
-                    .as_millis() as i64;
+            let deadline = now + lease(state, &d).as_millis() as i64;
             match state.store.start_probe(name, deadline, now).await {
                 Ok(Some(stored)) => d.set_breaker(Some(&stored)),
                 Ok(None) => {
@@ -377,13 +367,10 @@ impl Dispatcher {
                 .get(&c.delivery.destination)
                 .cloned()
                 .unwrap_or(Mode::Send);
-            let queue = mode == Mode::Send
-                && state
-                    .destinations
-                    .get(name)
-                    .is_some_and(|d| prefetchable(&d));
-            if queue {
-                let lease_until = now + self.lease(state, name).as_millis() as i64;
+            let dest = state.destinations.get(name);
+            let queue = mode == Mode::Send && dest.as_deref().is_some_and(prefetchable);
+            if let (true, Some(d)) = (queue, dest) {
+                let lease_until = now + lease(state, &d).as_millis() as i64;
                 ready.push(Ready {
                     claim: c,
                     lease_until,
@@ -430,15 +417,6 @@ impl Dispatcher {
         d.spec
             .max_in_flight
             .unwrap_or(state.config.destination_concurrency)
-    }
-
-    /// How long a claim of this destination's deliveries is leased.
-    fn lease(&self, state: &AppState, destination: &str) -> Duration {
-        let timeout = state
-            .destinations
-            .get(destination)
-            .map_or(Duration::ZERO, |d| d.spec.timeout());
-        state.config.lease.0.max(timeout + Duration::from_secs(10))
     }
 
     /// Starts deliveries from the ready queues into the free slots, destinations in turn.
@@ -655,6 +633,16 @@ impl Drop for Slot {
 /// rate to respect, no probe to run alone).
 fn prefetchable(d: &DestinationEntry) -> bool {
     !d.spec.ordered && d.spec.rate_limit().is_none()
+}
+
+/// How long a claim of this destination's deliveries is leased: at least its timeout
+/// plus 10 s.
+fn lease(state: &AppState, d: &DestinationEntry) -> Duration {
+    state
+        .config
+        .lease
+        .0
+        .max(d.spec.timeout() + Duration::from_secs(10))
 }
 
 /// Whether a destination may be attempted normally now.
