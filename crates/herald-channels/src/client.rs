@@ -9,8 +9,9 @@
 use crate::ChannelError;
 use herald_core::netpolicy::NetPolicy;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 /// An address refused by the SSRF policy.
@@ -56,7 +57,13 @@ impl Resolve for GuardedResolver {
 pub struct GuardedClient {
     client: reqwest::Client,
     policy: Arc<NetPolicy>,
+    /// URLs already parsed, by their text: a destination's attempts all go to the same
+    /// URL, and parsing it again (with IDNA) cost more than signing the request.
+    parsed: Arc<Mutex<HashMap<String, reqwest::Url>>>,
 }
+
+/// URLs kept parsed; past this the cache starts over (URLs that vary per message).
+const PARSED_URLS: usize = 1024;
 
 static CRYPTO: Once = Once::new();
 
@@ -81,18 +88,24 @@ impl GuardedClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            // As many as a destination may have in flight (`max_in_flight` ≤ 1000): a
+            // connection beyond the idle limit is closed after its answer, and the next
+            // attempt pays a new handshake.
+            .pool_max_idle_per_host(1000)
             .tcp_nodelay(true)
             .user_agent(crate::USER_AGENT)
             .build()
             .map_err(|e| ChannelError::Client(e.to_string()))?;
-        Ok(GuardedClient { client, policy })
+        Ok(GuardedClient {
+            client,
+            policy,
+            parsed: Arc::default(),
+        })
     }
 
     /// Checks a URL before a request: scheme, and the host if it is an IP literal.
     pub fn check_url(&self, url: &str) -> Result<reqwest::Url, UrlProblem> {
-        let u = reqwest::Url::parse(url)
-            .map_err(|e| UrlProblem::Invalid(format!("invalid URL: {e}")))?;
+        let u = self.parse(url)?;
         if !matches!(u.scheme(), "http" | "https") {
             return Err(UrlProblem::Invalid(
                 "only http and https URLs are allowed".into(),
@@ -111,6 +124,22 @@ impl GuardedClient {
                     reason,
                 })
             })?;
+        }
+        Ok(u)
+    }
+
+    fn parse(&self, url: &str) -> Result<reqwest::Url, UrlProblem> {
+        let known = self.parsed.lock().ok().and_then(|m| m.get(url).cloned());
+        if let Some(u) = known {
+            return Ok(u);
+        }
+        let u = reqwest::Url::parse(url)
+            .map_err(|e| UrlProblem::Invalid(format!("invalid URL: {e}")))?;
+        if let Ok(mut m) = self.parsed.lock() {
+            if m.len() >= PARSED_URLS {
+                m.clear();
+            }
+            m.insert(url.to_string(), u.clone());
         }
         Ok(u)
     }
@@ -209,4 +238,54 @@ pub fn ssrf_cause(err: &reqwest::Error) -> Option<&SsrfBlocked> {
         source = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(r: Result<reqwest::Url, UrlProblem>) -> bool {
+        matches!(r, Err(UrlProblem::Blocked(_)))
+    }
+
+    #[test]
+    fn a_url_parsed_once_is_still_checked_against_the_policy_every_time() {
+        let strict = GuardedClient::new(NetPolicy::strict()).expect("client");
+        for _ in 0..3 {
+            assert!(blocked(strict.check_url("http://127.0.0.1:9/hook")));
+        }
+        let open = GuardedClient::new(NetPolicy::with_allowed("127.0.0.0/8").expect("policy"))
+            .expect("client");
+        let first = open
+            .check_url("http://127.0.0.1:9/hook?a=1")
+            .expect("allowed");
+        let again = open
+            .check_url("http://127.0.0.1:9/hook?a=1")
+            .expect("allowed");
+        assert_eq!(first, again);
+        assert_eq!(again.query(), Some("a=1"));
+        assert!(matches!(
+            open.check_url("ftp://127.0.0.1/x"),
+            Err(UrlProblem::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_every_time_and_the_cache_stays_bounded() {
+        let c = GuardedClient::new(NetPolicy::with_allowed("127.0.0.0/8").expect("policy"))
+            .expect("client");
+        for _ in 0..2 {
+            assert!(matches!(
+                c.check_url("not a url"),
+                Err(UrlProblem::Invalid(_))
+            ));
+        }
+        for i in 0..PARSED_URLS + 10 {
+            c.check_url(&format!("http://127.0.0.1:9/m/{i}"))
+                .expect("allowed");
+        }
+        let kept = c.parsed.lock().expect("cache").len();
+        assert!(kept <= PARSED_URLS, "{kept} URLs kept");
+        assert!(!c.parsed.lock().expect("cache").contains_key("not a url"));
+    }
 }

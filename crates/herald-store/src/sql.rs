@@ -181,31 +181,42 @@ impl SqlStore {
         opts: StoreOptions,
     ) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let mut conn = AnyConnection::connect(write_url).await?;
-        if dialect == Dialect::Sqlite {
-            let pragmas: &'static str = if opts.synchronous_full {
-                PRAGMAS_FULL
-            } else {
-                PRAGMAS_NORMAL
-            };
-            sqlx::raw_sql(pragmas).execute(&mut conn).await?;
-        }
-        migrate(&mut conn).await?;
-        if dialect == Dialect::Sqlite {
-            // One node owns a SQLite file: leases left by a previous process are void.
-            let now = herald_core::clock::now_ms();
-            sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'")
-                .bind(now)
-                .execute(&mut conn)
-                .await?;
-        }
-        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut conn)
-            .await?;
-        let audit_head = match head {
-            Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
-            None => (0, GENESIS.to_string()),
-        };
+        let (tx, rx) = mpsc::channel::<Msg>(4096);
+        let stats = Arc::new(WriterStats::default());
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
+        let (url, writer_stats, writer_opts) = (write_url.to_string(), stats.clone(), opts.clone());
+        // The writer runs on a thread of its own: every statement of a group commit is a
+        // round trip to the database, and on the shared runtime each one would wait its
+        // turn behind every HTTP task, stretching the one serial section of Herald.
+        std::thread::Builder::new()
+            .name("herald-writer".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StoreError::Commit(format!(
+                            "cannot start the writer: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match open_writer(dialect, &url, writer_opts, writer_stats).await {
+                        Ok(w) => {
+                            let _ = ready_tx.send(Ok(()));
+                            run_writer(w, rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Commit(format!("cannot start the writer: {e}")))?;
+        ready_rx.await.map_err(|_| StoreError::Closed)??;
         let reads = AnyPoolOptions::new()
             .max_connections(opts.read_connections.max(1))
             .after_connect(move |conn, _| {
@@ -218,22 +229,6 @@ impl SqlStore {
             })
             .connect(read_url)
             .await?;
-        let (tx, rx) = mpsc::channel::<Msg>(4096);
-        let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run_writer(
-            Writer {
-                conn,
-                dialect,
-                stats: stats.clone(),
-                audit_head,
-                staged: Vec::new(),
-                checkpoints: Vec::new(),
-                checkpoint_signers: Vec::new(),
-                new_work: false,
-                config_changed: false,
-            },
-            rx,
-        ));
         Ok(SqlStore {
             jobs: tx,
             reads,
@@ -390,6 +385,51 @@ async fn migrate_locked(conn: &mut AnyConnection) -> Result<()> {
 
 async fn exec(conn: &mut AnyConnection, sql: &'static str) -> std::result::Result<(), sqlx::Error> {
     sqlx::raw_sql(sql).execute(conn).await.map(|_| ())
+}
+
+/// Connects the writer (SQLite: its pragmas), migrates, and reads the audit head.
+async fn open_writer(
+    dialect: Dialect,
+    url: &str,
+    opts: StoreOptions,
+    stats: Arc<WriterStats>,
+) -> Result<Writer> {
+    let mut conn = AnyConnection::connect(url).await?;
+    if dialect == Dialect::Sqlite {
+        let pragmas: &'static str = if opts.synchronous_full {
+            PRAGMAS_FULL
+        } else {
+            PRAGMAS_NORMAL
+        };
+        sqlx::raw_sql(pragmas).execute(&mut conn).await?;
+    }
+    migrate(&mut conn).await?;
+    if dialect == Dialect::Sqlite {
+        // One node owns a SQLite file: leases left by a previous process are void.
+        let now = herald_core::clock::now_ms();
+        sqlx::query("UPDATE deliveries SET status = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'")
+            .bind(now)
+            .execute(&mut conn)
+            .await?;
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut conn)
+        .await?;
+    let audit_head = match head {
+        Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
+        None => (0, GENESIS.to_string()),
+    };
+    Ok(Writer {
+        conn,
+        dialect,
+        stats,
+        audit_head,
+        staged: Vec::new(),
+        checkpoints: Vec::new(),
+        checkpoint_signers: Vec::new(),
+        new_work: false,
+        config_changed: false,
+    })
 }
 
 async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {

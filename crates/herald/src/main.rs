@@ -12,6 +12,12 @@ mod table;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc (v2): Herald allocates and frees many small buffers per message on every
+/// thread (request bodies, rows, JSON values), where glibc's allocator took about a fifth
+/// of the instructions. v3 kept about 40 % more memory with a million pending deliveries.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

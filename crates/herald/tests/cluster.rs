@@ -128,9 +128,14 @@ async fn three_nodes_share_one_postgres_and_lose_nothing_when_one_dies() {
     println!(
         "rate limit (cluster of 3): 60 deliveries at 20/s burst 2 took {span:.2} s; busiest second {busiest}"
     );
+    // Tokens are spent when a node claims; a send reaches the receiver some milliseconds
+    // later, and on a loaded machine that lag varies by up to a few hundred. So a second
+    // of arrivals may hold what was claimed over a little more than a second: burst plus
+    // the rate over 1.25 s. (Three per-node limits would let about 60 arrive in one.)
+    let bound = 2 + (20.0f64 * 1.25).ceil() as usize;
     assert!(
-        busiest <= 2 + 20 + 1,
-        "at most burst + rate in any second across the cluster, got {busiest}"
+        busiest <= bound,
+        "at most burst + rate in any second across the cluster (with {bound} allowing for send lag), got {busiest}"
     );
     assert!(
         span >= (60.0 - 2.0) / 20.0 * 0.9,
