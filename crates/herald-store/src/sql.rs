@@ -6,9 +6,10 @@
 //!   pauses live in the destination rows and are read or spent in the claim and attempt
 //!   transactions; the audit chain is appended under a transaction-scoped advisory lock;
 //!   `NOTIFY` tells the other nodes about new work and changed configuration.
-//! * One writer task (per node) owns the only write connection. Callers send it jobs; it takes every
-//!   job that is waiting, runs each inside its own savepoint of one transaction, commits
-//!   once, and only then answers each caller (group commit). One fsync serves many requests.
+//! * One writer task (per node, on a thread of its own) owns the only write connection.
+//!   Callers send it jobs; it takes every job that is waiting, runs each inside its own
+//!   savepoint of one transaction, commits once, and only then answers each caller (group
+//!   commit). One fsync serves many requests.
 //! * Reads go to a small pool of read-only connections and never wait for the writer.
 //! * The writer also owns the head of the audit chain, so appending an entry costs an
 //!   insert inside the caller's transaction, never a commit of its own.
