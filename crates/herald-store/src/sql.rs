@@ -189,6 +189,8 @@ impl SqlStore {
         // The writer runs on a thread of its own: every statement of a group commit is a
         // round trip to the database, and on the shared runtime each one would wait its
         // turn behind every HTTP task, stretching the one serial section of Herald.
+        let cannot_start =
+            |e: std::io::Error| StoreError::Commit(format!("cannot start the writer: {e}"));
         std::thread::Builder::new()
             .name("herald-writer".into())
             .spawn(move || {
@@ -198,9 +200,7 @@ impl SqlStore {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(StoreError::Commit(format!(
-                            "cannot start the writer: {e}"
-                        ))));
+                        let _ = ready_tx.send(Err(cannot_start(e)));
                         return;
                     }
                 };
@@ -216,7 +216,7 @@ impl SqlStore {
                     }
                 });
             })
-            .map_err(|e| StoreError::Commit(format!("cannot start the writer: {e}")))?;
+            .map_err(cannot_start)?;
         ready_rx.await.map_err(|_| StoreError::Closed)??;
         let reads = AnyPoolOptions::new()
             .max_connections(opts.read_connections.max(1))
