@@ -155,6 +155,7 @@ fn alert_message(
             .map(|d| NewDelivery {
                 id: ids::new_id(ids::DELIVERY),
                 destination: d,
+                lease: None,
             })
             .collect(),
         idempotency: None,

@@ -22,18 +22,23 @@
 //!   Only plain queues (not ordered, not rate-limited, not probing); emptied back into the
 //!   store when the destination stops being usable or at shutdown; never started so late
 //!   that the lease could end during the attempt.
+//! * On a single node, a fresh delivery to such a queue is leased in its accept's own
+//!   transaction while the queue has room ahead ([`Dispatcher::lease_at_accept`]), and goes
+//!   to the ready queue when that commit answers: no claim round between accept and first
+//!   attempt.
 
 use crate::destinations::DestinationEntry;
 use crate::state::AppState;
 use herald_channels::Attempt;
 use herald_core::breaker::Permit;
 use herald_core::clock::now_ms;
+use herald_core::delivery::DeliveryStatus;
 use herald_core::delivery::{SendReport, Verdict};
 use herald_core::destination::FallbackWhen;
 use herald_core::message::{Message, MessageBody, MessageInput, Severity};
 use herald_store::{
-    AttemptRecord, BreakerEvent, ClaimRequest, ClaimedDelivery, FinishAttempt, NextState,
-    QueueClaim,
+    AcceptLease, AcceptOutcome, AttemptRecord, BreakerEvent, ClaimRequest, ClaimedDelivery,
+    DeliveryRecord, FinishAttempt, MessageRecord, NextState, QueueClaim,
 };
 use herald_store::{FinishOutcome, Store};
 use std::collections::{HashMap, VecDeque};
@@ -86,6 +91,8 @@ struct Sched {
     held: HashMap<String, u32>,
     /// Leased deliveries waiting for a slot, per destination, oldest first.
     ready: HashMap<String, VecDeque<Ready>>,
+    /// Deliveries leased at accept whose commit has not answered yet, per destination.
+    leasing: HashMap<String, u32>,
     /// Average attempt time per destination (ms, moving average).
     attempt_ms: HashMap<String, f64>,
     /// Average time a claim round takes in the store (ms, moving average).
@@ -98,6 +105,38 @@ struct Sched {
 struct Ready {
     claim: ClaimedDelivery,
     lease_until: i64,
+}
+
+impl Sched {
+    /// How many more deliveries a plain queue may lease ahead now: its slots plus what they
+    /// get through during a claim round, twice (Little's law), less what it already holds
+    /// (running, being recorded, waiting in the ready queue, or being leased at accept).
+    /// No lead for a destination whose attempts take longer than a claim round.
+    fn lease_room(&self, name: &str, limit: u32) -> u32 {
+        let ahead = match self.attempt_ms.get(name) {
+            Some(a) if *a < self.claim_ms => 2.0 * f64::from(limit) * self.claim_ms / a.max(0.1),
+            _ => 0.0,
+        };
+        let ahead = (ahead as u32).min(MAX_AHEAD);
+        let count = |m: &HashMap<String, u32>| m.get(name).copied().unwrap_or(0);
+        let queued = self.ready.get(name).map_or(0, |q| q.len() as u32) + count(&self.leasing);
+        (limit + ahead).saturating_sub(count(&self.held).max(count(&self.busy)) + queued)
+    }
+}
+
+/// Deliveries of one accept call leased to this node in the accept's own transaction:
+/// (index of the message in the batch, the delivery as it will be started).
+#[derive(Default)]
+pub struct AcceptLeases {
+    items: Vec<(usize, Ready)>,
+    /// Every delivery of the batch is leased: the claim loop need not be woken.
+    pub all: bool,
+}
+
+impl AcceptLeases {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
 }
 
 impl Dispatcher {
@@ -245,7 +284,8 @@ impl Dispatcher {
                 continue;
             }
             let running = sched.busy.get(&d.name).copied().unwrap_or(0);
-            let queued = sched.ready.get(&d.name).map_or(0, |q| q.len() as u32);
+            let queued = sched.ready.get(&d.name).map_or(0, |q| q.len() as u32)
+                + sched.leasing.get(&d.name).copied().unwrap_or(0);
             let limit = self.limit(state, d);
             let free_now = limit.saturating_sub(running).min(room);
             let mut capacity = free_now;
@@ -280,18 +320,8 @@ impl Dispatcher {
             let require_closed_breaker = mode == Mode::Send && d.spec.breaker().is_some();
             room -= free_now.min(capacity);
             if mode == Mode::Send && prefetchable(d) {
-                // What the slots get through during one claim round, twice, so the slots
-                // that free before the next claim returns find a delivery waiting.
-                // None when its attempts take longer than a claim round.
-                let ahead = match sched.attempt_ms.get(&d.name) {
-                    Some(a) if *a < sched.claim_ms => {
-                        2.0 * f64::from(limit) * sched.claim_ms / a.max(0.1)
-                    }
-                    _ => 0.0,
-                };
-                let ahead = (ahead as u32).min(MAX_AHEAD);
-                let held = sched.held.get(&d.name).copied().unwrap_or(0);
-                capacity = (limit + ahead).saturating_sub(held.max(running) + queued);
+                // The slots that free before the next claim returns find a delivery waiting.
+                capacity = sched.lease_room(&d.name, limit);
             }
             let lease = lease(state, d);
             queues.push(QueueClaim {
@@ -392,6 +422,122 @@ impl Dispatcher {
             }
         }
         give_back_leases(state, give_back, now).await;
+        self.pump(state).await;
+    }
+
+    /// Leases a batch's fresh deliveries to this node in the accept's own transaction, as
+    /// far as their queues have room ahead (single node only): such a delivery skips the
+    /// claim round, its first attempt waits for one commit instead of two, and its row is
+    /// written `in_flight` once instead of `pending` and then again. Only plain queues
+    /// (not ordered, not rate-limited) of destinations usable now (enabled, not paused,
+    /// breaker closed) qualify; the rest are stored `pending` for the claim loop.
+    /// Hand the result to [`Dispatcher::accept_committed`] once the accept has answered.
+    pub fn lease_at_accept(
+        &self,
+        state: &AppState,
+        batch: &mut [herald_store::NewMessage],
+        now: i64,
+    ) -> AcceptLeases {
+        let mut leases = AcceptLeases {
+            items: Vec::new(),
+            all: true,
+        };
+        let single = state.store.single_node() && !self.inner.stopping.load(Ordering::Relaxed);
+        let mut token: Option<String> = None;
+        let mut sched = self.inner.sched.lock().expect("dispatcher lock");
+        for (i, m) in batch.iter_mut().enumerate() {
+            for d in &mut m.deliveries {
+                let dest = state
+                    .destinations
+                    .get(&d.destination)
+                    .filter(|e| single && prefetchable(e) && sendable(e, now))
+                    .filter(|e| sched.lease_room(&e.name, self.limit(state, e)) > 0);
+                let Some(dest) = dest else {
+                    leases.all = false;
+                    continue;
+                };
+                let token = token
+                    .get_or_insert_with(|| herald_core::ids::new_id("lease"))
+                    .clone();
+                let until = now + lease(state, &dest).as_millis() as i64;
+                *sched.leasing.entry(dest.name.clone()).or_default() += 1;
+                d.lease = Some(AcceptLease {
+                    token: token.clone(),
+                    until,
+                });
+                let claim = ClaimedDelivery {
+                    delivery: DeliveryRecord {
+                        id: d.id.clone(),
+                        message_id: m.id.clone(),
+                        destination: d.destination.clone(),
+                        status: DeliveryStatus::InFlight,
+                        attempt_count: 0,
+                        budget_base: 0,
+                        next_attempt_at: Some(m.created_at),
+                        last_status_code: None,
+                        last_error: None,
+                        fallback_of: None,
+                        dead_at: None,
+                        created_at: m.created_at,
+                        updated_at: m.created_at,
+                    },
+                    message: MessageRecord {
+                        id: m.id.clone(),
+                        event_type: m.event_type.clone(),
+                        idempotency_key: m.idempotency.as_ref().map(|k| k.key.clone()),
+                        body: m.body.clone(),
+                        created_at: m.created_at,
+                    },
+                    lease_token: token,
+                };
+                let ready = Ready {
+                    claim,
+                    lease_until: until,
+                };
+                leases.items.push((i, ready));
+            }
+        }
+        leases
+    }
+
+    /// The accept that [`Dispatcher::lease_at_accept`] prepared has answered: the leased
+    /// deliveries of the messages it stored go to the ready queue and start as slots allow.
+    /// `outcomes`: `None` when the accept failed (nothing was stored).
+    pub async fn accept_committed(
+        &self,
+        state: &AppState,
+        leases: AcceptLeases,
+        outcomes: Option<&[AcceptOutcome]>,
+    ) {
+        if leases.items.is_empty() {
+            return;
+        }
+        let mut give_back = Vec::new();
+        let mut started = 0u64;
+        {
+            let mut sched = self.inner.sched.lock().expect("dispatcher lock");
+            // Read under the lock: shutdown sets it before emptying the ready queues.
+            let stopping = self.inner.stopping.load(Ordering::Relaxed);
+            for (i, r) in leases.items {
+                let name = &r.claim.delivery.destination;
+                if let Some(n) = sched.leasing.get_mut(name) {
+                    *n = n.saturating_sub(1);
+                }
+                let stored = outcomes.and_then(|o| o.get(i)) == Some(&AcceptOutcome::Accepted);
+                if !stored {
+                    continue;
+                }
+                if stopping {
+                    give_back.push((r.claim.delivery.id, r.claim.lease_token));
+                    continue;
+                }
+                started += 1;
+                sched.ready.entry(name.clone()).or_default().push_back(r);
+            }
+            sched.leasing.retain(|_, n| *n > 0);
+        }
+        metrics::counter!("herald_deliveries_leased_at_accept_total").increment(started);
+        give_back_leases(state, give_back, now_ms()).await;
         self.pump(state).await;
     }
 

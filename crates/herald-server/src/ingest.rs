@@ -1,5 +1,6 @@
-//! Accepting messages: validate → route → one durable commit (message, deliveries,
-//! idempotency record, audit entry) → wake the dispatcher → 202.
+//! Accepting messages: validate → route → lease what the dispatcher has room for → one
+//! durable commit (message, deliveries, idempotency record, audit entry) → hand the leased
+//! deliveries to the dispatcher, wake it for the rest → 202.
 
 use crate::api::problem::ApiError;
 use crate::state::AppState;
@@ -81,7 +82,26 @@ pub async fn submit(
         }
     }
     if !batch.is_empty() {
-        let outcomes = state.store.accept_messages(batch).await?;
+        let leases = state.dispatcher.lease_at_accept(state, &mut batch, now);
+        let wake = !leases.all;
+        let outcomes = if leases.is_empty() {
+            state.store.accept_messages(batch).await?
+        } else {
+            // A task of its own, so that what was leased reaches the ready queue even if
+            // the client hangs up while the commit is under way.
+            let state = state.clone();
+            tokio::spawn(async move {
+                let outcomes = state.store.accept_messages(batch).await;
+                let stored = outcomes.as_deref().ok();
+                state
+                    .dispatcher
+                    .accept_committed(&state, leases, stored)
+                    .await;
+                outcomes
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("accepting failed: {e}")))??
+        };
         let mut any_new = false;
         let mut replayed = 0u64;
         for ((slot, body), outcome) in slots.into_iter().zip(outcomes) {
@@ -111,7 +131,7 @@ pub async fn submit(
                 )),
             });
         }
-        if any_new {
+        if any_new && wake {
             state.dispatcher.wake();
         }
         let accepted = results
@@ -159,6 +179,7 @@ async fn prepare(
         .map(|d| NewDelivery {
             id: ids::new_id(ids::DELIVERY),
             destination: d,
+            lease: None,
         })
         .collect();
     let accepted = MessageAccepted {

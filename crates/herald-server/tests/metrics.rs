@@ -14,6 +14,17 @@ async fn metrics_show_traffic_outcomes_queues_and_commits() {
     let id = TestHerald::first_delivery(&h.send(json!({"text": "x", "to": ["hook"]})).await);
     h.wait_status(&id, "delivered", Duration::from_secs(15))
         .await;
+    // A rate-limited queue's deliveries wait for a claim (the bucket is spent there): not
+    // leased at accept like the plain queue's.
+    h.put_destination(
+        "limited",
+        json!({"kind": "webhook", "url": rx.url("/"), "rate_limit": "5/s"}),
+    )
+    .await;
+    let limited =
+        TestHerald::first_delivery(&h.send(json!({"text": "y", "to": ["limited"]})).await);
+    h.wait_status(&limited, "delivered", Duration::from_secs(15))
+        .await;
 
     let denied = h.http.get(h.url("/metrics")).send().await.unwrap();
     assert_eq!(
@@ -37,10 +48,12 @@ async fn metrics_show_traffic_outcomes_queues_and_commits() {
     );
     let text = resp.text().await.unwrap();
     for needle in [
-        "herald_messages_accepted_total 1",
+        "herald_messages_accepted_total 2",
+        "herald_deliveries_leased_at_accept_total 1",
         r#"herald_attempts_total{destination="hook",outcome="retry"} 1"#,
         r#"herald_attempts_total{destination="hook",outcome="delivered"} 1"#,
         r#"herald_deliveries_finished_total{destination="hook",status="delivered"} 1"#,
+        r#"herald_deliveries_finished_total{destination="limited",status="delivered"} 1"#,
         r#"herald_queue_depth{destination="hook",status="pending"} 0"#,
         r#"herald_breaker_state{destination="hook"} 0"#,
         "herald_attempt_duration_seconds_bucket",

@@ -216,4 +216,12 @@ pub trait Store: Send + Sync + 'static {
     fn remote_signals(&self) -> Option<RemoteSignals> {
         None
     }
+
+    /// Whether this node is the only one working the store (embedded SQLite): its own view
+    /// of breakers, pauses and capacity is then the whole truth, and fresh deliveries may be
+    /// leased to it at accept ([`NewDelivery::lease`]). A shared store says `false` and
+    /// stores every new delivery `pending`, for whichever node claims it.
+    fn single_node(&self) -> bool {
+        false
+    }
 }

@@ -24,6 +24,17 @@ pub struct NewMessage {
 pub struct NewDelivery {
     pub id: String,
     pub destination: String,
+    /// Leased to this node in the accept's own transaction (stored `in_flight`), so its
+    /// first attempt needs no claim round; `None`: stored `pending` for a claim. Only a
+    /// store that is [`crate::Store::single_node`] takes leases here.
+    pub lease: Option<AcceptLease>,
+}
+
+/// The lease a delivery is stored with when it is leased at accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptLease {
+    pub token: String,
+    pub until: i64,
 }
 
 /// The idempotency record stored with a message.

@@ -124,6 +124,7 @@ pub struct SqlStore {
     jobs: mpsc::Sender<Msg>,
     reads: AnyPool,
     stats: Arc<WriterStats>,
+    dialect: Dialect,
     /// Postgres only: woken by other nodes' `NOTIFY`.
     remote: Option<crate::RemoteSignals>,
     listener: Option<tokio::task::AbortHandle>,
@@ -234,6 +235,7 @@ impl SqlStore {
             jobs: tx,
             reads,
             stats,
+            dialect,
             remote: None,
             listener: None,
         })
@@ -931,17 +933,25 @@ async fn accept_batch(w: &mut Writer, batch: &[&NewMessage]) -> Result<Vec<Accep
     for chunk in insert_chunks(&deliveries) {
         let mut q = sqlx::query(AssertSqlSafe(values_sql_for(
             w.dialect,
-            "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, created_at, updated_at)",
+            "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, lease_until, lease_token, created_at, updated_at)",
             chunk.len(),
-            7,
+            9,
         )));
         for (m, d) in chunk {
+            // A shared store leaves every new delivery for a claim (see `single_node`).
+            let lease = d.lease.as_ref().filter(|_| w.dialect == Dialect::Sqlite);
             q = q
                 .bind(&d.id)
                 .bind(&m.id)
                 .bind(&d.destination)
-                .bind("pending")
+                .bind(if lease.is_some() {
+                    "in_flight"
+                } else {
+                    "pending"
+                })
                 .bind(m.created_at)
+                .bind(lease.map(|l| l.until))
+                .bind(lease.map(|l| l.token.as_str()))
                 .bind(m.created_at)
                 .bind(m.created_at);
         }
@@ -2648,6 +2658,10 @@ impl Store for SqlStore {
 
     fn remote_signals(&self) -> Option<crate::RemoteSignals> {
         self.remote.clone()
+    }
+
+    fn single_node(&self) -> bool {
+        self.dialect == Dialect::Sqlite
     }
 }
 

@@ -70,6 +70,7 @@ fn message(dest: &str, key: Option<(&str, &str)>) -> NewMessage {
         deliveries: vec![NewDelivery {
             id: new_id(DELIVERY),
             destination: dest.into(),
+            lease: None,
         }],
         idempotency: key.map(|(k, h)| IdempotencyRecord {
             key: k.into(),
@@ -329,6 +330,75 @@ async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
         assert_eq!(d.status, DeliveryStatus::Delivered);
         assert_eq!(d.attempt_count, 1);
         assert_eq!(be.a.list_attempts(&id).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_leased_at_accept_is_in_flight_on_one_node_and_pending_on_a_shared_store() {
+    for be in backends("acceptlease").await {
+        let now = herald_core::clock::now_ms();
+        let mut m = message("hook", None);
+        m.deliveries[0].lease = Some(AcceptLease {
+            token: "lease-accept".into(),
+            until: now + 1_000,
+        });
+        let id = m.deliveries[0].id.clone();
+        be.a.accept_messages(vec![m]).await.unwrap();
+        let stored = be.a.get_delivery(&id).await.unwrap().unwrap();
+        let taken =
+            be.b.claim(claim(now, "lease-b", "hook", 10, 1_000))
+                .await
+                .unwrap();
+        if be.a.single_node() {
+            assert_eq!(stored.status, DeliveryStatus::InFlight, "{}", be.name);
+            assert!(
+                taken.claimed.is_empty(),
+                "{}: leased, not claimable",
+                be.name
+            );
+            // The lease is the accept's: its holder records the attempt.
+            let record = be.a.get_message(&stored.message_id).await.unwrap().unwrap();
+            let claimed = ClaimedDelivery {
+                delivery: stored,
+                message: record,
+                lease_token: "lease-accept".into(),
+            };
+            let done = finish(
+                &claimed,
+                NextState::Delivered,
+                AttemptOutcome::Delivered,
+                now,
+            );
+            assert!(
+                be.a.finish_attempt(done).await.unwrap().recorded,
+                "{}",
+                be.name
+            );
+            let d = be.a.get_delivery(&id).await.unwrap().unwrap();
+            assert_eq!(d.status, DeliveryStatus::Delivered);
+            assert_eq!(d.attempt_count, 1);
+
+            // Unattempted past its lease (the node stalled): taken back like any lease.
+            let mut m = message("hook", None);
+            m.deliveries[0].lease = Some(AcceptLease {
+                token: "lease-accept-2".into(),
+                until: now + 1_000,
+            });
+            let id = m.deliveries[0].id.clone();
+            be.a.accept_messages(vec![m]).await.unwrap();
+            let later =
+                be.a.claim(claim(now + 5_000, "lease-c", "hook", 10, 1_000))
+                    .await
+                    .unwrap();
+            assert_eq!(later.recovered, 1, "{}", be.name);
+            assert_eq!(later.claimed.len(), 1);
+            assert_eq!(later.claimed[0].delivery.id, id);
+        } else {
+            // A shared store leaves fresh work to whichever node claims it.
+            assert_eq!(stored.status, DeliveryStatus::Pending, "{}", be.name);
+            assert_eq!(taken.claimed.len(), 1, "{}", be.name);
+            assert_eq!(taken.claimed[0].delivery.id, id);
+        }
     }
 }
 
