@@ -6,8 +6,10 @@ Starts `herald serve` under callgrind, a loopback sink, then:
   deliver phase: enables it and waits until the sink has received all N.
 Each phase is dumped separately (callgrind_control -z / -d), so start-up is not counted.
 Prints instructions per message for each phase.
+With --live the destination is enabled from the start (fresh messages are delivered while
+others arrive, as in production): one phase, accept to delivery.
 
-    scripts/bench-instructions.py [--bin target/release/herald] [-n 2000] [--out DIR]
+    scripts/bench-instructions.py [--bin target/release/herald] [-n 2000] [--live] [--out DIR]
 """
 import argparse, glob, http.client, json, os, re, subprocess, tempfile, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -73,6 +75,7 @@ def main():
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--live", action="store_true", help="deliver while accepting: one phase")
     a = ap.parse_args()
     out = a.out or tempfile.mkdtemp(prefix="herald-cg-")
     os.makedirs(out, exist_ok=True)
@@ -97,7 +100,7 @@ def main():
             except Exception:
                 time.sleep(0.2)
         spec = {"kind": "webhook", "url": f"http://127.0.0.1:{sink.server_port}/hook",
-                "enabled": False, "max_in_flight": 128, "circuit_breaker": False}
+                "enabled": a.live, "max_in_flight": 128, "circuit_breaker": False}
         call(base, "PUT", "/api/v1/destinations/hook", spec)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
 
@@ -108,19 +111,26 @@ def main():
             assert s == 202, s
         with ThreadPoolExecutor(a.concurrency) as ex:
             list(ex.map(post, range(a.n)))
-        subprocess.run(["callgrind_control", "-d", "ingest", str(proc.pid)], check=True, capture_output=True)
-        call(base, "POST", "/api/v1/destinations/hook/enable")
+        if not a.live:
+            subprocess.run(["callgrind_control", "-d", "ingest", str(proc.pid)], check=True, capture_output=True)
+            call(base, "POST", "/api/v1/destinations/hook/enable")
         while True:
             with lock:
                 if received >= a.n:
                     break
             time.sleep(0.2)
         time.sleep(0.5)  # let the last records commit
-        subprocess.run(["callgrind_control", "-d", "deliver", str(proc.pid)], check=True, capture_output=True)
+        phase = "live" if a.live else "deliver"
+        subprocess.run(["callgrind_control", "-d", phase, str(proc.pid)], check=True, capture_output=True)
     finally:
         proc.terminate()
         proc.wait()
     files = sorted(glob.glob(os.path.join(out, "callgrind.out.*")))
+    if a.live:
+        live = [f for f in files if re.search(r"\.1$", f)]
+        print(json.dumps({"n": a.n, "live_ir_per_msg": total_ir(live[0]) // a.n,
+                          "live_file": live[0]}))
+        return
     ingest = [f for f in files if re.search(r"\.1$", f)]
     deliver = [f for f in files if re.search(r"\.2$", f)]
     ir_i, ir_d = total_ir(ingest[0]), total_ir(deliver[0])
