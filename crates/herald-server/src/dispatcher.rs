@@ -119,15 +119,33 @@ impl Sched {
         };
         let ahead = (ahead as u32).min(MAX_AHEAD);
         let count = |m: &HashMap<String, u32>| m.get(name).copied().unwrap_or(0);
-        let queued = self.ready.get(name).map_or(0, |q| q.len() as u32) + count(&self.leasing);
-        (limit + ahead).saturating_sub(count(&self.held).max(count(&self.busy)) + queued)
+        (limit + ahead).saturating_sub(count(&self.held).max(count(&self.busy)) + self.queued(name))
+    }
+
+    /// One delivery leased at accept is no longer waiting for its commit.
+    fn unlease(&mut self, name: &str) {
+        if let Some(n) = self.leasing.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                self.leasing.remove(name);
+            }
+        }
+    }
+
+    /// Deliveries of a queue leased and not yet started: in the ready queue, or being leased
+    /// at accept.
+    fn queued(&self, name: &str) -> u32 {
+        self.ready.get(name).map_or(0, |q| q.len() as u32)
+            + self.leasing.get(name).copied().unwrap_or(0)
     }
 }
 
 /// Deliveries of one accept call leased to this node in the accept's own transaction:
-/// (index of the message in the batch, the delivery as it will be started).
-#[derive(Default)]
+/// (index of the message in the batch, the delivery as it will be started). Dropped without
+/// [`Dispatcher::accept_committed`] (the accept's task failed), it frees the room it held;
+/// what the store may still hold leased expires like any lease.
 pub struct AcceptLeases {
+    dispatcher: Dispatcher,
     items: Vec<(usize, Ready)>,
     /// Every delivery of the batch is leased: the claim loop need not be woken.
     pub all: bool,
@@ -136,6 +154,18 @@ pub struct AcceptLeases {
 impl AcceptLeases {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+}
+
+impl Drop for AcceptLeases {
+    fn drop(&mut self) {
+        if self.items.is_empty() {
+            return;
+        }
+        let mut sched = self.dispatcher.inner.sched.lock().expect("dispatcher lock");
+        for (_, r) in &self.items {
+            sched.unlease(&r.claim.delivery.destination);
+        }
     }
 }
 
@@ -284,8 +314,7 @@ impl Dispatcher {
                 continue;
             }
             let running = sched.busy.get(&d.name).copied().unwrap_or(0);
-            let queued = sched.ready.get(&d.name).map_or(0, |q| q.len() as u32)
-                + sched.leasing.get(&d.name).copied().unwrap_or(0);
+            let queued = sched.queued(&d.name);
             let limit = self.limit(state, d);
             let free_now = limit.saturating_sub(running).min(room);
             let mut capacity = free_now;
@@ -439,6 +468,7 @@ impl Dispatcher {
         now: i64,
     ) -> AcceptLeases {
         let mut leases = AcceptLeases {
+            dispatcher: self.clone(),
             items: Vec::new(),
             all: true,
         };
@@ -506,10 +536,11 @@ impl Dispatcher {
     pub async fn accept_committed(
         &self,
         state: &AppState,
-        leases: AcceptLeases,
+        mut leases: AcceptLeases,
         outcomes: Option<&[AcceptOutcome]>,
     ) {
-        if leases.items.is_empty() {
+        let items = std::mem::take(&mut leases.items);
+        if items.is_empty() {
             return;
         }
         let mut give_back = Vec::new();
@@ -518,11 +549,9 @@ impl Dispatcher {
             let mut sched = self.inner.sched.lock().expect("dispatcher lock");
             // Read under the lock: shutdown sets it before emptying the ready queues.
             let stopping = self.inner.stopping.load(Ordering::Relaxed);
-            for (i, r) in leases.items {
+            for (i, r) in items {
                 let name = &r.claim.delivery.destination;
-                if let Some(n) = sched.leasing.get_mut(name) {
-                    *n = n.saturating_sub(1);
-                }
+                sched.unlease(name);
                 let stored = outcomes.and_then(|o| o.get(i)) == Some(&AcceptOutcome::Accepted);
                 if !stored {
                     continue;
@@ -534,7 +563,6 @@ impl Dispatcher {
                 started += 1;
                 sched.ready.entry(name.clone()).or_default().push_back(r);
             }
-            sched.leasing.retain(|_, n| *n > 0);
         }
         metrics::counter!("herald_deliveries_leased_at_accept_total").increment(started);
         give_back_leases(state, give_back, now_ms()).await;

@@ -82,6 +82,16 @@ fn message(dest: &str, key: Option<(&str, &str)>) -> NewMessage {
     }
 }
 
+/// A message whose delivery is leased at accept (as the dispatcher does on a single node).
+fn leased_message(dest: &str, token: &str, until: i64) -> NewMessage {
+    let mut m = message(dest, None);
+    m.deliveries[0].lease = Some(AcceptLease {
+        token: token.into(),
+        until,
+    });
+    m
+}
+
 fn claim(now: i64, token: &str, dest: &str, n: u32, lease_ms: i64) -> ClaimRequest {
     ClaimRequest {
         now,
@@ -337,11 +347,7 @@ async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
 async fn a_delivery_leased_at_accept_is_in_flight_on_one_node_and_pending_on_a_shared_store() {
     for be in backends("acceptlease").await {
         let now = herald_core::clock::now_ms();
-        let mut m = message("hook", None);
-        m.deliveries[0].lease = Some(AcceptLease {
-            token: "lease-accept".into(),
-            until: now + 1_000,
-        });
+        let m = leased_message("hook", "lease-accept", now + 1_000);
         let id = m.deliveries[0].id.clone();
         be.a.accept_messages(vec![m]).await.unwrap();
         let stored = be.a.get_delivery(&id).await.unwrap().unwrap();
@@ -379,11 +385,7 @@ async fn a_delivery_leased_at_accept_is_in_flight_on_one_node_and_pending_on_a_s
             assert_eq!(d.attempt_count, 1);
 
             // Unattempted past its lease (the node stalled): taken back like any lease.
-            let mut m = message("hook", None);
-            m.deliveries[0].lease = Some(AcceptLease {
-                token: "lease-accept-2".into(),
-                until: now + 1_000,
-            });
+            let m = leased_message("hook", "lease-accept-2", now + 1_000);
             let id = m.deliveries[0].id.clone();
             be.a.accept_messages(vec![m]).await.unwrap();
             let later =
