@@ -79,8 +79,55 @@ pub struct Config {
     /// Body cap of the Sentry ingest after decompression (the compressed body is capped by
     /// `max_body_bytes`).
     pub max_decompressed_bytes: usize,
+    /// `[store]`: how the node reaches and checks its database.
+    pub store: StoreSettings,
+    /// `[http]`: the listener's limits against slow and idle clients.
+    pub http: HttpSettings,
     /// Destinations declared as code; applied on start.
     pub destinations: BTreeMap<String, DestinationSpec>,
+}
+
+/// `[store]`: connecting to the database and checking it at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// How long start-up waits for the database to answer (retrying with backoff) before
+    /// exiting with the reason.
+    pub connect_timeout: HumanDuration,
+    /// SQLite databases up to this size get a `PRAGMA quick_check` at start-up; a damaged
+    /// one is refused with a message that says what to run. `0` turns the check off.
+    pub quick_check_max_bytes: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            connect_timeout: HumanDuration(Duration::from_secs(60)),
+            quick_check_max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// `[http]`: what the listener tolerates from clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// A request's headers must arrive within this long, or the connection is closed.
+    pub header_timeout: HumanDuration,
+    /// A kept-alive connection with no request for this long is closed.
+    pub idle_timeout: HumanDuration,
+    /// Open connections at most; beyond it new ones are closed at once (and counted).
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            max_connections: 4096,
+        }
+    }
 }
 
 /// `[errors]`: when error groups alert (see `herald_core::error_report`).
@@ -142,6 +189,8 @@ impl Default for Config {
             metrics_token: None,
             errors: ErrorAlerts::default(),
             max_decompressed_bytes: 8 << 20,
+            store: StoreSettings::default(),
+            http: HttpSettings::default(),
             destinations: BTreeMap::new(),
         }
     }
@@ -191,6 +240,12 @@ impl Config {
             return Err(
                 "configuration: database_read_connections must be between 1 and 256".into(),
             );
+        }
+        if self.http.header_timeout.0.is_zero()
+            || self.http.idle_timeout.0.is_zero()
+            || self.http.max_connections == 0
+        {
+            return Err("configuration: http.header_timeout, http.idle_timeout and http.max_connections must be above zero".into());
         }
         self.database().map_err(|e| format!("configuration: {e}"))?;
         Ok(())

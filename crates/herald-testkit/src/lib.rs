@@ -21,6 +21,7 @@
 
 pub mod compress;
 pub mod dashboard;
+pub mod faults;
 pub mod herald;
 pub mod mime;
 pub mod postgres;
