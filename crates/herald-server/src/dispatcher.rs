@@ -217,6 +217,8 @@ impl Dispatcher {
 
     async fn run(self, state: AppState) {
         let mut rotate = 0usize;
+        // Claims fail while the store is down: logged when that starts and when it ends.
+        let mut failing_since: Option<Instant> = None;
         let mut last_reload = Instant::now();
         // Other nodes' news (Postgres NOTIFY); polling covers what it misses.
         let remote = state.store.remote_signals();
@@ -229,6 +231,12 @@ impl Dispatcher {
             self.observe(None, asked.elapsed());
             match claimed {
                 Ok(res) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(
+                            after_ms = since.elapsed().as_millis() as u64,
+                            "claiming deliveries works again"
+                        );
+                    }
                     for ds in &res.destinations {
                         if let Some(d) = state.destinations.get(&ds.name) {
                             d.observe(ds);
@@ -248,7 +256,12 @@ impl Dispatcher {
                         wake_at = wake_at.min(due);
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "claiming deliveries failed"),
+                Err(e) => {
+                    if failing_since.is_none() {
+                        tracing::error!(error = %e, "claiming deliveries failed; retrying until the store answers");
+                        failing_since = Some(Instant::now());
+                    }
+                }
             }
             let sleep = Duration::from_millis(
                 (wake_at - now_ms()).clamp(0, POLL.as_millis() as i64) as u64,
@@ -599,7 +612,9 @@ impl Dispatcher {
     /// deleted, or changed to ordered or rate-limited) goes back to the store whole, and so
     /// does a delivery whose lease would end before its attempt could time out.
     async fn pump(&self, state: &AppState) {
-        if self.inner.stopping.load(Ordering::Relaxed) {
+        // While the store cannot commit, an attempt's outcome could not be recorded: what is
+        // leased waits (the next successful claim round pumps again).
+        if self.inner.stopping.load(Ordering::Relaxed) || !state.store.health().is_up() {
             return;
         }
         let now = now_ms();
@@ -1007,7 +1022,8 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, mut slot
     if let Some(p) = pause_until {
         dest.pause_until(p);
     }
-    record(state, finish).await;
+    let record_until = started_at + lease(state, &dest).as_millis() as i64;
+    record(state, finish, record_until).await;
     drop(slot);
 }
 
@@ -1030,27 +1046,40 @@ async fn fail_over_unattempted(state: &AppState, c: ClaimedDelivery, fallback: S
         now,
     };
     tracing::Span::current().record("outcome", "failed_over");
-    record(state, finish).await;
+    let record_until = now + state.config.lease.0.as_millis() as i64;
+    record(state, finish, record_until).await;
 }
 
-/// Stores the transition, trying hard (a lost record means a duplicate), then applies what
-/// it changed to the destination: disabled → cache updated and an operational message sent.
-async fn record(state: &AppState, finish: FinishAttempt) {
+/// Stores the transition, then applies what it changed to the destination: disabled →
+/// cache updated and an operational message sent. While the store is down it keeps trying,
+/// with backoff, until the lease ends (`until`, epoch ms): a record lost means the attempt
+/// is made again, a duplicate; one kept means the store's recovery costs nothing.
+async fn record(state: &AppState, finish: FinishAttempt, until: i64) {
     let destination = finish.destination.clone();
-    let mut outcome = None;
-    for i in 0..5u64 {
+    let mut wait = Duration::from_millis(100);
+    let mut tries = 0u32;
+    let outcome = loop {
+        tries += 1;
         match state.dispatcher.store_finish(state, finish.clone()).await {
             Ok(o) => {
-                outcome = Some(o);
-                break;
+                if tries > 1 {
+                    tracing::info!(tries, "attempt recorded once the store answered again");
+                }
+                break o;
             }
             Err(e) => {
-                tracing::error!(error = %e, try_no = i + 1, "recording the attempt failed");
-                tokio::time::sleep(Duration::from_millis(200 * (i + 1))).await;
+                if tries == 1 {
+                    tracing::warn!(error = %e, "recording the attempt failed; retrying until its lease ends");
+                }
+                if now_ms() + wait.as_millis() as i64 >= until {
+                    tracing::error!(error = %e, tries, "the attempt could not be recorded before its lease ended; it will be made again");
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
-    }
-    let Some(outcome) = outcome else { return };
+    };
     if let Some(stored) = &outcome.breaker
         && let Some(d) = state.destinations.get(&destination)
     {

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod copy;
+pub mod health;
 pub mod location;
 pub mod model;
 pub mod sql;
@@ -29,18 +30,79 @@ use herald_core::audit::AuditEntry;
 pub use location::Location;
 pub use model::*;
 
+/// A store error. Storage faults (the database unreachable, the disk full or failing, the
+/// file damaged) have variants of their own, so callers can answer 503/507 and retry; `Db`
+/// is what is left, which is a bug.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("the transaction could not be committed: {0}")]
-    Commit(String),
+    Db(sqlx::Error),
+    /// The database cannot be reached or the connection broke; nothing was committed.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The connection broke during `COMMIT`: the work may or may not be durable.
+    #[error("the commit's outcome is unknown: {0}")]
+    CommitUnknown(String),
+    /// No space left for the database; nothing was committed.
+    #[error("the disk is full: {0}")]
+    Full(String),
+    /// The disk failed a read or write (e.g. fsync); nothing is known to be committed.
+    #[error("disk I/O error: {0}")]
+    Io(String),
+    /// The database file is damaged.
+    #[error("the database is damaged: {0}")]
+    Damaged(String),
     #[error("the store is closed")]
     Closed,
     #[error("corrupt row: {0}")]
     Corrupt(String),
     #[error("migration failed: {0}")]
     Migration(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match health::classify(&e) {
+            Some(fault) => StoreError::from_fault(fault, e.to_string()),
+            None => StoreError::Db(e),
+        }
+    }
+}
+
+impl StoreError {
+    pub fn from_fault(fault: health::Fault, detail: String) -> Self {
+        match fault {
+            health::Fault::Unavailable => StoreError::Unavailable(detail),
+            health::Fault::Full => StoreError::Full(detail),
+            health::Fault::Io => StoreError::Io(detail),
+            health::Fault::Damaged => StoreError::Damaged(detail),
+        }
+    }
+
+    /// What went wrong, without the variant's own prefix (for wrapping it again).
+    pub fn detail(&self) -> String {
+        match self {
+            StoreError::Unavailable(d)
+            | StoreError::CommitUnknown(d)
+            | StoreError::Full(d)
+            | StoreError::Io(d)
+            | StoreError::Damaged(d) => d.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The storage fault behind this error, if it is one (not a bug, not bad input).
+    pub fn fault(&self) -> Option<health::Fault> {
+        match self {
+            StoreError::Unavailable(_) | StoreError::CommitUnknown(_) | StoreError::Closed => {
+                Some(health::Fault::Unavailable)
+            }
+            StoreError::Full(_) => Some(health::Fault::Full),
+            StoreError::Io(_) => Some(health::Fault::Io),
+            StoreError::Damaged(_) | StoreError::Corrupt(_) => Some(health::Fault::Damaged),
+            StoreError::Db(_) | StoreError::Migration(_) => None,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -82,8 +144,12 @@ pub type CheckpointFn = Box<dyn FnOnce(i64, &str) -> serde_json::Value + Send>;
 /// returns.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Checks that the store answers.
+    /// Checks that the store can serve: it answers reads and its writer can commit (a
+    /// commit succeeded lately, or a probe commit does now). Readiness is this.
     async fn ping(&self) -> Result<()>;
+
+    /// The writer's view of whether commits succeed (for readiness and the dispatcher).
+    fn health(&self) -> std::sync::Arc<health::Health>;
 
     // ----- messages -------------------------------------------------------------------
 

@@ -14,6 +14,7 @@
 //! * The writer also owns the head of the audit chain, so appending an entry costs an
 //!   insert inside the caller's transaction, never a commit of its own.
 
+use crate::health::{Fault, Health, HealthState};
 use crate::model::*;
 use crate::{CheckpointFn, Result, Store, StoreError};
 use async_trait::async_trait;
@@ -58,6 +59,17 @@ const READ_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -8000;";
 /// Most jobs one commit carries.
 const MAX_GROUP: usize = 512;
+/// How long one connection attempt of the writer may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Reconnect and probe backoff: from the first to the longest wait.
+const BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a read waits for a pooled connection before the store is called unavailable.
+const READ_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// A readiness check younger than this trusts the last successful commit; older, it makes one.
+const FRESH_COMMIT_MS: i64 = 2_000;
+/// A SQLite store with less free space than this is not ready (its next commit may fail).
+const MIN_FREE_BYTES: u64 = 1 << 20;
 
 /// Tuning for [`SqlStore::open`].
 #[derive(Debug, Clone)]
@@ -77,8 +89,38 @@ impl Default for StoreOptions {
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn for<'c> FnOnce(&'c mut Writer) -> BoxFuture<'c, (bool, Reply)> + Send>;
+type Reply = Box<dyn FnOnce(Option<&GroupFailure>) + Send>;
+type Job = Box<dyn for<'c> FnOnce(&'c mut Writer) -> BoxFuture<'c, (JobStatus, Reply)> + Send>;
+
+/// How a job's own work went, before the commit.
+enum JobStatus {
+    Done,
+    /// Its own error (rolled back to its savepoint; the group goes on).
+    Failed,
+    /// A storage fault: the transaction cannot be trusted, so the whole group stops.
+    Fault(Fault, String),
+}
+
+/// Why a group did not commit, as each of its callers is told.
+#[derive(Debug, Clone)]
+struct GroupFailure {
+    fault: Option<Fault>,
+    /// The connection broke during `COMMIT` itself: the work may be durable.
+    outcome_unknown: bool,
+    message: String,
+}
+
+impl GroupFailure {
+    fn error(&self) -> StoreError {
+        let msg = self.message.clone();
+        match self.fault {
+            _ if self.outcome_unknown => StoreError::CommitUnknown(msg),
+            Some(fault) => StoreError::from_fault(fault, msg),
+            // A commit refused for another reason was rolled back: safe to retry.
+            None => StoreError::Unavailable(format!("the commit failed: {msg}")),
+        }
+    }
+}
 
 enum Msg {
     Job(Job),
@@ -98,7 +140,15 @@ struct AcceptJob {
 pub struct Writer {
     conn: AnyConnection,
     dialect: Dialect,
+    url: String,
+    opts: StoreOptions,
     stats: Arc<WriterStats>,
+    health: Arc<Health>,
+    /// The connection met a fault that makes it unusable: reopen before the next use.
+    broken: bool,
+    /// No reconnect or probe before this instant; the wait doubles up to [`BACKOFF_MAX`].
+    next_try: tokio::time::Instant,
+    backoff: std::time::Duration,
     /// `(seq, hash)` of the last audit entry (on Postgres re-read under a lock at each
     /// commit, since other nodes append too).
     audit_head: (i64, String),
@@ -126,6 +176,9 @@ pub struct SqlStore {
     jobs: mpsc::Sender<Msg>,
     reads: AnyPool,
     stats: Arc<WriterStats>,
+    health: Arc<Health>,
+    /// SQLite: the database file, whose free disk space readiness checks.
+    file: Option<std::path::PathBuf>,
     dialect: Dialect,
     /// Postgres only: woken by other nodes' `NOTIFY`.
     remote: Option<crate::RemoteSignals>,
@@ -146,7 +199,9 @@ impl SqlStore {
     /// writer. Leases left by a previous process are released: SQLite serves one node.
     pub async fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
         let url = |mode: &str| format!("sqlite://{}?mode={mode}", path.display());
-        Self::open_any(Dialect::Sqlite, &url("rwc"), &url("ro"), opts).await
+        let mut store = Self::open_any(Dialect::Sqlite, &url("rwc"), &url("ro"), opts).await?;
+        store.file = Some(path.to_path_buf());
+        Ok(store)
     }
 
     /// Opens a Postgres database (`postgres://…`) with the same schema and SQL, shared with
@@ -158,17 +213,42 @@ impl SqlStore {
         listener.listen_all([WORK_CHANNEL, CONFIG_CHANNEL]).await?;
         let wake = signals.clone();
         let task = tokio::spawn(async move {
+            let mut backoff = BACKOFF_FIRST;
+            let mut lost = false;
             loop {
-                match listener.recv().await {
-                    Ok(n) if n.channel() == CONFIG_CHANNEL => wake.config.notify_one(),
-                    Ok(_) => wake.work.notify_one(),
-                    Err(e) => {
-                        // The listener reconnects on the next recv; polling covers the gap,
-                        // and a re-read covers what was missed meanwhile.
-                        tracing::warn!(error = %e, "postgres LISTEN connection lost; reconnecting");
+                // `try_recv` says `None` when the connection broke; the next call reconnects
+                // and listens again. Polling covers the gap, a re-read what was missed.
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        if lost {
+                            lost = false;
+                            backoff = BACKOFF_FIRST;
+                            metrics::counter!("herald_store_reconnects_total", "connection" => "listen").increment(1);
+                            tracing::info!("store: postgres LISTEN connection restored");
+                        }
+                        if n.channel() == CONFIG_CHANNEL {
+                            wake.config.notify_one()
+                        } else {
+                            wake.work.notify_one()
+                        }
+                    }
+                    Ok(None) => {
+                        if !lost {
+                            tracing::warn!("store: postgres LISTEN connection lost; reconnecting");
+                        }
+                        lost = true;
                         wake.work.notify_one();
                         wake.config.notify_one();
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        if !lost {
+                            tracing::warn!(error = %e, "store: postgres LISTEN connection lost; reconnecting with backoff");
+                        }
+                        lost = true;
+                        wake.work.notify_one();
+                        wake.config.notify_one();
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
             }
@@ -187,13 +267,15 @@ impl SqlStore {
         sqlx::any::install_default_drivers();
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let stats = Arc::new(WriterStats::default());
+        let health = Arc::new(Health::default());
         let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
         let (url, writer_stats, writer_opts) = (write_url.to_string(), stats.clone(), opts.clone());
+        let writer_health = health.clone();
         // The writer runs on a thread of its own: every statement of a group commit is a
         // round trip to the database, and on the shared runtime each one would wait its
         // turn behind every HTTP task, stretching the one serial section of Herald.
         let cannot_start =
-            |e: std::io::Error| StoreError::Commit(format!("cannot start the writer: {e}"));
+            |e: std::io::Error| StoreError::Unavailable(format!("cannot start the writer: {e}"));
         std::thread::Builder::new()
             .name("herald-writer".into())
             .spawn(move || {
@@ -208,7 +290,7 @@ impl SqlStore {
                     }
                 };
                 rt.block_on(async move {
-                    match open_writer(dialect, &url, writer_opts, writer_stats).await {
+                    match open_writer(dialect, &url, writer_opts, writer_stats, writer_health).await {
                         Ok(w) => {
                             let _ = ready_tx.send(Ok(()));
                             run_writer(w, rx).await;
@@ -223,6 +305,10 @@ impl SqlStore {
         ready_rx.await.map_err(|_| StoreError::Closed)??;
         let reads = AnyPoolOptions::new()
             .max_connections(opts.read_connections.max(1))
+            // A dead pooled connection is found by the ping before use and replaced; while
+            // the database is down, a read fails within this instead of hanging.
+            .acquire_timeout(READ_ACQUIRE_TIMEOUT)
+            .test_before_acquire(true)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -233,10 +319,13 @@ impl SqlStore {
             })
             .connect(read_url)
             .await?;
+        metrics::gauge!("herald_store_up").set(1.0);
         Ok(SqlStore {
             jobs: tx,
             reads,
             stats,
+            health,
+            file: None,
             dialect,
             remote: None,
             listener: None,
@@ -263,9 +352,49 @@ impl SqlStore {
             .send(Msg::Job(job(f, tx)))
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await
-            .map_err(|_| StoreError::Commit("the transaction could not be started".into()))?
+        rx.await.map_err(|_| self.not_run())?
     }
+
+    /// Why the writer dropped a job without running it: the store is down (it fails jobs
+    /// at once while it waits to reconnect), or the writer stopped.
+    fn not_run(&self) -> StoreError {
+        match self.health.state() {
+            HealthState::Down { fault, detail, .. } => StoreError::from_fault(fault, detail),
+            HealthState::Up => StoreError::Unavailable("the writer is not running".into()),
+        }
+    }
+
+    /// Free space where the SQLite file lives is too low for the next commit.
+    fn disk_full(&self) -> Option<StoreError> {
+        let free = free_bytes(self.file.as_deref()?.parent()?)?;
+        (free < MIN_FREE_BYTES).then(|| {
+            StoreError::Full(format!(
+                "{free} bytes free where the database lives (at least {MIN_FREE_BYTES} needed)"
+            ))
+        })
+    }
+}
+
+/// Bytes available to Herald on the file system holding `dir` (`None` if unknown).
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a valid NUL-terminated string and `st` a properly sized, zeroed
+    // struct that statvfs only writes into.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
 }
 
 /// A job running `f` whose result goes to `tx` once the commit is known.
@@ -277,18 +406,24 @@ where
     Box::new(move |w: &mut Writer| {
         Box::pin(async move {
             let result = f(w).await;
-            let ok = result.is_ok();
-            (ok, reply(result, tx))
+            let status = match &result {
+                Ok(_) => JobStatus::Done,
+                Err(e) => match e.fault() {
+                    Some(fault) => JobStatus::Fault(fault, e.detail()),
+                    None => JobStatus::Failed,
+                },
+            };
+            (status, reply(result, tx))
         })
     })
 }
 
 /// Answers `tx` with `result`, or with the commit's error.
 fn reply<T: Send + 'static>(result: Result<T>, tx: oneshot::Sender<Result<T>>) -> Reply {
-    Box::new(move |commit_error: Option<&str>| {
-        let _ = tx.send(match commit_error {
+    Box::new(move |failure: Option<&GroupFailure>| {
+        let _ = tx.send(match failure {
             None => result,
-            Some(e) => Err(StoreError::Commit(e.to_string())),
+            Some(f) => Err(f.error()),
         });
     })
 }
@@ -398,16 +533,9 @@ async fn open_writer(
     url: &str,
     opts: StoreOptions,
     stats: Arc<WriterStats>,
+    health: Arc<Health>,
 ) -> Result<Writer> {
-    let mut conn = AnyConnection::connect(url).await?;
-    if dialect == Dialect::Sqlite {
-        let pragmas: &'static str = if opts.synchronous_full {
-            PRAGMAS_FULL
-        } else {
-            PRAGMAS_NORMAL
-        };
-        sqlx::raw_sql(pragmas).execute(&mut conn).await?;
-    }
+    let mut conn = connect_writer(dialect, url, &opts).await?;
     migrate(&mut conn).await?;
     if dialect == Dialect::Sqlite {
         // One node owns a SQLite file: leases left by a previous process are void.
@@ -417,17 +545,17 @@ async fn open_writer(
             .execute(&mut conn)
             .await?;
     }
-    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut conn)
-        .await?;
-    let audit_head = match head {
-        Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
-        None => (0, GENESIS.to_string()),
-    };
+    let audit_head = read_audit_head(&mut conn).await?;
     Ok(Writer {
         conn,
         dialect,
+        url: url.to_string(),
+        opts,
         stats,
+        health,
+        broken: false,
+        next_try: tokio::time::Instant::now(),
+        backoff: BACKOFF_FIRST,
         audit_head,
         staged: Vec::new(),
         checkpoints: Vec::new(),
@@ -437,8 +565,131 @@ async fn open_writer(
     })
 }
 
+/// One connection with the writer's settings, within [`CONNECT_TIMEOUT`].
+async fn connect_writer(dialect: Dialect, url: &str, opts: &StoreOptions) -> Result<AnyConnection> {
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url))
+        .await
+        .map_err(|_| StoreError::Unavailable("connecting to the database timed out".into()))??;
+    if dialect == Dialect::Sqlite {
+        let pragmas: &'static str = if opts.synchronous_full {
+            PRAGMAS_FULL
+        } else {
+            PRAGMAS_NORMAL
+        };
+        sqlx::raw_sql(pragmas).execute(&mut conn).await?;
+    }
+    Ok(conn)
+}
+
+async fn read_audit_head(conn: &mut AnyConnection) -> Result<(i64, String)> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await?;
+    Ok(match head {
+        Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
+        None => (0, GENESIS.to_string()),
+    })
+}
+
+impl Writer {
+    /// Opens a fresh connection in place of a broken one and re-reads the audit head (a
+    /// commit whose outcome was unknown may have moved it). On failure the store stays
+    /// down and the next try waits longer.
+    async fn reconnect(&mut self) -> bool {
+        let fresh = async {
+            let mut conn = connect_writer(self.dialect, &self.url, &self.opts).await?;
+            let head = read_audit_head(&mut conn).await?;
+            Ok::<_, StoreError>((conn, head))
+        };
+        match fresh.await {
+            Ok((conn, head)) => {
+                // The old connection is dead: drop it rather than wait on a goodbye.
+                drop(std::mem::replace(&mut self.conn, conn));
+                self.audit_head = head;
+                self.broken = false;
+                self.backoff = BACKOFF_FIRST;
+                metrics::counter!("herald_store_reconnects_total", "connection" => "writer")
+                    .increment(1);
+                tracing::info!("store: the writer reconnected to the database");
+                true
+            }
+            Err(e) => {
+                let fault = e.fault().unwrap_or(Fault::Unavailable);
+                self.health
+                    .fault(fault, &e.detail(), herald_core::clock::now_ms());
+                self.wait_longer();
+                false
+            }
+        }
+    }
+
+    fn wait_longer(&mut self) {
+        self.next_try = tokio::time::Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Notes a group that did not commit: the store is down, and a broken connection is
+    /// reopened before its next use.
+    fn failed(&mut self, f: &GroupFailure) {
+        let fault = f.fault.unwrap_or(Fault::Unavailable);
+        if f.fault.is_some() || f.outcome_unknown {
+            self.health
+                .fault(fault, &f.message, herald_core::clock::now_ms());
+        }
+        if f.outcome_unknown || f.fault.is_some_and(Fault::breaks_connection) {
+            self.broken = true;
+        }
+        if !self.health.is_up() {
+            self.wait_longer();
+        }
+    }
+
+    /// While the store is down: one real commit (a heartbeat in `meta`), reconnecting first
+    /// if needed, so readiness and the dispatcher see the store back without waiting for
+    /// traffic.
+    async fn probe(&mut self) {
+        if self.broken && !self.reconnect().await {
+            return;
+        }
+        let (tx, _answer) = oneshot::channel::<Result<()>>();
+        let beat = job(
+            |w: &mut Writer| {
+                Box::pin(async move {
+                    heartbeat(w).await?;
+                    Ok(())
+                })
+            },
+            tx,
+        );
+        if let Err((jobs, _)) = commit_group(self, vec![beat], Vec::new()).await {
+            drop(jobs);
+        }
+    }
+}
+
+/// Writes the time into `meta` (a commit that touches the disk).
+async fn heartbeat(w: &mut Writer) -> Result<()> {
+    sqlx::query("INSERT INTO meta (key, value) VALUES ('heartbeat', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        .bind(herald_core::clock::now_ms().to_string())
+        .execute(&mut w.conn)
+        .await?;
+    Ok(())
+}
+
 async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = if w.health.is_up() && !w.broken {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep_until(w.next_try) => {
+                    w.probe().await;
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { return };
         let (mut jobs, mut accepts) = (Vec::new(), Vec::new());
         let mut closing = None;
         let mut next = Some(first);
@@ -453,7 +704,7 @@ async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         if !jobs.is_empty() || !accepts.is_empty() {
-            commit_group(&mut w, jobs, accepts).await;
+            run_group(&mut w, jobs, accepts).await;
         }
         if let Some(ack) = closing {
             rx.close();
@@ -466,7 +717,7 @@ async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
                 }
             }
             if !rest.is_empty() || !accepts.is_empty() {
-                commit_group(&mut w, rest, accepts).await;
+                run_group(&mut w, rest, accepts).await;
             }
             let _ = w.conn.close().await;
             let _ = ack.send(());
@@ -475,11 +726,33 @@ async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
+/// Commits a group on a working connection. A broken one is reopened first, unless the
+/// last try was too recent: then the jobs are dropped at once, and their callers hear the
+/// store is down (a fast 503 rather than a queue of waiting requests). A group that could
+/// not even begin ran nothing, so it is tried once more on a fresh connection.
+async fn run_group(w: &mut Writer, jobs: Vec<Job>, accepts: Vec<AcceptJob>) {
+    if w.broken && (tokio::time::Instant::now() < w.next_try || !w.reconnect().await) {
+        return;
+    }
+    let Err((jobs, accepts)) = commit_group(w, jobs, accepts).await else {
+        return;
+    };
+    if w.broken && w.reconnect().await {
+        let _ = commit_group(w, jobs, accepts).await;
+    }
+}
+
 /// Runs jobs in one transaction, each inside its own savepoint, appends their audit
 /// entries, commits once, then answers every caller. The accepts waiting are written first,
 /// together as one batch (a few multi-row INSERTs for all of them); should that batch fail,
-/// it is undone and each accept runs on its own, so one bad request fails alone.
-async fn commit_group(w: &mut Writer, mut jobs: Vec<Job>, accepts: Vec<AcceptJob>) {
+/// it is undone and each accept runs on its own, so one bad request fails alone. A storage
+/// fault stops the group: nothing more runs, all is rolled back, every caller is told.
+/// When the transaction cannot begin, nothing ran and the work is handed back.
+async fn commit_group(
+    w: &mut Writer,
+    mut jobs: Vec<Job>,
+    accepts: Vec<AcceptJob>,
+) -> std::result::Result<(), (Vec<Job>, Vec<AcceptJob>)> {
     let started = std::time::Instant::now();
     let head_before = w.audit_head.clone();
     w.staged.clear();
@@ -492,13 +765,24 @@ async fn commit_group(w: &mut Writer, mut jobs: Vec<Job>, accepts: Vec<AcceptJob
         Dialect::Postgres => "BEGIN",
     };
     if let Err(e) = exec(&mut w.conn, begin).await {
-        // Dropping the jobs answers each caller with an error.
-        tracing::error!(error = %e, "store: could not begin a transaction");
-        return;
+        let e = StoreError::from(e);
+        w.failed(&GroupFailure {
+            fault: Some(e.fault().unwrap_or(Fault::Unavailable)),
+            outcome_unknown: false,
+            message: e.detail(),
+        });
+        return Err((jobs, accepts));
     }
     let mut replies = Vec::with_capacity(jobs.len() + accepts.len());
+    let mut fault: Option<(Fault, String)> = None;
     let together = if accepts.len() > 1 {
-        accept_together(w, &accepts).await
+        match accept_together(w, &accepts).await {
+            Ok(outcomes) => outcomes,
+            Err(f) => {
+                fault = Some(f);
+                None
+            }
+        }
     } else {
         None
     };
@@ -515,34 +799,45 @@ async fn commit_group(w: &mut Writer, mut jobs: Vec<Job>, accepts: Vec<AcceptJob
             jobs = own;
         }
     }
-    for job in jobs {
+    let mut jobs = jobs.into_iter();
+    while fault.is_none() {
+        let Some(job) = jobs.next() else { break };
         let saved = (w.staged.len(), w.checkpoints.len());
         if let Err(e) = exec(&mut w.conn, "SAVEPOINT job").await {
-            tracing::error!(error = %e, "store: savepoint failed");
+            fault = Some(fault_of(e));
+            // The job never ran: dropped with the others, its caller hears the store is down.
+            replies.push(Box::new(move |_| drop(job)));
+            break;
         }
-        let (ok, reply) = job(w).await;
-        let end = if ok {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
+        let (status, reply) = job(w).await;
+        replies.push(reply);
+        let end = match status {
+            JobStatus::Done => "RELEASE job",
+            JobStatus::Failed => "ROLLBACK TO job; RELEASE job",
+            JobStatus::Fault(f, msg) => {
+                fault = Some((f, msg));
+                break;
+            }
         };
-        if !ok {
+        if end != "RELEASE job" {
             w.staged.truncate(saved.0);
             w.checkpoints.truncate(saved.1);
             w.checkpoint_signers.truncate(saved.1);
         }
         if let Err(e) = exec(&mut w.conn, end).await {
-            tracing::error!(error = %e, "store: savepoint release failed");
+            fault = Some(fault_of(e));
         }
-        replies.push(reply);
     }
-    let result = match append_staged(w).await {
-        Ok(()) => notify_work(w).await,
-        Err(e) => Err(e),
-    };
-    let result = match result {
-        Ok(()) => exec(&mut w.conn, "COMMIT").await.map_err(StoreError::from),
-        Err(e) => Err(e),
+    // Jobs after a fault never run; dropped once the store is marked down, their callers
+    // hear why.
+    let never_ran = jobs;
+    let result = match fault {
+        Some((f, message)) => Err(GroupFailure {
+            fault: Some(f),
+            outcome_unknown: false,
+            message,
+        }),
+        None => finish_group(w).await,
     };
     match result {
         Ok(()) => {
@@ -550,14 +845,16 @@ async fn commit_group(w: &mut Writer, mut jobs: Vec<Job>, accepts: Vec<AcceptJob
             w.stats
                 .jobs
                 .fetch_add(replies.len() as u64, Ordering::Relaxed);
+            w.health.commit_succeeded(herald_core::clock::now_ms());
             metrics::histogram!("herald_store_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("herald_store_commit_jobs").record(replies.len() as f64);
             replies.into_iter().for_each(|r| r(None));
         }
-        Err(e) => {
-            let msg = e.to_string();
-            tracing::error!(error = %msg, "store: commit failed");
+        Err(failure) => {
+            if w.health.is_up() && failure.fault.is_none() {
+                tracing::error!(error = %failure.message, "store: commit failed");
+            }
             let _ = exec(&mut w.conn, "ROLLBACK").await;
             w.audit_head = head_before;
             for slot in &w.checkpoints {
@@ -565,21 +862,63 @@ async fn commit_group(w: &mut Writer, mut jobs: Vec<Job>, accepts: Vec<AcceptJob
                     *s = None;
                 }
             }
-            replies.into_iter().for_each(|r| r(Some(&msg)));
+            w.failed(&failure);
+            metrics::counter!("herald_store_failed_commits_total").increment(1);
+            replies.into_iter().for_each(|r| r(Some(&failure)));
         }
     }
+    drop(never_ran);
+    Ok(())
 }
 
-/// Writes several callers' accepts as one batch in one savepoint; `None` (and nothing
-/// written) if it failed.
-async fn accept_together(w: &mut Writer, accepts: &[AcceptJob]) -> Option<Vec<AcceptOutcome>> {
-    let staged = w.staged.len();
-    if let Err(e) = exec(&mut w.conn, "SAVEPOINT accepts").await {
-        tracing::error!(error = %e, "store: savepoint failed");
-        return None;
+/// Appends the group's audit entries, notifies, and commits. A `COMMIT` that fails with a
+/// storage fault other than a full disk (SQLite then rolls back) leaves its outcome unknown.
+async fn finish_group(w: &mut Writer) -> std::result::Result<(), GroupFailure> {
+    let before = match append_staged(w).await {
+        Ok(()) => notify_work(w).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = before {
+        return Err(GroupFailure {
+            fault: e.fault(),
+            outcome_unknown: false,
+            message: e.detail(),
+        });
     }
+    exec(&mut w.conn, "COMMIT").await.map_err(|e| {
+        let e = StoreError::from(e);
+        let fault = e.fault();
+        GroupFailure {
+            fault,
+            outcome_unknown: fault.is_some_and(|f| f != Fault::Full),
+            message: e.detail(),
+        }
+    })
+}
+
+/// The fault behind a failed statement of the writer's own (a savepoint, say).
+fn fault_of(e: sqlx::Error) -> (Fault, String) {
+    let e = StoreError::from(e);
+    (e.fault().unwrap_or(Fault::Unavailable), e.detail())
+}
+
+/// Writes several callers' accepts as one batch in one savepoint; `Ok(None)` (and nothing
+/// written) if it failed on its own, `Err` on a storage fault (the group must stop).
+async fn accept_together(
+    w: &mut Writer,
+    accepts: &[AcceptJob],
+) -> std::result::Result<Option<Vec<AcceptOutcome>>, (Fault, String)> {
+    let staged = w.staged.len();
+    exec(&mut w.conn, "SAVEPOINT accepts")
+        .await
+        .map_err(fault_of)?;
     let all: Vec<&NewMessage> = accepts.iter().flat_map(|a| a.batch.iter()).collect();
     let result = accept_batch(w, &all).await;
+    if let Err(e) = &result
+        && let Some(f) = e.fault()
+    {
+        return Err((f, e.detail()));
+    }
     let end = match result {
         Ok(_) => "RELEASE accepts",
         Err(_) => "ROLLBACK TO accepts; RELEASE accepts",
@@ -587,10 +926,8 @@ async fn accept_together(w: &mut Writer, accepts: &[AcceptJob]) -> Option<Vec<Ac
     if result.is_err() {
         w.staged.truncate(staged);
     }
-    if let Err(e) = exec(&mut w.conn, end).await {
-        tracing::error!(error = %e, "store: savepoint release failed");
-    }
-    result.ok()
+    exec(&mut w.conn, end).await.map_err(fault_of)?;
+    Ok(result.ok())
 }
 
 /// Tells the other nodes (Postgres `NOTIFY`, delivered at commit) that due work appeared.
@@ -1883,11 +2220,28 @@ async fn record_error_in(
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reads).await?;
         if self.jobs.is_closed() {
             return Err(StoreError::Closed);
         }
+        if let HealthState::Down { fault, detail, .. } = self.health.state() {
+            return Err(StoreError::from_fault(fault, detail));
+        }
+        sqlx::query("SELECT 1").execute(&self.reads).await?;
+        if let Some(full) = self.disk_full() {
+            return Err(full);
+        }
+        if herald_core::clock::now_ms() - self.health.last_commit_ms() > FRESH_COMMIT_MS {
+            // Nothing committed lately: prove the writer can, with a heartbeat.
+            let probe = self.write(|w| Box::pin(heartbeat(w)));
+            tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+                .await
+                .map_err(|_| StoreError::Unavailable("a probe commit took over 5 s".into()))??;
+        }
         Ok(())
+    }
+
+    fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     async fn accept_messages(&self, batch: Vec<NewMessage>) -> Result<Vec<AcceptOutcome>> {
@@ -1903,9 +2257,7 @@ impl Store for SqlStore {
                 .send(Msg::Accept(job))
                 .await
                 .map_err(|_| StoreError::Closed)?;
-            let answer = rx
-                .await
-                .map_err(|_| StoreError::Commit("the transaction could not be started".into()))?;
+            let answer = rx.await.map_err(|_| self.not_run())?;
             match answer {
                 // Another node stored the same idempotency key between our look-up and our
                 // insert (it committed first): look again, and it is a replay.

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -279,7 +279,6 @@ pub struct Load {
     acked: Arc<Mutex<HashSet<String>>>,
     seen: Arc<Mutex<BTreeMap<String, u64>>>,
     stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -290,20 +289,14 @@ impl Load {
         let acked = Arc::new(Mutex::new(HashSet::new()));
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
         let tasks = (0..clients)
             .map(|c| {
-                let (http, acked, seen, stop, sent) = (
-                    http.clone(),
-                    acked.clone(),
-                    seen.clone(),
-                    stop.clone(),
-                    sent.clone(),
-                );
+                let (http, acked, seen, stop) =
+                    (http.clone(), acked.clone(), seen.clone(), stop.clone());
                 let (bases, token, to) = (bases.to_vec(), token.to_string(), to.to_string());
                 tokio::spawn(async move {
                     let mut node = c;
@@ -312,7 +305,6 @@ impl Load {
                         i += 1;
                         let key = format!("load-{c}-{i}-{}", std::process::id());
                         let body = json!({"text": format!("client {c} message {i}"), "to": [to]});
-                        sent.fetch_add(1, Ordering::Relaxed);
                         loop {
                             let base = &bases[node % bases.len()];
                             let answer = http
@@ -363,7 +355,6 @@ impl Load {
             acked,
             seen,
             stop,
-            sent,
             tasks,
         }
     }
@@ -393,7 +384,6 @@ impl Load {
         for t in self.tasks {
             let _ = t.await;
         }
-        let _ = self.sent.load(Ordering::Relaxed);
         let acked = self.acked.lock().unwrap().clone();
         let seen = self.seen.lock().unwrap().clone();
         (acked, seen)
@@ -473,4 +463,72 @@ pub async fn status_of(url: &str) -> u16 {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
     }
+}
+
+/// Waits until every node in `bases` is ready and serves again: `/readyz` is 200 and a
+/// fresh message sent through each node is accepted and reaches the receiver. Returns the
+/// seconds that took (`timeout` and more if it never happened, which fails the report).
+pub async fn wait_recovered(
+    bases: &[String],
+    token: &str,
+    to: &str,
+    rx: &FakeReceiver,
+    timeout: Duration,
+) -> f64 {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client");
+    let t0 = Instant::now();
+    let mut pending: Vec<&String> = bases.iter().collect();
+    let mut probes: Vec<String> = Vec::new();
+    let mut n = 0u64;
+    while !pending.is_empty() && t0.elapsed() < timeout {
+        let base = pending[0];
+        let ready = matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().as_u16() == 200);
+        if ready {
+            n += 1;
+            let sent = http
+                .post(format!("{base}/api/v1/messages"))
+                .bearer_auth(token)
+                .json(&json!({"text": format!("recovery probe {n}"), "to": [to]}))
+                .send()
+                .await;
+            if let Ok(r) = sent
+                && r.status().as_u16() == 202
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && let Some(id) = v["id"].as_str()
+            {
+                probes.push(id.to_string());
+                pending.remove(0);
+                continue;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while t0.elapsed() < timeout {
+        let got: HashSet<String> = rx
+            .received()
+            .iter()
+            .filter_map(|r| r.header("webhook-id").map(str::to_string))
+            .collect();
+        if pending.is_empty() && probes.iter().all(|p| got.contains(p)) {
+            return t0.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    t0.elapsed().as_secs_f64().max(timeout.as_secs_f64())
+}
+
+/// Polls `url` until it answers anything but 200 (or nothing at all); whether that happened
+/// within `timeout`.
+pub async fn saw_not_ready(url: &str, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if status_of(url).await != 200 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

@@ -70,6 +70,20 @@ pub async fn query_i64(url: &str, sql: &str, arg: i64) -> i64 {
     n
 }
 
+/// The first column of every row of a query without parameters, as text.
+pub async fn query_strings(url: &str, sql: &str) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+    rows
+}
+
 /// `postgres://u@h:p/db?x` with the database replaced by `name`.
 pub fn with_database(url: &str, name: &str) -> String {
     let (head, query) = match url.split_once('?') {

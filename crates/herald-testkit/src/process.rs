@@ -15,7 +15,11 @@ impl HeraldProcess {
     /// Starts `bin serve` on a free loopback port with the given data dir and extra env,
     /// and waits until it prints its address.
     pub fn spawn(bin: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::spawn_on(bin, free_port(), data_dir, env)
+    }
+
+    /// [`spawn`](Self::spawn) on a given port (a restarted node keeps its address).
+    pub fn spawn_on(bin: &Path, port: u16, data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -55,6 +59,23 @@ impl HeraldProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `KILL`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// SIGKILL: no shutdown code runs.

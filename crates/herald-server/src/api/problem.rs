@@ -80,7 +80,17 @@ impl ApiError {
                 "failed-dependency",
                 "Failed dependency",
             ),
-            ApiError::Store(StoreError::Closed) => (
+            ApiError::Store(StoreError::Full(_)) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+            ),
+            ApiError::Store(StoreError::Damaged(_) | StoreError::Corrupt(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Storage is damaged",
+            ),
+            ApiError::Store(e) if e.fault().is_some() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -102,6 +112,12 @@ impl ApiError {
         let (detail, errors) = match self {
             ApiError::Validation(v) => (v.summary(), Some(v.0.clone())),
             // Never leak database internals; the log has them.
+            ApiError::Store(StoreError::CommitUnknown(_)) => (STORE_OUTCOME_UNKNOWN.to_string(), None),
+            ApiError::Store(StoreError::Full(_)) => (STORE_FULL.to_string(), None),
+            ApiError::Store(StoreError::Damaged(_) | StoreError::Corrupt(_)) => {
+                (STORE_DAMAGED.to_string(), None)
+            }
+            ApiError::Store(e) if e.fault().is_some() => (STORE_UNAVAILABLE.to_string(), None),
             ApiError::Store(_) | ApiError::Internal(_) => (
                 "the server could not complete the request; see its log".to_string(),
                 None,
@@ -118,10 +134,24 @@ impl ApiError {
     }
 }
 
+const STORE_UNAVAILABLE: &str = "storage is unavailable for the moment; nothing was stored. Retry after the time in Retry-After";
+const STORE_OUTCOME_UNKNOWN: &str = "the connection to the database broke while committing, so the request may or may not have been stored. Retry it with the same Idempotency-Key to get the original answer once storage is back (without one, a retry may store it twice)";
+const STORE_FULL: &str = "the disk holding Herald's database is full; nothing was stored. Retry once an operator has freed space";
+const STORE_DAMAGED: &str =
+    "the database is damaged; nothing was stored. An operator should run `herald doctor`";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if matches!(self, ApiError::Store(_) | ApiError::Internal(_)) {
-            tracing::error!(error = %self, "request failed");
+        match &self {
+            // A storage fault is logged once by the store (when it goes down and up), not
+            // once per request.
+            ApiError::Store(e) if e.fault().is_some() => {
+                tracing::debug!(error = %self, "request failed: storage fault")
+            }
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                tracing::error!(error = %self, "request failed")
+            }
+            _ => {}
         }
         problem_response(&self.problem())
     }
@@ -140,6 +170,15 @@ pub fn problem_response(p: &Problem) -> Response {
         // and saying so keeps clients from racing a reused connection into an error.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // Storage trouble heals by itself (503) or needs an operator (507): say when to retry.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if status == StatusCode::INSUFFICIENT_STORAGE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
     }
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut()

@@ -224,7 +224,8 @@ impl UiError {
 
 impl From<ApiError> for UiError {
     fn from(e: ApiError) -> Self {
-        if matches!(e, ApiError::Store(_) | ApiError::Internal(_)) {
+        let fault = matches!(&e, ApiError::Store(s) if s.fault().is_some());
+        if matches!(e, ApiError::Store(_) | ApiError::Internal(_)) && !fault {
             tracing::error!(error = %e, "dashboard request failed");
         }
         UiError::new(e.status(), e.problem().detail)

@@ -1,0 +1,527 @@
+//! The fault suite: real `herald serve` processes under load from single-message clients
+//! while the test breaks what they stand on — a private Postgres terminated, restarted,
+//! crashed and started late; a SQLite disk filled up on a small tmpfs; fsync failing with
+//! EIO (strace's fault injection); the process SIGKILLed in a loop and SIGSTOPped beyond
+//! its lease. Each scenario checks that every acknowledged message reaches the receiver,
+//! that duplicates stay within what was in flight, that readiness says "not ready" while
+//! the fault lasts, and that the node recovers by itself within 5 s of the fault ending —
+//! then prints one `fault:` line for the summary.
+//!
+//! All traffic goes to 127.0.0.1.
+
+use herald_testkit::faults::{
+    Load, PrivatePostgres, Report, require_tool, saw_not_ready, seen_between, tally,
+    wait_recovered,
+};
+use herald_testkit::postgres::{query_i64, query_strings};
+use herald_testkit::process::HeraldProcess;
+use herald_testkit::receiver::FakeReceiver;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "hrld_faultsuiteadm_0123456789abcdefABCDEF0123456";
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The most attempts one node runs at once for `hook`.
+const HOOK_IN_FLIGHT: usize = 8;
+const CLIENTS: usize = 4;
+const PACE: Duration = Duration::from_millis(10);
+
+/// The scenarios share two cores: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_herald"))
+}
+
+fn env<'a>(database_url: Option<&'a str>, config: &'a str) -> Vec<(&'static str, &'a str)> {
+    let mut env = vec![
+        ("HERALD_ADMIN_TOKEN", TOKEN),
+        ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8"),
+        ("HERALD_MASTER_KEY", MASTER_KEY),
+        ("HERALD_CONFIG", config),
+    ];
+    if let Some(url) = database_url {
+        env.push(("HERALD_DATABASE_URL", url));
+    }
+    env
+}
+
+/// A configuration file with the given TOML.
+fn config(dir: &Path, toml: &str) -> String {
+    let path = dir.join("herald.toml");
+    std::fs::write(&path, toml).expect("write the configuration");
+    path.display().to_string()
+}
+
+async fn put_hook(base: &str, rx: &FakeReceiver) {
+    let r = reqwest::Client::new()
+        .put(format!("{base}/api/v1/destinations/hook"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"kind": "webhook", "url": rx.url("/hook"), "timeout": "2s",
+            "max_in_flight": HOOK_IN_FLIGHT, "retry": {"schedule": ["200ms"], "jitter": false}}))
+        .send()
+        .await
+        .expect("put the destination");
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+/// Deliveries leased right now (attempting, or leased ahead): what could be sent twice.
+async fn in_flight(database_url: &str) -> usize {
+    query_i64(
+        database_url,
+        "SELECT COUNT(*) FROM deliveries WHERE status = 'in_flight' AND $1 = $1",
+        0,
+    )
+    .await as usize
+}
+
+fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=ro", data_dir.join("herald.db").display())
+}
+
+/// Runs a blocking step (pg_ctl, a process start) without stalling the test's runtime,
+/// which also runs the receiver and the clients.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Waits until every node says it is not ready (or does not answer).
+async fn all_not_ready(bases: &[String], within: Duration) {
+    for b in bases {
+        assert!(
+            saw_not_ready(&format!("{b}/readyz"), within).await,
+            "{b}/readyz kept answering 200 during the fault"
+        );
+    }
+}
+
+/// Two nodes on a private Postgres, under load; `fault` breaks the database and returns
+/// when the fault has ended. The rest is checked and reported here.
+async fn postgres_scenario(
+    scenario: &str,
+    fault: impl AsyncFnOnce(&PrivatePostgres, &str, &[String]),
+) {
+    let _one = SERIAL.lock().await;
+    herald_server::install_crypto_provider();
+    let Some(pg) = PrivatePostgres::start(scenario) else {
+        return;
+    };
+    let url = pg.database("faults").await;
+    let rx = FakeReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let nodes: Vec<HeraldProcess> = (0..2)
+        .map(|i| {
+            let d = dir.path().join(format!("node{i}"));
+            HeraldProcess::spawn(bin(), &d, &env(Some(&url), &cfg))
+        })
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    put_hook(&bases[0], &rx).await;
+    let load = Load::start(&bases, TOKEN, "hook", CLIENTS, PACE);
+    load.wait_acked(150, Duration::from_secs(30)).await;
+
+    let before = load.seen();
+    let leased = in_flight(&url).await;
+    fault(&pg, &url, &bases).await;
+    let recover_s = wait_recovered(&bases, TOKEN, "hook", &rx, Duration::from_secs(20)).await;
+    let during = seen_between(&before, &load.seen());
+    load.wait_acked(50, Duration::from_secs(20)).await;
+    let (acked, _) = load.stop().await;
+    let (lost, duplicates) = tally(&rx, &acked, Duration::from_secs(60)).await;
+    Report {
+        scenario: scenario.into(),
+        acked: acked.len(),
+        lost,
+        duplicates,
+        duplicate_bound: leased + 2 * HOOK_IN_FLIGHT,
+        recover_s,
+        during,
+    }
+    .check();
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backends_terminated_mid_load_heal_at_once() {
+    postgres_scenario("postgres backends terminated", async |pg, url, _| {
+        let n = pg.terminate_backends(url).await;
+        assert!(n >= 2, "every node had connections ({n} ended)");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_load_is_not_ready_then_heals() {
+    postgres_scenario("postgres restart", async |pg, _, bases| {
+        blocking(|| pg.stop("fast"));
+        all_not_ready(bases, Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        blocking(|| pg.start_again());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_mid_load_is_not_ready_then_heals() {
+    postgres_scenario("postgres crash (immediate)", async |pg, _, bases| {
+        blocking(|| pg.stop("immediate"));
+        all_not_ready(bases, Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        blocking(|| pg.start_again());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_its_postgres_waits_for_it_then_gives_up_with_the_reason() {
+    let _one = SERIAL.lock().await;
+    herald_server::install_crypto_provider();
+    let scenario = "postgres down at start-up";
+    let Some(pg) = PrivatePostgres::start(scenario) else {
+        return;
+    };
+    let url = pg.database("faults").await;
+    blocking(|| pg.stop("fast"));
+    let rx = FakeReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Started while the database is down, it waits (instead of exiting) and serves once
+    // the database is up.
+    let cfg = config(dir.path(), "");
+    let (node_dir, node_url, node_cfg) = (dir.path().join("node"), url.clone(), cfg.clone());
+    let node = std::thread::spawn(move || {
+        HeraldProcess::spawn(bin(), &node_dir, &env(Some(&node_url), &node_cfg))
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!node.is_finished(), "the node is still waiting for its database");
+    blocking(|| pg.start_again());
+    let fault_ended = Instant::now();
+    let node = blocking(|| node.join().expect("the node started"));
+    let bases = vec![node.base.clone()];
+    put_hook(&bases[0], &rx).await;
+    wait_recovered(&bases, TOKEN, "hook", &rx, Duration::from_secs(20)).await;
+    let recover_s = fault_ended.elapsed().as_secs_f64();
+    let load = Load::start(&bases, TOKEN, "hook", CLIENTS, PACE);
+    load.wait_acked(100, Duration::from_secs(30)).await;
+    let (acked, _) = load.stop().await;
+    let (lost, duplicates) = tally(&rx, &acked, Duration::from_secs(30)).await;
+    drop(node);
+
+    // With a short connect_timeout and no database it exits non-zero, saying why.
+    blocking(|| pg.stop("fast"));
+    let short = config(dir.path(), "[store]\nconnect_timeout = \"2s\"\n");
+    let t0 = Instant::now();
+    let out = blocking(|| {
+        Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("late"))
+            .env("HERALD_LOG", "warn")
+            .envs(env(Some(&url), &short))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run herald serve")
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "gives up: {stderr}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "within its connect_timeout"
+    );
+    assert!(
+        stderr.contains("gave up after") && stderr.contains("retrying"),
+        "each try is logged and the reason given: {stderr}"
+    );
+    Report {
+        scenario: scenario.into(),
+        acked: acked.len(),
+        lost,
+        duplicates,
+        duplicate_bound: 0,
+        recover_s,
+        during: format!(
+            "nothing listening while it waited; with connect_timeout 2s it exited {} after {:.1} s",
+            out.status,
+            t0.elapsed().as_secs_f64()
+        ),
+    }
+    .check();
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A small tmpfs of the test's own, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.path().to_path_buf()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Writes `path` until the file system is full; the bytes written.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("create the ballast");
+    let chunk = vec![0x5au8; 64 << 10];
+    let mut written = 0;
+    while f.write_all(&chunk).is_ok() {
+        written += chunk.len() as u64;
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// A load on one SQLite node; `fault` breaks it and returns once the fault has ended.
+async fn sqlite_scenario(
+    scenario: &str,
+    data_dir: &Path,
+    fault: impl AsyncFnOnce(&HeraldProcess, &Load) -> String,
+) {
+    herald_server::install_crypto_provider();
+    let rx = FakeReceiver::start().await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = config(cfg_dir.path(), "");
+    let node = HeraldProcess::spawn(bin(), data_dir, &env(None, &cfg));
+    let bases = vec![node.base.clone()];
+    put_hook(&bases[0], &rx).await;
+    let load = Load::start(&bases, TOKEN, "hook", CLIENTS, PACE);
+    load.wait_acked(150, Duration::from_secs(30)).await;
+
+    let before = load.seen();
+    let leased = in_flight(&sqlite_url(data_dir)).await;
+    let what = fault(&node, &load).await;
+    let recover_s = wait_recovered(&bases, TOKEN, "hook", &rx, Duration::from_secs(20)).await;
+    let during = format!("{}; {what}", seen_between(&before, &load.seen()));
+    load.wait_acked(50, Duration::from_secs(20)).await;
+    let (acked, _) = load.stop().await;
+    let (lost, duplicates) = tally(&rx, &acked, Duration::from_secs(60)).await;
+    Report {
+        scenario: scenario.into(),
+        acked: acked.len(),
+        lost,
+        duplicates,
+        duplicate_bound: leased + HOOK_IN_FLIGHT,
+        recover_s,
+        during,
+    }
+    .check();
+}
+
+/// Waits until the load has seen more answers `status` than in `before`.
+async fn load_sees(load: &Load, status: &str, within: Duration) -> bool {
+    let before = load.seen().get(status).copied().unwrap_or(0);
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if load.seen().get(status).copied().unwrap_or(0) > before {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_507_is_not_ready_and_heals_when_space_returns() {
+    let _one = SERIAL.lock().await;
+    let scenario = "disk full (tmpfs)";
+    if !require_tool(scenario, "root, to mount a tmpfs", is_root()) {
+        return;
+    }
+    let fs = Tmpfs::mount("48m").expect("mount a tmpfs");
+    let data = fs.path().join("data");
+    let ballast = fs.path().join("ballast");
+    sqlite_scenario(scenario, &data, async |node, load| {
+        let filled = blocking(|| fill(&ballast));
+        let readyz = format!("{}/readyz", node.base);
+        all_not_ready(std::slice::from_ref(&node.base), Duration::from_secs(5)).await;
+        let body: serde_json::Value = reqwest::get(&readyz).await.unwrap().json().await.unwrap();
+        assert_eq!(body["ready"], false, "{body}");
+        assert_eq!(body["fault"], "insufficient-storage", "{body}");
+        assert!(
+            load_sees(load, "507", Duration::from_secs(20)).await,
+            "clients are told 507 while the disk is full"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        std::fs::remove_file(&ballast).expect("free the space");
+        format!("readyz 503 {}; ballast {} MiB", body["fault"], filled >> 20)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_failing_with_eio_answers_503_and_heals_when_it_stops() {
+    let _one = SERIAL.lock().await;
+    let scenario = "fsync EIO (strace inject)";
+    let strace = herald_testkit::faults::postgres_bin("strace")
+        .or_else(|| Some(PathBuf::from("/usr/bin/strace")).filter(|p| p.is_file()));
+    if !require_tool(scenario, "strace", strace.is_some()) {
+        return;
+    }
+    let strace = strace.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sqlite_scenario(scenario, dir.path(), async |node, load| {
+        // Every fsync of every thread fails from now on, until strace lets go.
+        let mut tracer = Command::new(&strace)
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync,fdatasync"])
+            .args(["-e", "inject=fsync,fdatasync:error=EIO", "-p"])
+            .arg(node.child.id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start strace");
+        all_not_ready(std::slice::from_ref(&node.base), Duration::from_secs(10)).await;
+        let readyz = format!("{}/readyz", node.base);
+        let body: serde_json::Value = reqwest::get(&readyz).await.unwrap().json().await.unwrap();
+        assert_eq!(body["ready"], false, "{body}");
+        assert!(
+            load_sees(load, "503", Duration::from_secs(10)).await,
+            "clients are told 503 while fsync fails"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(tracer.id().to_string())
+            .status();
+        let _ = blocking(|| tracer.wait());
+        format!("readyz 503 \"{}\"", body["reason"].as_str().unwrap_or(""))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loop_loses_nothing_and_each_restart_serves_at_once() {
+    let _one = SERIAL.lock().await;
+    herald_server::install_crypto_provider();
+    let rx = FakeReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = config(cfg_dir.path(), "");
+    let port = herald_testkit::process::free_port();
+    let mut node = HeraldProcess::spawn_on(bin(), port, dir.path(), &env(None, &cfg));
+    let bases = vec![node.base.clone()];
+    put_hook(&bases[0], &rx).await;
+    let load = Load::start(&bases, TOKEN, "hook", CLIENTS, PACE);
+    let before = load.seen();
+    let (mut leased, mut recover_s) = (0, 0f64);
+    for _ in 0..3 {
+        load.wait_acked(100, Duration::from_secs(30)).await;
+        node.signal("KILL");
+        let _ = node.child.wait();
+        leased += in_flight(&sqlite_url(dir.path())).await;
+        let restarted = Instant::now();
+        node = blocking(|| HeraldProcess::spawn_on(bin(), port, dir.path(), &env(None, &cfg)));
+        wait_recovered(&bases, TOKEN, "hook", &rx, Duration::from_secs(20)).await;
+        recover_s = recover_s.max(restarted.elapsed().as_secs_f64());
+    }
+    load.wait_acked(50, Duration::from_secs(20)).await;
+    let during = seen_between(&before, &load.seen());
+    let (acked, _) = load.stop().await;
+    let (lost, duplicates) = tally(&rx, &acked, Duration::from_secs(60)).await;
+    Report {
+        scenario: "kill -9 loop (3 kills)".into(),
+        acked: acked.len(),
+        lost,
+        duplicates,
+        duplicate_bound: leased + 3 * HOOK_IN_FLIGHT,
+        recover_s,
+        during,
+    }
+    .check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_beyond_its_lease_is_taken_over_and_rejoins() {
+    let _one = SERIAL.lock().await;
+    herald_server::install_crypto_provider();
+    let scenario = "SIGSTOP beyond the lease";
+    let Some(pg) = PrivatePostgres::start(scenario) else {
+        return;
+    };
+    let url = pg.database("faults").await;
+    let rx = FakeReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "lease = \"12s\"\n");
+    let nodes: Vec<HeraldProcess> = (0..2)
+        .map(|i| HeraldProcess::spawn(bin(), &dir.path().join(format!("n{i}")), &env(Some(&url), &cfg)))
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    // Slow answers keep attempts in flight on both nodes at any moment.
+    rx.set_default(herald_testkit::receiver::Reply::ok().delay(Duration::from_millis(50)));
+    put_hook(&bases[0], &rx).await;
+    let load = Load::start(&bases, TOKEN, "hook", 2, PACE);
+    load.wait_acked(150, Duration::from_secs(30)).await;
+
+    let before = load.seen();
+    nodes[0].signal("STOP");
+    let stopped = Instant::now();
+    let leased = query_strings(&url, "SELECT id FROM deliveries WHERE status = 'in_flight'").await;
+    assert!(saw_not_ready(&format!("{}/readyz", bases[0]), Duration::from_secs(3)).await);
+    // The other node takes over what was leased — the stopped node's share too — once
+    // those leases expire (12 s), while the stopped node is still stopped.
+    let ids = leased
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let unsettled = format!(
+        "SELECT COUNT(*) FROM deliveries WHERE id IN ({ids}) AND status <> 'delivered' AND $1 = $1"
+    );
+    herald_testkit::eventually(
+        Duration::from_secs(30),
+        "the live node settling the stopped node's leased deliveries",
+        || async { (leased.is_empty() || query_i64(&url, &unsettled, 0).await == 0).then_some(()) },
+    )
+    .await;
+    let taken_over = stopped.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(14).saturating_sub(stopped.elapsed())).await;
+    nodes[0].signal("CONT");
+    let recover_s = wait_recovered(&bases, TOKEN, "hook", &rx, Duration::from_secs(20)).await;
+    let during = format!(
+        "{}; stopped {:.1} s; the {} deliveries leased at the stop delivered {taken_over:.1} s after it",
+        seen_between(&before, &load.seen()),
+        stopped.elapsed().as_secs_f64(),
+        leased.len()
+    );
+    load.wait_acked(50, Duration::from_secs(20)).await;
+    let (acked, _) = load.stop().await;
+    let (lost, duplicates) = tally(&rx, &acked, Duration::from_secs(60)).await;
+    Report {
+        scenario: scenario.into(),
+        acked: acked.len(),
+        lost,
+        duplicates,
+        duplicate_bound: leased.len() + 2 * HOOK_IN_FLIGHT,
+        recover_s,
+        during,
+    }
+    .check();
+    drop(nodes);
+}
