@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test Herald has: formatting, lints, the whole test suite (Rust unit,
-# integration, crash and cluster tests, on SQLite and the machine's Postgres), the Python
+# integration, crash and cluster tests, on SQLite and the machine's Postgres; the fault
+# suite against a private Postgres, a small tmpfs and strace's fsync injection), the Python
 # client's tests against real Django/DRF, sentry-sdk and apprise, the dashboard in a real
 # headless Chromium, bounded fuzzing of the parsers, and property-based testing of
 # the HTTP API against its OpenAPI document. This is the README's test command and what CI
@@ -30,6 +31,8 @@ if [ -z "${HERALD_TEST_POSTGRES_URL:-}" ]; then
     fi
 fi
 [ -n "${HERALD_TEST_POSTGRES_URL:-}" ] && echo "== Postgres tests on $HERALD_TEST_POSTGRES_URL"
+
+./scripts/fault-tools.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -63,7 +66,7 @@ if [ "${FAST:-0}" != "1" ]; then
 fi
 
 echo "== results"
-grep -E "^(crash test|cluster test|cluster audit chain|claims|group commit|rate limit|breaker|fast destination)[ :(]" "$log" || true
+grep -E "^(fault|crash test|cluster test|cluster audit chain|claims|group commit|rate limit|breaker|fast destination)[ :(]" "$log" || true
 # One closing line for the whole run: every test runner's counts added up.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
      /^(fuzz|schemathesis|browser|python): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }

@@ -75,17 +75,32 @@ pub async fn metrics(
             ));
         }
     }
+    // While the store is down the queue gauges keep their last values: the scrape still
+    // answers at once, and `herald_store_up` says why they are stale.
+    let up = state.store.health().is_up();
+    metrics::gauge!("herald_store_up").set(if up { 1.0 } else { 0.0 });
     for d in state.destinations.all() {
         let name = d.name.clone();
-        let counts = state.store.queue_counts(&name).await?;
-        for (status, n) in [
-            ("pending", counts.pending),
-            ("in_flight", counts.in_flight),
-            ("dead", counts.dead),
-        ] {
-            metrics::gauge!("herald_queue_depth", "destination" => name.clone(), "status" => status).set(n as f64);
+        let counts = match up {
+            true => Some(state.store.queue_counts(&name).await),
+            false => None,
+        };
+        match counts {
+            None => {}
+            Some(Ok(counts)) => {
+                for (status, n) in [
+                    ("pending", counts.pending),
+                    ("in_flight", counts.in_flight),
+                    ("dead", counts.dead),
+                ] {
+                    metrics::gauge!("herald_queue_depth", "destination" => name.clone(), "status" => status).set(n as f64);
+                }
+                metrics::gauge!("herald_dlq_size", "destination" => name.clone())
+                    .set(counts.dead as f64);
+            }
+            Some(Err(e)) if e.fault().is_some() => {}
+            Some(Err(e)) => return Err(e.into()),
         }
-        metrics::gauge!("herald_dlq_size", "destination" => name.clone()).set(counts.dead as f64);
         let state_code = match *d.breaker.lock().expect("breaker lock") {
             Breaker::Closed { .. } => 0.0,
             Breaker::HalfOpen { .. } => 1.0,

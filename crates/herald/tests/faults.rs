@@ -87,6 +87,13 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
+/// A node's `/metrics` text (it answers while the store is down).
+async fn metrics_of(base: &str) -> String {
+    let r = reqwest::get(format!("{base}/metrics")).await.expect("scrape");
+    assert_eq!(r.status().as_u16(), 200, "/metrics answers during a fault");
+    r.text().await.unwrap_or_default()
+}
+
 /// Waits until every node says it is not ready (or does not answer).
 async fn all_not_ready(bases: &[String], within: Duration) {
     for b in bases {
@@ -128,6 +135,14 @@ async fn postgres_scenario(
     fault(&pg, &url, &bases).await;
     let recover_s = wait_recovered(&bases, TOKEN, "hook", &rx, Duration::from_secs(20)).await;
     let during = seen_between(&before, &load.seen());
+    for b in &bases {
+        let m = metrics_of(b).await;
+        assert!(m.contains("herald_store_up 1"), "up again:\n{m}");
+        assert!(
+            m.contains("herald_store_reconnects_total{connection=\"writer\"}"),
+            "the writer's reconnect is counted:\n{m}"
+        );
+    }
     load.wait_acked(50, Duration::from_secs(20)).await;
     let (acked, _) = load.stop().await;
     let (lost, duplicates) = tally(&rx, &acked, Duration::from_secs(60)).await;
@@ -158,6 +173,11 @@ async fn a_postgres_restart_mid_load_is_not_ready_then_heals() {
     postgres_scenario("postgres restart", async |pg, _, bases| {
         blocking(|| pg.stop("fast"));
         all_not_ready(bases, Duration::from_secs(5)).await;
+        let metrics = metrics_of(&bases[0]).await;
+        assert!(
+            metrics.contains("herald_store_up 0"),
+            "the gauge says the store is down:\n{metrics}"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         blocking(|| pg.start_again());
     })

@@ -62,8 +62,15 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
     ("409", "Conflicts with the resource's state"),
     ("413", "The body is over the size cap"),
     ("422", "Well-formed but invalid input"),
-    ("500", "Internal error"),
-    ("503", "The store is unavailable"),
+    ("500", "A bug (storage trouble is never a 500)"),
+    (
+        "503",
+        "Storage is unavailable, or the connection broke while committing (outcome unknown): retry after Retry-After, with the same Idempotency-Key",
+    ),
+    (
+        "507",
+        "The disk holding the database is full; nothing was stored (Retry-After)",
+    ),
 ];
 
 /// The document served at `/api/openapi.json`: the generated one, with every operation's

@@ -188,3 +188,46 @@ pub fn problem_response(p: &Problem) -> Response {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: StoreError) -> (u16, Option<String>, Problem) {
+        let api = ApiError::Store(e);
+        let p = api.problem();
+        let resp = problem_response(&p);
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        (resp.status().as_u16(), retry, p)
+    }
+
+    #[test]
+    fn storage_faults_are_503_or_507_with_retry_after_and_only_bugs_are_500() {
+        let (status, retry, p) = answer(StoreError::Unavailable("refused".into()));
+        assert_eq!((status, retry.as_deref()), (503, Some("1")));
+        assert_eq!(p.kind, "urn:herald:problem:unavailable");
+        assert!(!p.detail.contains("refused"), "no database internals");
+
+        let (status, retry, p) = answer(StoreError::Full("0 bytes free".into()));
+        assert_eq!((status, retry.as_deref()), (507, Some("30")));
+        assert_eq!(p.kind, "urn:herald:problem:insufficient-storage");
+
+        let (status, _, p) = answer(StoreError::CommitUnknown("eof".into()));
+        assert_eq!(status, 503);
+        assert!(p.detail.contains("Idempotency-Key"), "{}", p.detail);
+
+        for e in [
+            StoreError::Io("fsync".into()),
+            StoreError::Damaged("malformed".into()),
+            StoreError::Closed,
+        ] {
+            assert_eq!(answer(e).0, 503);
+        }
+        let (status, retry, p) = answer(StoreError::Migration("v9: syntax error".into()));
+        assert_eq!((status, retry), (500, None));
+        assert_eq!(p.kind, "urn:herald:problem:internal");
+    }
+}
