@@ -89,12 +89,47 @@ pub async fn open_database(database: &Database, config: &Config) -> Result<Arc<d
         synchronous_full: config.sqlite_synchronous == "full",
         read_connections: config.database_read_connections,
     };
-    let store = match database {
-        Database::Sqlite(path) => SqlStore::open(path, opts).await,
-        Database::Postgres(url) => SqlStore::open_postgres(url, opts).await,
-    };
-    let store = store.map_err(|e| format!("cannot open {}: {e}", database.describe()))?;
-    Ok(Arc::new(store))
+    // A Postgres that is not up yet (a cluster starting before its database) is waited
+    // for, with backoff, up to `[store] connect_timeout`; any other error ends start-up.
+    let deadline = std::time::Instant::now() + config.store.connect_timeout.0;
+    let mut wait = Duration::from_millis(250);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let store = match database {
+            Database::Sqlite(path) => SqlStore::open(path, opts.clone()).await,
+            Database::Postgres(url) => SqlStore::open_postgres(url, opts.clone()).await,
+        };
+        let e = match store {
+            Ok(store) => {
+                if tries > 1 {
+                    tracing::info!(tries, "the database answered; starting");
+                }
+                return Ok(Arc::new(store));
+            }
+            Err(e) => e,
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let remote = matches!(database, Database::Postgres(_));
+        if !remote || e.fault() != Some(herald_store::health::Fault::Unavailable) || left.is_zero()
+        {
+            let waited = if tries > 1 {
+                format!(" (gave up after {tries} tries in {:?})", config.store.connect_timeout.0)
+            } else {
+                String::new()
+            };
+            return Err(format!("cannot open {}: {e}{waited}", database.describe()));
+        }
+        tracing::warn!(
+            database = %database.describe(),
+            error = %e,
+            try_no = tries,
+            retry_in_ms = wait.min(left).as_millis() as u64,
+            "the database does not answer yet; retrying"
+        );
+        tokio::time::sleep(wait.min(left)).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Opens the store, applies configuration and starts serving.
