@@ -382,7 +382,12 @@ impl Load {
     pub async fn stop(self) -> (HashSet<String>, BTreeMap<String, u64>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
-            let _ = t.await;
+            // A client that met an answer no fault excuses (a 500, say) fails the test here.
+            if let Err(e) = t.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
         }
         let acked = self.acked.lock().unwrap().clone();
         let seen = self.seen.lock().unwrap().clone();

@@ -94,6 +94,40 @@ async fn metrics_of(base: &str) -> String {
     r.text().await.unwrap_or_default()
 }
 
+/// What the other ingest paths and the dashboard answer now: a Sentry event, a dashboard
+/// sign-in (it stores a session) and a list read.
+async fn other_routes(base: &str) -> Vec<(&'static str, u16)> {
+    let http = reqwest::Client::new();
+    let sentry = http
+        .post(format!("{base}/api/1/store/?sentry_key={TOKEN}"))
+        .json(&json!({"message": "boom", "level": "error", "platform": "python"}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    let signin = http
+        .post(format!("{base}/ui/signin"))
+        .header("Origin", base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    let read = http
+        .get(format!("{base}/api/v1/deliveries"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    vec![
+        ("the Sentry ingest", sentry),
+        ("the dashboard sign-in", signin),
+        ("GET /api/v1/deliveries", read),
+    ]
+}
+
 /// Waits until every node says it is not ready (or does not answer).
 async fn all_not_ready(bases: &[String], within: Duration) {
     for b in bases {
@@ -178,6 +212,9 @@ async fn a_postgres_restart_mid_load_is_not_ready_then_heals() {
             metrics.contains("herald_store_up 0"),
             "the gauge says the store is down:\n{metrics}"
         );
+        for (route, status) in other_routes(&bases[0]).await {
+            assert_eq!(status, 503, "{route} answers 503 while the store is down");
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         blocking(|| pg.start_again());
     })
