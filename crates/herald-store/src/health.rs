@@ -168,7 +168,10 @@ mod tests {
             "reset",
         ));
         assert_eq!(classify(&io), Some(Fault::Unavailable));
-        assert_eq!(classify(&sqlx::Error::PoolTimedOut), Some(Fault::Unavailable));
+        assert_eq!(
+            classify(&sqlx::Error::PoolTimedOut),
+            Some(Fault::Unavailable)
+        );
         assert_eq!(classify(&sqlx::Error::RowNotFound), None);
         assert!(Fault::Io.breaks_connection());
         assert!(!Fault::Full.breaks_connection());
@@ -178,7 +181,9 @@ mod tests {
     async fn sqlite_result_codes_are_sorted_by_their_primary_code() {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
-        let mut c = sqlx::AnyConnection::connect("sqlite::memory:").await.unwrap();
+        let mut c = sqlx::AnyConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
         let e = sqlx::query("SELECT * FROM no_such_table")
             .execute(&mut c)
             .await

@@ -177,8 +177,8 @@ pub struct SqlStore {
     reads: AnyPool,
     stats: Arc<WriterStats>,
     health: Arc<Health>,
-    /// SQLite: the database file, whose free disk space readiness checks.
-    file: Option<std::path::PathBuf>,
+    /// SQLite: the directory of the database file, whose free space readiness checks.
+    db_dir: Option<std::path::PathBuf>,
     dialect: Dialect,
     /// Postgres only: woken by other nodes' `NOTIFY`.
     remote: Option<crate::RemoteSignals>,
@@ -199,9 +199,7 @@ impl SqlStore {
     /// writer. Leases left by a previous process are released: SQLite serves one node.
     pub async fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
         let url = |mode: &str| format!("sqlite://{}?mode={mode}", path.display());
-        let mut store = Self::open_any(Dialect::Sqlite, &url("rwc"), &url("ro"), opts).await?;
-        store.file = Some(path.to_path_buf());
-        Ok(store)
+        Self::open_any(Dialect::Sqlite, &url("rwc"), &url("ro"), opts).await
     }
 
     /// Opens a Postgres database (`postgres://…`) with the same schema and SQL, shared with
@@ -290,7 +288,8 @@ impl SqlStore {
                     }
                 };
                 rt.block_on(async move {
-                    match open_writer(dialect, &url, writer_opts, writer_stats, writer_health).await {
+                    match open_writer(dialect, &url, writer_opts, writer_stats, writer_health).await
+                    {
                         Ok(w) => {
                             let _ = ready_tx.send(Ok(()));
                             run_writer(w, rx).await;
@@ -325,7 +324,10 @@ impl SqlStore {
             reads,
             stats,
             health,
-            file: None,
+            db_dir: match dialect {
+                Dialect::Sqlite => sqlite_dir(write_url),
+                Dialect::Postgres => None,
+            },
             dialect,
             remote: None,
             listener: None,
@@ -366,13 +368,20 @@ impl SqlStore {
 
     /// Free space where the SQLite file lives is too low for the next commit.
     fn disk_full(&self) -> Option<StoreError> {
-        let free = free_bytes(self.file.as_deref()?.parent()?)?;
+        let free = free_bytes(self.db_dir.as_deref()?)?;
         (free < MIN_FREE_BYTES).then(|| {
             StoreError::Full(format!(
                 "{free} bytes free where the database lives (at least {MIN_FREE_BYTES} needed)"
             ))
         })
     }
+}
+
+/// The directory of a `sqlite://PATH?mode=…` URL.
+fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://")?;
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    Some(Path::new(path).parent()?.to_path_buf())
 }
 
 /// Bytes available to Herald on the file system holding `dir` (`None` if unknown).
@@ -607,10 +616,10 @@ impl Writer {
                 drop(std::mem::replace(&mut self.conn, conn));
                 self.audit_head = head;
                 self.broken = false;
-                self.backoff = BACKOFF_FIRST;
                 metrics::counter!("herald_store_reconnects_total", "connection" => "writer")
                     .increment(1);
-                tracing::info!("store: the writer reconnected to the database");
+                // The outage's end is logged once, at the first commit that succeeds.
+                tracing::debug!("store: the writer reconnected to the database");
                 true
             }
             Err(e) => {
@@ -648,6 +657,15 @@ impl Writer {
     /// if needed, so readiness and the dispatcher see the store back without waiting for
     /// traffic.
     async fn probe(&mut self) {
+        // A heartbeat may fit in a full disk's reused WAL pages: with too little space left
+        // the store stays down without a try, instead of flapping up and down.
+        if self.dialect == Dialect::Sqlite
+            && let Some(free) = sqlite_dir(&self.url).and_then(|d| free_bytes(&d))
+            && free < MIN_FREE_BYTES
+        {
+            self.wait_longer();
+            return;
+        }
         if self.broken && !self.reconnect().await {
             return;
         }
@@ -846,6 +864,7 @@ async fn commit_group(
                 .jobs
                 .fetch_add(replies.len() as u64, Ordering::Relaxed);
             w.health.commit_succeeded(herald_core::clock::now_ms());
+            w.backoff = BACKOFF_FIRST;
             metrics::histogram!("herald_store_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("herald_store_commit_jobs").record(replies.len() as f64);

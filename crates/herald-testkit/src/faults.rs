@@ -53,7 +53,11 @@ impl Report {
             self.recover_s,
             self.during
         );
-        assert_eq!(self.lost, 0, "{}: acknowledged messages lost", self.scenario);
+        assert_eq!(
+            self.lost, 0,
+            "{}: acknowledged messages lost",
+            self.scenario
+        );
         assert!(
             self.duplicates <= self.duplicate_bound,
             "{}: {} duplicates, more than the {} attempts that could be in flight",
@@ -413,7 +417,11 @@ pub fn seen_between(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64
 
 /// Waits (up to `timeout`) until every acknowledged id reached the receiver as a
 /// `webhook-id`, then returns `(lost, duplicates)`.
-pub async fn tally(rx: &FakeReceiver, acked: &HashSet<String>, timeout: Duration) -> (usize, usize) {
+pub async fn tally(
+    rx: &FakeReceiver,
+    acked: &HashSet<String>,
+    timeout: Duration,
+) -> (usize, usize) {
     let deadline = Instant::now() + timeout;
     loop {
         let got: Vec<String> = rx

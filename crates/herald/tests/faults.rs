@@ -10,8 +10,7 @@
 //! All traffic goes to 127.0.0.1.
 
 use herald_testkit::faults::{
-    Load, PrivatePostgres, Report, require_tool, saw_not_ready, seen_between, tally,
-    wait_recovered,
+    Load, PrivatePostgres, Report, require_tool, saw_not_ready, seen_between, tally, wait_recovered,
 };
 use herald_testkit::postgres::{query_i64, query_strings};
 use herald_testkit::process::HeraldProcess;
@@ -59,8 +58,10 @@ async fn put_hook(base: &str, rx: &FakeReceiver) {
     let r = reqwest::Client::new()
         .put(format!("{base}/api/v1/destinations/hook"))
         .bearer_auth(TOKEN)
-        .json(&json!({"kind": "webhook", "url": rx.url("/hook"), "timeout": "2s",
-            "max_in_flight": HOOK_IN_FLIGHT, "retry": {"schedule": ["200ms"], "jitter": false}}))
+        .json(
+            &json!({"kind": "webhook", "url": rx.url("/hook"), "timeout": "2s",
+            "max_in_flight": HOOK_IN_FLIGHT, "retry": {"schedule": ["200ms"], "jitter": false}}),
+        )
         .send()
         .await
         .expect("put the destination");
@@ -89,7 +90,9 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 /// A node's `/metrics` text (it answers while the store is down).
 async fn metrics_of(base: &str) -> String {
-    let r = reqwest::get(format!("{base}/metrics")).await.expect("scrape");
+    let r = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape");
     assert_eq!(r.status().as_u16(), 200, "/metrics answers during a fault");
     r.text().await.unwrap_or_default()
 }
@@ -253,7 +256,10 @@ async fn a_node_started_before_its_postgres_waits_for_it_then_gives_up_with_the_
         HeraldProcess::spawn(bin(), &node_dir, &env(Some(&node_url), &node_cfg))
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!node.is_finished(), "the node is still waiting for its database");
+    assert!(
+        !node.is_finished(),
+        "the node is still waiting for its database"
+    );
     blocking(|| pg.start_again());
     let fault_ended = Instant::now();
     let node = blocking(|| node.join().expect("the node started"));
@@ -446,7 +452,14 @@ async fn fsync_failing_with_eio_answers_503_and_heals_when_it_stops() {
     sqlite_scenario(scenario, dir.path(), async |node, load| {
         // Every fsync of every thread fails from now on, until strace lets go.
         let mut tracer = Command::new(&strace)
-            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync,fdatasync"])
+            .args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=fsync,fdatasync",
+            ])
             .args(["-e", "inject=fsync,fdatasync:error=EIO", "-p"])
             .arg(node.child.id().to_string())
             .stdin(Stdio::null())
@@ -527,7 +540,13 @@ async fn a_node_stopped_beyond_its_lease_is_taken_over_and_rejoins() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "lease = \"12s\"\n");
     let nodes: Vec<HeraldProcess> = (0..2)
-        .map(|i| HeraldProcess::spawn(bin(), &dir.path().join(format!("n{i}")), &env(Some(&url), &cfg)))
+        .map(|i| {
+            HeraldProcess::spawn(
+                bin(),
+                &dir.path().join(format!("n{i}")),
+                &env(Some(&url), &cfg),
+            )
+        })
         .collect();
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     // Slow answers keep attempts in flight on both nodes at any moment.

@@ -112,7 +112,9 @@ impl ApiError {
         let (detail, errors) = match self {
             ApiError::Validation(v) => (v.summary(), Some(v.0.clone())),
             // Never leak database internals; the log has them.
-            ApiError::Store(StoreError::CommitUnknown(_)) => (STORE_OUTCOME_UNKNOWN.to_string(), None),
+            ApiError::Store(StoreError::CommitUnknown(_)) => {
+                (STORE_OUTCOME_UNKNOWN.to_string(), None)
+            }
             ApiError::Store(StoreError::Full(_)) => (STORE_FULL.to_string(), None),
             ApiError::Store(StoreError::Damaged(_) | StoreError::Corrupt(_)) => {
                 (STORE_DAMAGED.to_string(), None)
