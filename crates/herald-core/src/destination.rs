@@ -98,6 +98,9 @@ fn yes() -> bool {
     true
 }
 
+/// Event types Herald sends about itself (`herald.destination.disabled`, …).
+pub const OPERATIONAL_PREFIX: &str = "herald.";
+
 fn all_events() -> Vec<String> {
     vec!["*".to_string()]
 }
@@ -236,9 +239,15 @@ impl DestinationSpec {
             .unwrap_or(DEFAULT_DISABLE_AFTER)
     }
 
-    /// Whether this destination's `events` patterns accept an event type.
+    /// Whether this destination's `events` patterns accept an event type. Herald's own
+    /// operational events (`herald.*`) go only to destinations that ask for them by a
+    /// pattern starting with `herald.`: a catch-all `*` — a customer's endpoint, say — never
+    /// hears about other destinations, nor spends its rate limit and retries on them.
     pub fn accepts_event(&self, event_type: &str) -> bool {
-        self.events.iter().any(|p| glob_match(p, event_type))
+        let operational = event_type.starts_with(OPERATIONAL_PREFIX);
+        self.events.iter().any(|p| {
+            (!operational || p.starts_with(OPERATIONAL_PREFIX)) && glob_match(p, event_type)
+        })
     }
 }
 
@@ -365,5 +374,24 @@ mod tests {
         let s = spec(json!({"kind": "webhook", "url": "https://e.com", "events": ["pipeline.*"]}));
         assert!(s.accepts_event("pipeline.done"));
         assert!(!s.accepts_event("error.reported"));
+    }
+
+    #[test]
+    fn operational_events_reach_only_destinations_that_name_them() {
+        let catch_all = spec(json!({"kind": "webhook", "url": "https://e.com"}));
+        assert!(catch_all.accepts_event("order.paid"));
+        assert!(!catch_all.accepts_event("herald.destination.disabled"));
+        let broad = spec(
+            json!({"kind": "webhook", "url": "https://e.com", "events": ["*.disabled", "h*"]}),
+        );
+        assert!(!broad.accepts_event("herald.destination.disabled"));
+        let ops = spec(json!({"kind": "webhook", "url": "https://e.com", "events": ["herald.*"]}));
+        assert!(ops.accepts_event("herald.destination.disabled"));
+        assert!(!ops.accepts_event("order.paid"));
+        let exact = spec(
+            json!({"kind": "webhook", "url": "https://e.com", "events": ["herald.destination.disabled", "*"]}),
+        );
+        assert!(exact.accepts_event("herald.destination.disabled"));
+        assert!(exact.accepts_event("order.paid"));
     }
 }

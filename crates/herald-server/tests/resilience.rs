@@ -271,10 +271,17 @@ async fn sustained_failure_disables_the_destination_and_someone_hears_about_it()
     let broken = FakeReceiver::start().await;
     broken.set_default(Reply::status(502));
     let ops = FakeReceiver::start().await;
+    let customer = FakeReceiver::start().await;
     let h = TestHerald::start().await;
     h.put_destination(
         "ops",
         json!({"kind": "webhook", "url": ops.url("/"), "events": ["herald.*"]}),
+    )
+    .await;
+    // A customer's endpoint with no `events`: it takes every event, but not Herald's own.
+    h.put_destination(
+        "customer",
+        json!({"kind": "webhook", "url": customer.url("/")}),
     )
     .await;
     h.put_destination(
@@ -289,6 +296,17 @@ async fn sustained_failure_disables_the_destination_and_someone_hears_about_it()
     let body = alert[0].json();
     assert_eq!(body["type"], "herald.destination.disabled");
     assert_eq!(body["data"]["destination"], "partner");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard: Vec<String> = customer
+        .received()
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        heard,
+        vec!["order.paid"],
+        "the catch-all customer endpoint got the order, not the operational event"
+    );
     let (_, d) = h
         .call(Method::GET, "/api/v1/destinations/partner", None)
         .await;
