@@ -1138,7 +1138,8 @@ async fn announce_disabled(state: &AppState, destination: &str, reason: &str) {
         input,
         header_key: None,
     };
-    match crate::ingest::submit(state, vec![sub], "herald").await {
+    let herald = crate::ingest::Submitter::system("herald");
+    match crate::ingest::submit(state, vec![sub], &herald).await {
         Ok(r) => {
             if let Some(Err(e)) = r.into_iter().next() {
                 tracing::error!(error = %e, "could not send the destination-disabled message");

@@ -45,11 +45,44 @@ pub struct Submission {
     pub header_key: Option<String>,
 }
 
+/// Who submits messages.
+pub struct Submitter {
+    /// Recorded in the audit log, and the scope of idempotency keys: one client's keys
+    /// never meet another's, so a key tells nobody what another token sent.
+    pub actor: String,
+    /// Sees why an attachment URL could not be fetched (admins). Others get a generic
+    /// message, with the details in the server log only: a fetch error can reveal what an
+    /// internal name resolves to.
+    pub sees_fetch_errors: bool,
+}
+
+impl Submitter {
+    pub fn of(caller: &crate::auth::Caller) -> Self {
+        Submitter {
+            actor: caller.actor(),
+            sees_fetch_errors: caller.can(crate::auth::Scope::Admin),
+        }
+    }
+
+    /// Herald itself (operational messages).
+    pub fn system(name: &str) -> Self {
+        Submitter {
+            actor: name.to_string(),
+            sees_fetch_errors: true,
+        }
+    }
+
+    /// The key an `Idempotency-Key` is stored under: the client's key within its scope.
+    fn scoped_key(&self, key: &str) -> String {
+        format!("{}\u{1f}{key}", self.actor)
+    }
+}
+
 /// Validates, routes and stores messages in one commit. Results are in input order.
 pub async fn submit(
     state: &AppState,
     subs: Vec<Submission>,
-    actor: &str,
+    who: &Submitter,
 ) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
     let now = herald_core::clock::now_ms();
     let mut results: Vec<Option<Result<Accepted, ApiError>>> = Vec::with_capacity(subs.len());
@@ -72,7 +105,7 @@ pub async fn submit(
         tracing::warn!(error = %e, "reloading destinations failed");
     }
     for sub in subs {
-        match prepare(state, sub, now, actor).await {
+        match prepare(state, sub, now, who).await {
             Ok((msg, body)) => {
                 slots.push((results.len(), body));
                 results.push(None);
@@ -151,7 +184,7 @@ async fn prepare(
     state: &AppState,
     sub: Submission,
     now: i64,
-    actor: &str,
+    who: &Submitter,
 ) -> Result<(NewMessage, Value), ApiError> {
     let limits = AttachmentLimits {
         total: state.config.max_attachment_bytes,
@@ -165,7 +198,7 @@ async fn prepare(
     // the same request even if the file behind the URL changed since. Only a keyed request
     // is ever compared, so only a keyed one is hashed.
     let request_hash = key.as_ref().map(|_| request_hash(&event_type, &body));
-    fetch_attachments(state, &mut body, limits).await?;
+    fetch_attachments(state, &mut body, limits, who.sees_fetch_errors).await?;
     let message = Message {
         id: ids::new_id(ids::MESSAGE),
         event_type,
@@ -204,7 +237,7 @@ async fn prepare(
             .as_ref()
             .zip(request_hash)
             .map(|(key, request_hash)| IdempotencyRecord {
-                key: key.clone(),
+                key: who.scoped_key(key),
                 request_hash,
                 response: response.to_string(),
                 expires_at: now + state.config.idempotency_ttl.0.as_millis() as i64,
@@ -217,7 +250,7 @@ async fn prepare(
             created_at: now,
             deliveries,
             idempotency,
-            actor: actor.to_string(),
+            actor: who.actor.clone(),
         },
         response,
     ))
@@ -225,11 +258,12 @@ async fn prepare(
 
 /// Fetches every `url` attachment once, through the SSRF guard, and keeps its bytes as
 /// `data` (the `url` stays, for channels that show pictures by address). Any failure is a
-/// 422 naming the attachment.
+/// 422 naming the attachment; why it failed only for `detailed` callers (and the log).
 async fn fetch_attachments(
     state: &AppState,
     body: &mut MessageBody,
     limits: AttachmentLimits,
+    detailed: bool,
 ) -> Result<(), ApiError> {
     let mut total: usize = body.attachments.iter().map(|a| a.size()).sum();
     let mut errs = ValidationErrors::new();
@@ -248,10 +282,19 @@ async fn fetch_attachments(
                 }
                 Err(e) => errs.push(field, format!("the downloaded file: {e}")),
             },
-            Err(e) => errs.push(
-                field,
-                format!("could not fetch the attachment: {e} (limit left for it: {room} bytes)"),
-            ),
+            Err(e) => {
+                tracing::warn!(%field, url = %url, error = %e, "could not fetch an attachment URL");
+                errs.push(
+                    field,
+                    if detailed {
+                        format!(
+                            "could not fetch the attachment: {e} (limit left for it: {room} bytes)"
+                        )
+                    } else {
+                        "could not fetch the attachment URL".to_string()
+                    },
+                )
+            }
         }
     }
     errs.into_result().map_err(ApiError::Validation)

@@ -88,6 +88,47 @@ async fn an_idempotent_repeat_replays_the_original_answer_without_a_new_delivery
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_belong_to_the_token_that_used_them() {
+    let (h, _rx) = with_hook().await;
+    let (a, b) = (
+        h.token("airflow-a", &["send"]).await,
+        h.token("airflow-b", &["send"]).await,
+    );
+    let send = |token: String, text: &'static str| {
+        let h = &h;
+        async move {
+            let r = h
+                .http
+                .post(h.url("/api/v1/messages"))
+                .bearer_auth(token)
+                .header("idempotency-key", "nightly/run1")
+                .json(&json!({"text": text, "to": ["hook"]}))
+                .send()
+                .await
+                .unwrap();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            (r.status(), replayed, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, _, first) = send(a.clone(), "from a").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Another token with the same key and another body: its own message, and no word
+    // about what the first token sent.
+    let (status, replayed, other) = send(b.clone(), "from b").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+    assert!(!replayed);
+    assert_ne!(other["id"], first["id"]);
+    // b's repeat replays b's own answer.
+    let (status, replayed, same) = send(b, "from b").await;
+    assert_eq!((status, replayed), (StatusCode::ACCEPTED, true));
+    assert_eq!(same["id"], other["id"]);
+    // Within one token, keys work as before.
+    let (status, replayed, again) = send(a, "from a").await;
+    assert_eq!((status, replayed), (StatusCode::ACCEPTED, true));
+    assert_eq!(again["id"], first["id"]);
+}
+
 async fn get_problem(h: &TestHerald, path: &str, status: StatusCode) -> Value {
     let resp = h
         .http

@@ -452,6 +452,27 @@ async fn a_url_that_cannot_be_fetched_is_a_clear_422() {
         let message = body["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{expected}: {message}");
     }
+
+    // A send token learns only that the URL could not be fetched: why (an HTTP status, a
+    // DNS answer for an internal name) goes to the server log.
+    let sender = h.token("app", &["send"]).await;
+    files.push(Reply::status(404));
+    let (status, body) = h
+        .call_as(
+            &sender,
+            Method::POST,
+            "/api/v1/messages",
+            Some(json!({"text": "x", "to": ["hook"], "attachments": [
+                {"filename": "a.png", "content_type": "image/png", "url": files.url("/a.png")}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["field"], "attachments[0].url");
+    assert_eq!(
+        body["errors"][0]["message"], "could not fetch the attachment URL",
+        "{body}"
+    );
+    assert!(!body.to_string().contains("404"), "{body}");
 }
 
 /// With the default SSRF policy a loopback URL is refused before any connection.

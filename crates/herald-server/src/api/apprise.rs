@@ -319,7 +319,7 @@ async fn notify_with_key(state: AppState, key: String, req: Request) -> ApiResul
             input,
             header_key: None,
         }],
-        &caller.actor(),
+        &ingest::Submitter::of(&caller),
     )
     .await?;
     // A validation failure (e.g. an over-long body) is a bad request in Apprise's terms.

@@ -54,7 +54,7 @@ pub async fn create(
     let mut results = ingest::submit(
         &state,
         vec![Submission { input, header_key }],
-        &caller.actor(),
+        &ingest::Submitter::of(&caller),
     )
     .await?;
     let accepted = results.pop().expect("one result per submission")?;
@@ -120,7 +120,7 @@ pub async fn batch(
             }
         }
     }
-    let submitted = ingest::submit(&state, subs, &caller.actor()).await?;
+    let submitted = ingest::submit(&state, subs, &ingest::Submitter::of(&caller)).await?;
     for (pos, r) in positions.into_iter().zip(submitted) {
         results[pos] = match r {
             Ok(a) => {
