@@ -432,6 +432,7 @@ pub async fn send(ch: &Channels, e: &EmailSpec, a: &Attempt<'_>) -> SendReport {
                     .idle_timeout(POOL_IDLE),
             );
         if let (Some(user), Some(pass)) = (&url.user, &url.password) {
+            crate::note_sent([pass.clone()]);
             b = b.credentials(Credentials::new(user.clone(), pass.clone()));
         }
         Ok(b.build())

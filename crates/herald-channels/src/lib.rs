@@ -86,8 +86,22 @@ impl Channels {
     }
 
     /// Sends one attempt. Never panics and never returns an error: every failure is a
-    /// classified [`SendReport`].
+    /// classified [`SendReport`]. What the attempt sent that could be secret (header values,
+    /// URL credentials) is masked in the report's error and excerpt, so a receiver that
+    /// echoes its request cannot put them where `read` tokens see them.
     pub async fn send(&self, a: &Attempt<'_>) -> SendReport {
+        let (mut report, sent) = SENT
+            .scope(std::cell::RefCell::new(Vec::new()), async {
+                let report = self.send_unredacted(a).await;
+                (report, SENT.with(|s| s.take()))
+            })
+            .await;
+        report.error = report.error.map(|e| herald_core::redact::redact(&e, &sent));
+        report.response_excerpt = herald_core::redact::redact(&report.response_excerpt, &sent);
+        report
+    }
+
+    async fn send_unredacted(&self, a: &Attempt<'_>) -> SendReport {
         let kind = match secrets::resolve_kind(&a.spec.kind) {
             Ok(k) => k,
             // The operator can fix a missing variable or file; keep the message meanwhile.
@@ -126,4 +140,14 @@ impl Channels {
             KindSpec::Sms(s) => sms::send(self, s, a).await,
         }
     }
+}
+
+tokio::task_local! {
+    /// Values the current attempt sent that may be secret; see [`Channels::send`].
+    static SENT: std::cell::RefCell<Vec<String>>;
+}
+
+/// Notes values the current attempt sends (outside an attempt, nothing happens).
+pub(crate) fn note_sent(values: impl IntoIterator<Item = String>) {
+    let _ = SENT.try_with(|s| s.borrow_mut().extend(values));
 }

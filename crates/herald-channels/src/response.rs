@@ -139,6 +139,7 @@ pub async fn send(ch: &Channels, out: Outgoing<'_>) -> Result<HttpAnswer, SendRe
             ));
         }
     };
+    crate::note_sent(secret_parts(&url, &out.headers));
     let mut headers = HeaderMap::with_capacity(out.headers.len());
     for (k, v) in &out.headers {
         let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
@@ -187,6 +188,56 @@ pub async fn send(ch: &Channels, out: Outgoing<'_>) -> Result<HttpAnswer, SendRe
         headers,
         body,
     })
+}
+
+/// Headers whose values are never secret (and would mask ordinary text if redacted).
+const PLAIN_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "accept",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "x-webhook-event",
+];
+
+/// What of a request could be secret: every header value but the plain ones, the URL's
+/// password and query values, and long path segments (tokens in webhook paths).
+fn secret_parts(url: &reqwest::Url, headers: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = headers
+        .iter()
+        .filter(|(k, _)| !PLAIN_HEADERS.contains(&k.to_ascii_lowercase().as_str()))
+        .flat_map(|(_, v)| {
+            // `Bearer x`, `v1,a v1,b`: each part on its own as well as the whole.
+            let parts = v
+                .split([' ', ','])
+                .filter(|p| {
+                    !["bearer", "basic", "token"].contains(&p.to_ascii_lowercase().as_str())
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>();
+            std::iter::once(v.clone()).chain(parts)
+        })
+        .collect();
+    out.extend(url.password().map(str::to_string));
+    out.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+    out.extend(
+        url.path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| looks_random(s))
+            .map(str::to_string),
+    );
+    out
+}
+
+/// A path segment that reads like a token (a Discord or Slack webhook's secret part), not
+/// like a method name such as `files.getUploadURLExternal`.
+fn looks_random(segment: &str) -> bool {
+    segment.len() >= 20
+        && !segment.contains('.')
+        && segment.chars().any(|c| c.is_ascii_digit())
+        && segment.chars().any(|c| c.is_ascii_alphabetic())
 }
 
 /// Classifies a transport-level failure.

@@ -37,6 +37,7 @@ pub mod kinds;
 pub mod message;
 pub mod netpolicy;
 pub mod rate_limit;
+pub mod redact;
 pub mod retry;
 pub mod retry_after;
 pub mod secret_ref;

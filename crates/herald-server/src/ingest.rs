@@ -237,7 +237,8 @@ async fn prepare(
             .as_ref()
             .zip(request_hash)
             .map(|(key, request_hash)| IdempotencyRecord {
-                key: who.scoped_key(key),
+                key: key.clone(),
+                scoped_key: who.scoped_key(key),
                 request_hash,
                 response: response.to_string(),
                 expires_at: now + state.config.idempotency_ttl.0.as_millis() as i64,

@@ -21,6 +21,7 @@ pub mod destinations;
 pub mod dispatcher;
 pub mod ingest;
 pub mod keys;
+pub mod listener;
 pub mod state;
 pub mod telemetry;
 pub mod ui;
@@ -114,7 +115,10 @@ pub async fn open_database(database: &Database, config: &Config) -> Result<Arc<d
         if !remote || e.fault() != Some(herald_store::health::Fault::Unavailable) || left.is_zero()
         {
             let waited = if tries > 1 {
-                format!(" (gave up after {tries} tries in {:?})", config.store.connect_timeout.0)
+                format!(
+                    " (gave up after {tries} tries in {:?})",
+                    config.store.connect_timeout.0
+                )
             } else {
                 String::new()
             };
@@ -158,20 +162,19 @@ pub async fn start(config: Config) -> Result<Herald, String> {
     destinations::apply_config(&state).await?;
     let created_admin_token = bootstrap_admin(&state).await?;
 
+    listener::raise_nofile_limit();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop, stopped) = watch::channel(false);
     let app = api::router(state.clone());
-    let mut rx = stopped.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let limits = listener::Limits {
+        header_timeout: config.http.header_timeout.0,
+        idle_timeout: config.http.idle_timeout.0,
+        max_connections: config.http.max_connections,
+    };
+    let server = tokio::spawn(listener::serve(listener, app, limits, stopped.clone()));
     let dispatcher = state.dispatcher.spawn(state.clone());
     let upkeep = tokio::spawn(upkeep(state.clone(), stopped));
     telemetry::spawn_metrics_upkeep();

@@ -417,3 +417,78 @@ async fn graceful_shutdown_then_restart_delivers_what_was_pending() {
     h.wait_status(&id, "delivered", WAIT).await;
     assert_eq!(rx.count(), 2);
 }
+
+/// A receiver that echoes its request (headers, path and query) back, failing once so the
+/// attempt also records an error: neither the stored excerpt nor the error may show what
+/// Herald sent that could be secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_echoing_its_request_does_not_put_secrets_into_the_attempts() {
+    let rx = FakeReceiver::start().await;
+    rx.respond_with(|r| {
+        let headers: Vec<String> = r
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("")))
+            .collect();
+        let echo = format!(
+            "{} {}?{}\n{}",
+            r.method,
+            r.path,
+            r.query.clone().unwrap_or_default(),
+            headers.join("\n")
+        );
+        let status = if r.header("x-attempt-marker").is_some() {
+            500
+        } else {
+            200
+        };
+        Some(Reply::status(status).body(echo))
+    });
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "inhouse",
+        json!({"kind": "http", "url": rx.url("/api/v1/message?access_token=qs-secret-0123456789"),
+               "headers": {"Authorization": "Bearer hdr-secret-abcdefghij", "X-Access": "custom-secret-klmnop",
+                           "X-Attempt-Marker": "1"},
+               "retry": {"schedule": ["100ms"], "jitter": false}}),
+    )
+    .await;
+    h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/hook")}))
+        .await;
+    let inhouse =
+        TestHerald::first_delivery(&h.send(json!({"text": "x", "to": ["inhouse"]})).await);
+    let hook = TestHerald::first_delivery(&h.send(json!({"text": "y", "to": ["hook"]})).await);
+    h.wait_status(&hook, "delivered", Duration::from_secs(10))
+        .await;
+    let d = h
+        .wait_status(&inhouse, "dead", Duration::from_secs(10))
+        .await;
+    let signature = rx
+        .received()
+        .iter()
+        .find_map(|r| r.header("webhook-signature").map(str::to_string))
+        .expect("the webhook was signed");
+    let (_, hook_d) = h
+        .call(Method::GET, &format!("/api/v1/deliveries/{hook}"), None)
+        .await;
+    let recorded = format!("{d}{hook_d}");
+    for secret in [
+        "qs-secret-0123456789",
+        "hdr-secret-abcdefghij",
+        "custom-secret-klmnop",
+        signature.trim_start_matches("v1,"),
+    ] {
+        assert!(
+            !recorded.contains(secret),
+            "{secret} was stored: {recorded}"
+        );
+    }
+    assert!(
+        recorded.contains("****"),
+        "the echo is kept, masked: {recorded}"
+    );
+    assert!(
+        recorded.contains("/api/v1/message"),
+        "and stays useful: {recorded}"
+    );
+}

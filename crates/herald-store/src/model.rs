@@ -40,7 +40,11 @@ pub struct AcceptLease {
 /// The idempotency record stored with a message.
 #[derive(Debug, Clone)]
 pub struct IdempotencyRecord {
+    /// The client's key, as sent (kept on the message, searchable).
     pub key: String,
+    /// What the key is remembered under: the key within its sender's scope, so one
+    /// client's keys never meet another's.
+    pub scoped_key: String,
     /// SHA-256 of the canonical request, to tell a replay from a different body.
     pub request_hash: String,
     /// The 202 body to replay verbatim.

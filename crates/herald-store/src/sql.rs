@@ -1239,14 +1239,14 @@ async fn accept_batch(w: &mut Writer, batch: &[&NewMessage]) -> Result<Vec<Accep
     let mut keys_here: HashMap<&str, (&str, &str)> = HashMap::new();
     for m in batch {
         if let Some(idem) = &m.idempotency {
-            if let Some((hash, response)) = keys_here.get(idem.key.as_str()) {
+            if let Some((hash, response)) = keys_here.get(idem.scoped_key.as_str()) {
                 outcomes.push(replay_or_conflict(hash, &idem.request_hash, response));
                 continue;
             }
             let existing = sqlx::query(
                 "SELECT request_hash, response, expires_at FROM idempotency_keys WHERE key = $1",
             )
-            .bind(&idem.key)
+            .bind(&idem.scoped_key)
             .fetch_optional(&mut w.conn)
             .await?;
             if let Some(row) = existing {
@@ -1258,11 +1258,11 @@ async fn accept_batch(w: &mut Writer, batch: &[&NewMessage]) -> Result<Vec<Accep
                     continue;
                 }
                 sqlx::query("DELETE FROM idempotency_keys WHERE key = $1")
-                    .bind(&idem.key)
+                    .bind(&idem.scoped_key)
                     .execute(&mut w.conn)
                     .await?;
             }
-            keys_here.insert(&idem.key, (&idem.request_hash, &idem.response));
+            keys_here.insert(&idem.scoped_key, (&idem.request_hash, &idem.response));
         }
         new.push(*m);
         outcomes.push(AcceptOutcome::Accepted);
@@ -1328,7 +1328,7 @@ async fn accept_batch(w: &mut Writer, batch: &[&NewMessage]) -> Result<Vec<Accep
         )));
         for (m, i) in chunk {
             q = q
-                .bind(&i.key)
+                .bind(&i.scoped_key)
                 .bind(&i.request_hash)
                 .bind(&m.id)
                 .bind(&i.response)

@@ -74,6 +74,7 @@ fn message(dest: &str, key: Option<(&str, &str)>) -> NewMessage {
         }],
         idempotency: key.map(|(k, h)| IdempotencyRecord {
             key: k.into(),
+            scoped_key: format!("test/{k}"),
             request_hash: h.into(),
             response: format!("{{\"id\":\"{id}\"}}"),
             expires_at: i64::MAX,

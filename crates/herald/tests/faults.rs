@@ -601,3 +601,191 @@ async fn a_node_stopped_beyond_its_lease_is_taken_over_and_rejoins() {
     .check();
     drop(nodes);
 }
+
+/// Opens `n` raw connections to `addr`.
+async fn connections(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => out.push(s),
+            Err(e) => panic!("connecting the flood: {e}"),
+        }
+    }
+    out
+}
+
+/// How many of `socks` the server has closed (a read sees the end, or an error).
+async fn closed(socks: &mut [tokio::net::TcpStream]) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut n = 0;
+    let mut buf = [0u8; 4096];
+    for s in socks.iter_mut() {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(2), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    n += 1;
+                    break;
+                }
+                // Bytes (a response, a 408): keep reading to see whether the end follows.
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_idle_floods_do_not_starve_a_normal_client() {
+    use tokio::io::AsyncWriteExt;
+    let _one = SERIAL.lock().await;
+    herald_server::install_crypto_provider();
+    let scenario = "slowloris + idle flood";
+    let rx = FakeReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[http]\nheader_timeout = \"2s\"\nidle_timeout = \"4s\"\nmax_connections = 4000\n",
+    );
+    let node = HeraldProcess::spawn(bin(), &dir.path().join("node"), &env(None, &cfg));
+    put_hook(&node.base, &rx).await;
+    let addr = node.base.trim_start_matches("http://").to_string();
+
+    // 2 000 clients trickling a header that never ends, 1 000 kept alive after one request.
+    let mut slow = connections(&addr, 2000).await;
+    for s in slow.iter_mut() {
+        s.write_all(b"POST /api/v1/messages HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+    }
+    let mut idle = connections(&addr, 1000).await;
+    for s in idle.iter_mut() {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    let flood_started = Instant::now();
+    let trickle = async {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            for s in slow.iter_mut() {
+                let _ = s.write_all(b"a").await;
+            }
+        }
+    };
+
+    // Meanwhile a normal client is answered at once.
+    let client = async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let t0 = Instant::now();
+        let health = http
+            .get(format!("{}/healthz", node.base))
+            .send()
+            .await
+            .unwrap();
+        let healthz = t0.elapsed();
+        assert_eq!(health.status().as_u16(), 200);
+        let mut acked = std::collections::HashSet::new();
+        let mut slowest = Duration::ZERO;
+        for i in 0..5 {
+            let t0 = Instant::now();
+            let r = http
+                .post(format!("{}/api/v1/messages", node.base))
+                .bearer_auth(TOKEN)
+                .json(&json!({"text": format!("during the flood {i}"), "to": ["hook"]}))
+                .send()
+                .await
+                .unwrap();
+            slowest = slowest.max(t0.elapsed());
+            assert_eq!(r.status().as_u16(), 202);
+            let v: serde_json::Value = r.json().await.unwrap();
+            acked.insert(v["id"].as_str().unwrap().to_string());
+        }
+        (healthz, slowest, acked)
+    };
+    let ((healthz, slowest, acked), ()) = tokio::join!(client, trickle);
+    assert!(healthz < Duration::from_secs(1), "healthz took {healthz:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a message took {slowest:?}"
+    );
+
+    // Kept-alive connections outlive the header timeout; trickled headers do not.
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(flood_started.elapsed())).await;
+    let idle_closed_early = closed(&mut idle[..100]).await;
+    assert_eq!(
+        idle_closed_early, 0,
+        "idle keep-alive connections last past the header timeout"
+    );
+    let slow_closed = closed(&mut slow).await;
+    assert_eq!(
+        slow_closed, 2000,
+        "every slowloris connection is closed after the header timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(5500).saturating_sub(flood_started.elapsed())).await;
+    let idle_closed = closed(&mut idle).await;
+    assert_eq!(
+        idle_closed, 1000,
+        "idle connections are closed after the idle timeout"
+    );
+    drop((slow, idle));
+
+    // Beyond the cap, new connections are closed at once and counted.
+    let capped_cfg_dir = tempfile::tempdir().unwrap();
+    let capped_cfg = config(capped_cfg_dir.path(), "[http]\nmax_connections = 200\n");
+    let capped = HeraldProcess::spawn(
+        bin(),
+        &capped_cfg_dir.path().join("node"),
+        &env(None, &capped_cfg),
+    );
+    let capped_addr = capped.base.trim_start_matches("http://").to_string();
+    let mut over = connections(&capped_addr, 300).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = closed(&mut over).await;
+    assert!(
+        refused >= 100,
+        "{refused} of 300 closed at once over a cap of 200"
+    );
+    drop(over);
+    let ended = Instant::now();
+    let metrics = herald_testkit::eventually(
+        Duration::from_secs(5),
+        "a scrape once the flood ends",
+        || async {
+            let r = reqwest::get(format!("{}/metrics", capped.base))
+                .await
+                .ok()?;
+            r.text().await.ok()
+        },
+    )
+    .await;
+    let recover_s = ended.elapsed().as_secs_f64();
+    let rejected_line = metrics
+        .lines()
+        .find(|l| l.starts_with("herald_http_connections_rejected_total"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !rejected_line.is_empty(),
+        "the rejections are counted:\n{metrics}"
+    );
+
+    let (lost, duplicates) = tally(&rx, &acked, Duration::from_secs(20)).await;
+    Report {
+        scenario: scenario.into(),
+        acked: acked.len(),
+        lost,
+        duplicates,
+        duplicate_bound: 0,
+        recover_s,
+        during: format!(
+            "3000 sockets open: healthz in {} ms, slowest message 202 in {} ms; 2000 slowloris closed after the 2 s header timeout, 1000 idle after the 4 s idle timeout; over a cap of 200: {refused} of 300 closed at once ({rejected_line})",
+            healthz.as_millis(),
+            slowest.as_millis()
+        ),
+    }
+    .check();
+}
