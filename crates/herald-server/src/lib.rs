@@ -72,6 +72,9 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretBox), 
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
     let secrets = keys::load_master_key(config.master_key.as_deref(), &config.data_dir)?;
+    if let Database::Sqlite(path) = &database {
+        refuse_damaged(path, config).await?;
+    }
     let store = open_database(&database, config).await?;
     keys::verify_key(store.as_ref(), &secrets)
         .await
@@ -82,6 +85,29 @@ pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, SecretBox), 
             Database::Sqlite(_) => e,
         })?;
     Ok((store, secrets))
+}
+
+/// Refuses a SQLite database that `PRAGMA quick_check` finds damaged (files up to
+/// `[store] quick_check_max_bytes`), saying what to run, before anything writes to it.
+async fn refuse_damaged(path: &std::path::Path, config: &Config) -> Result<(), String> {
+    let max = config.store.quick_check_max_bytes;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(()); // a new database
+    };
+    if max == 0 || meta.len() > max {
+        return Ok(());
+    }
+    let problems = herald_store::doctor::sqlite_check(path, true)
+        .await
+        .map_err(|e| format!("cannot check {}: {e}", path.display()))?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the database {} is damaged ({}); Herald will not serve it. Run `herald doctor` with the same --data-dir or --database-url for a full report, then restore the latest backup (docs/operations.md#backup-and-restore)",
+        path.display(),
+        problems.join("; "),
+    ))
 }
 
 /// Opens a database and applies its migrations (no key check).

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod copy;
+pub mod doctor;
 pub mod health;
 pub mod location;
 pub mod model;
@@ -120,16 +121,55 @@ pub struct RemoteSignals {
 /// Walks a store's whole audit chain, page by page, through `v`.
 pub async fn verify_audit(
     store: &dyn Store,
-    mut v: herald_core::audit::ChainVerifier,
+    v: herald_core::audit::ChainVerifier,
 ) -> Result<herald_core::audit::Verification> {
+    verify_pages(v, |after, limit| store.list_audit(after, limit)).await
+}
+
+/// Walks an audit chain read by `page(after, limit)` through `v`. A page that cannot be
+/// read for another reason than a passing fault (a damaged row or page, an undecodable
+/// value) is read again entry by entry, so the answer names the first entry that cannot
+/// be read — a damaged chain is a broken chain, never an error.
+pub async fn verify_pages<F, Fut>(
+    mut v: herald_core::audit::ChainVerifier,
+    mut page: F,
+) -> Result<herald_core::audit::Verification>
+where
+    F: FnMut(i64, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<AuditEntry>>>,
+{
+    use health::Fault;
+    const PAGE: u32 = 1000;
     let mut after = 0;
+    // Entries still to read one at a time after a page that could not be read.
+    let mut singly = 0;
     loop {
-        let page = store.list_audit(after, 1000).await?;
-        let Some(last) = page.last() else {
+        let limit = if singly > 0 { 1 } else { PAGE };
+        let entries = match page(after, limit).await {
+            Ok(entries) => entries,
+            Err(e)
+                if matches!(
+                    e.fault(),
+                    Some(Fault::Unavailable | Fault::Full | Fault::Io)
+                ) =>
+            {
+                return Err(e);
+            }
+            Err(e) if singly > 0 => {
+                let seq = after + 1;
+                return Ok(v.broken(seq, format!("entry {seq} cannot be read: {}", e.detail())));
+            }
+            Err(_) => {
+                singly = PAGE;
+                continue;
+            }
+        };
+        singly = singly.saturating_sub(1);
+        let Some(last) = entries.last() else {
             return Ok(v.finish());
         };
         after = last.seq;
-        for e in &page {
+        for e in &entries {
             if let Err(reason) = v.push(e) {
                 return Ok(v.broken(e.seq, reason));
             }

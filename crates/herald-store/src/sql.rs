@@ -472,6 +472,11 @@ pub async fn connect(location: &crate::Location) -> Result<(AnyConnection, Diale
     }
 }
 
+/// The schema version this Herald migrates to.
+pub fn latest_schema() -> i64 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
 /// Applies every migration this Herald knows (idempotent) and returns the schema version.
 pub async fn migrate_to_latest(conn: &mut AnyConnection) -> Result<i64> {
     migrate(conn).await?;
@@ -2030,7 +2035,7 @@ async fn locked_breaker(w: &mut Writer, destination: &str) -> Result<Option<Stri
         .flatten())
 }
 
-fn audit_from_row(r: &AnyRow) -> Result<AuditEntry> {
+pub(crate) fn audit_from_row(r: &AnyRow) -> Result<AuditEntry> {
     let detail: String = r.try_get("detail")?;
     Ok(AuditEntry {
         seq: r.try_get("seq")?,

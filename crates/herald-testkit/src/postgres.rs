@@ -70,6 +70,19 @@ pub async fn query_i64(url: &str, sql: &str, arg: i64) -> i64 {
     n
 }
 
+/// Runs statements without parameters (e.g. a test damaging a row on purpose).
+pub async fn execute(url: &str, sql: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+}
+
 /// The first column of every row of a query without parameters, as text.
 pub async fn query_strings(url: &str, sql: &str) -> Vec<String> {
     sqlx::any::install_default_drivers();

@@ -112,6 +112,15 @@ pub enum Command {
         #[arg(long, env = "HERALD_NEW_MASTER_KEY", hide_env_values = true)]
         new_key: Option<String>,
     },
+    /// Check a store for damage without changing it: integrity, schema, the audit chain,
+    /// orphan rows. Exits 1 when something is wrong.
+    Doctor {
+        #[command(flatten)]
+        server: ServeArgs,
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the database schema of this Herald (nodes also do it on start).
     Migrate {
         #[command(flatten)]

@@ -186,6 +186,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Tokens { remote, action } => tokens(&remote, action).await,
         Command::Audit { remote, action } => audit(&remote, action).await,
         Command::RotateMasterKey { server, new_key } => rotate_master_key(server, new_key).await,
+        Command::Doctor { server, json } => crate::storage::doctor(server, json).await,
         Command::Migrate { server } => crate::storage::migrate(server).await,
         Command::MigrateStore { from, to } => crate::storage::migrate_store(&from, &to).await,
     }

@@ -1,10 +1,43 @@
-//! Commands that work on a database directly, with the servers stopped: `herald migrate`
-//! applies the schema, `herald migrate-store` copies a whole store to another database.
+//! Commands that work on a database directly: `herald doctor` checks one without changing
+//! it (a server may be running); with the servers stopped, `herald migrate` applies the
+//! schema and `herald migrate-store` copies a whole store to another database.
 
 use crate::cli::ServeArgs;
 use herald_core::audit::ChainVerifier;
 use herald_store::Location;
 use std::process::ExitCode;
+
+/// `herald doctor`: every check of [`herald_store::doctor::examine`], one line each (or
+/// JSON); exit 1 when one failed.
+pub async fn doctor(args: ServeArgs, json: bool) -> Result<ExitCode, String> {
+    let config = crate::commands::server_config(args)?;
+    let location = config.database()?;
+    let report = herald_store::doctor::examine(&location).await;
+    let healthy = report.iter().all(|c| c.ok);
+    if json {
+        let doc =
+            serde_json::json!({"ok": healthy, "database": location.describe(), "checks": report});
+        println!("{doc:#}");
+    } else {
+        for c in &report {
+            let mark = if c.ok { "ok    " } else { "FAILED" };
+            println!("{mark} {:<12} {}", c.name, c.detail);
+        }
+        if healthy {
+            println!("{}: no problems found", location.describe());
+        } else {
+            eprintln!(
+                "{}: damaged. Stop Herald, keep a copy of the damaged files, and restore the                  latest backup (docs/operations.md#backup-and-restore); an audit chain broken                  at a seq means that entry was changed or destroyed",
+                location.describe()
+            );
+        }
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
 
 /// `herald migrate`: brings the configured database to this Herald's schema.
 pub async fn migrate(args: ServeArgs) -> Result<ExitCode, String> {

@@ -789,3 +789,152 @@ async fn slowloris_and_idle_floods_do_not_starve_a_normal_client() {
     }
     .check();
 }
+
+/// Runs the `herald` CLI with `args`; (exit success, stdout, stderr).
+fn cli(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .env("HERALD_LOG", "warn")
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_DATABASE_URL")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run herald");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_is_noticed_named_and_refused_never_a_500() {
+    use herald_testkit::postgres::execute;
+    let _one = SERIAL.lock().await;
+    herald_server::install_crypto_provider();
+    let scenario = "flipped byte";
+    let rx = FakeReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let cfg = config(dir.path(), "");
+    let db = data.join("herald.db");
+    let rw = format!("sqlite://{}", db.display());
+
+    // A store with some history, stopped cleanly (its WAL folded into the file).
+    let node = HeraldProcess::spawn(bin(), &data, &env(None, &cfg));
+    put_hook(&node.base, &rx).await;
+    let load = Load::start(std::slice::from_ref(&node.base), TOKEN, "hook", 2, PACE);
+    load.wait_acked(40, Duration::from_secs(30)).await;
+    let (acked, _) = load.stop().await;
+    let (lost, duplicates) = tally(&rx, &acked, Duration::from_secs(30)).await;
+    assert!(blocking(|| node.terminate()).success());
+    execute(&rw, "PRAGMA wal_checkpoint(TRUNCATE)").await;
+    let good = std::fs::read(&db).unwrap();
+
+    // (a) A flipped byte in an index page: start-up refuses, the doctor names it.
+    let page_size = query_i64(
+        &rw,
+        "SELECT page_size FROM pragma_page_size() WHERE $1 = $1",
+        0,
+    )
+    .await;
+    let root = query_i64(
+        &rw,
+        "SELECT rootpage FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' AND $1 = $1 ORDER BY rootpage LIMIT 1",
+        0,
+    )
+    .await;
+    let mut bad = good.clone();
+    let at = ((root - 1) * page_size) as usize;
+    bad[at] ^= 0xff; // the b-tree page type
+    std::fs::write(&db, &bad).unwrap();
+    let (started, _, refused) = blocking(|| {
+        cli(
+            &["serve", "--listen", "127.0.0.1:0", "--data-dir", &data_arg],
+            &[
+                ("HERALD_ADMIN_TOKEN", TOKEN),
+                ("HERALD_MASTER_KEY", MASTER_KEY),
+            ],
+        )
+    });
+    assert!(!started, "a damaged database is not served");
+    assert!(
+        refused.contains("is damaged") && refused.contains("herald doctor"),
+        "the refusal says what to run: {refused}"
+    );
+    let (healthy, report, _) = blocking(|| cli(&["doctor", "--data-dir", &data_arg], &[]));
+    assert!(!healthy, "doctor exits 1");
+    assert!(report.contains("FAILED integrity"), "{report}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bad,
+        "the doctor changed nothing"
+    );
+
+    // (b) Audit rows changed or made unreadable: verify names the first one, never a 500.
+    std::fs::write(&db, &good).unwrap();
+    execute(
+        &rw,
+        "UPDATE audit_log SET actor = CAST(X'FFFE41' AS TEXT) WHERE seq = 4; UPDATE audit_log SET detail = 'not json' WHERE seq = 6",
+    )
+    .await;
+    let node = HeraldProcess::spawn(bin(), &data, &env(None, &cfg));
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/audit/verify", node.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "a damaged chain is an answer, not an error"
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["broken_at"], 4, "{v}");
+    let (verified, printed, _) = blocking(|| {
+        cli(
+            &["audit", "verify"],
+            &[("HERALD_URL", &node.base), ("HERALD_TOKEN", TOKEN)],
+        )
+    });
+    assert!(!verified, "herald audit verify exits non-zero");
+    assert!(printed.contains('4'), "names the entry: {printed}");
+    let (healthy, report, _) = blocking(|| cli(&["doctor", "--data-dir", &data_arg], &[]));
+    assert!(!healthy);
+    assert!(report.contains("broken at seq 4"), "{report}");
+    assert!(blocking(|| node.terminate()).success());
+
+    // (c) The good copy back: the doctor is content and the node serves within moments.
+    std::fs::write(&db, &good).unwrap();
+    let _ = std::fs::remove_file(data.join("herald.db-wal"));
+    let _ = std::fs::remove_file(data.join("herald.db-shm"));
+    let (healthy, report, _) = blocking(|| cli(&["doctor", "--data-dir", &data_arg], &[]));
+    assert!(healthy, "{report}");
+    let restored = Instant::now();
+    let node = blocking(|| HeraldProcess::spawn(bin(), &data, &env(None, &cfg)));
+    wait_recovered(
+        std::slice::from_ref(&node.base),
+        TOKEN,
+        "hook",
+        &rx,
+        Duration::from_secs(20),
+    )
+    .await;
+    Report {
+        scenario: scenario.into(),
+        acked: acked.len(),
+        lost,
+        duplicates,
+        duplicate_bound: HOOK_IN_FLIGHT,
+        recover_s: restored.elapsed().as_secs_f64(),
+        during: format!(
+            "index page {root} flipped: serve refused, doctor exit 1; audit rows 4 and 6 damaged: verify 200 broken_at {}, audit verify and doctor exit 1",
+            v["broken_at"]
+        ),
+    }
+    .check();
+}
