@@ -128,6 +128,36 @@ impl GuardedClient {
         Ok(u)
     }
 
+    /// Why the guard would refuse `url` when it is sent to, as far as can be told without
+    /// a DNS lookup: literal addresses, and `localhost` names (taken as 127.0.0.1). `None`
+    /// for other names (they are checked at each connection) and for `${…}` references.
+    pub fn would_block(&self, url: &str) -> Option<String> {
+        if herald_core::destination::has_reference(url) {
+            return None;
+        }
+        let u = url::Url::parse(url).ok()?;
+        let ip: IpAddr = match u.host()? {
+            url::Host::Ipv4(v4) => IpAddr::V4(v4),
+            url::Host::Ipv6(v6) => IpAddr::V6(v6),
+            // Non-web schemes (`smtp://`) keep even a literal address as a name.
+            url::Host::Domain(d) => match d.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    let d = d.trim_end_matches('.').to_ascii_lowercase();
+                    if d != "localhost" && !d.ends_with(".localhost") {
+                        return None;
+                    }
+                    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                }
+            },
+        };
+        let reason = self.policy.check(ip).err()?;
+        Some(format!(
+            "{} is a {reason}, which the SSRF guard blocks: deliveries will fail unless allow_networks exempts it",
+            u.host_str().unwrap_or_default()
+        ))
+    }
+
     fn parse(&self, url: &str) -> Result<reqwest::Url, UrlProblem> {
         let known = self.parsed.lock().ok().and_then(|m| m.get(url).cloned());
         if let Some(u) = known {

@@ -210,6 +210,14 @@ impl DestinationSpec {
         out
     }
 
+    /// A copy for readers who may see no secret at all: every header value and URL path,
+    /// query and user-info masked too ([`KindSpec::mask_all`]).
+    pub fn masked_all(&self) -> DestinationSpec {
+        let mut out = self.clone();
+        out.kind.mask_all();
+        out
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT)
     }

@@ -261,6 +261,65 @@ impl KindSpec {
         }
     }
 
+    /// Masks for a reader who may not see secrets at all (a `read` token): beyond
+    /// [`mask`](Self::mask), every header value, and every URL's path, query and
+    /// user-info — a secret in `?access_token=…` or in the path, or under a header whose name
+    /// says nothing (`X-Access`), is not recognisable as one, so nothing of it is shown.
+    pub fn mask_all(&mut self) {
+        self.mask();
+        let hide = |headers: &mut BTreeMap<String, String>| {
+            headers.values_mut().for_each(|v| *v = mask(v));
+        };
+        match self {
+            KindSpec::Webhook(w) => {
+                w.url = mask_url(&w.url);
+                hide(&mut w.headers);
+            }
+            KindSpec::Http(h) => {
+                h.url = mask_url(&h.url);
+                hide(&mut h.headers);
+            }
+            KindSpec::Email(e) => e.smtp_url = mask_url(&e.smtp_url),
+            // Their URLs and tokens are masked whole already.
+            KindSpec::Slack(_)
+            | KindSpec::Teams(_)
+            | KindSpec::Discord(_)
+            | KindSpec::Telegram(_)
+            | KindSpec::Sms(_) => {}
+        }
+    }
+
+    /// The addresses this kind connects to, by field (`api_base` only when set; the
+    /// providers' own defaults are public).
+    pub fn outbound_urls(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            KindSpec::Webhook(w) => vec![("url", w.url.as_str())],
+            KindSpec::Http(h) => vec![("url", h.url.as_str())],
+            KindSpec::Slack(s) => [
+                ("url", s.url.as_deref()),
+                ("api_base", s.api_base.as_deref()),
+            ]
+            .into_iter()
+            .filter_map(|(f, u)| u.map(|u| (f, u)))
+            .collect(),
+            KindSpec::Teams(t) => vec![("url", t.url.as_str())],
+            KindSpec::Discord(d) => vec![("url", d.url.as_str())],
+            KindSpec::Telegram(t) => t
+                .api_base
+                .as_deref()
+                .map(|u| ("api_base", u))
+                .into_iter()
+                .collect(),
+            KindSpec::Email(e) => vec![("smtp_url", e.smtp_url.as_str())],
+            KindSpec::Sms(s) => s
+                .api_base
+                .as_deref()
+                .map(|u| ("api_base", u))
+                .into_iter()
+                .collect(),
+        }
+    }
+
     /// Masks inline secrets for display.
     pub fn mask(&mut self) {
         match self {

@@ -142,6 +142,9 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         "loopback address"
     } else if ip.to_ipv4_mapped().is_some() || (seg[..6] == [0; 6]) {
         "IPv4-mapped or -compatible address"
+    } else if seg[..4] == [0; 4] && seg[4] == 0xffff && seg[5] == 0 {
+        // ::ffff:0:a.b.c.d (RFC 2765): another spelling of an IPv4 address.
+        "IPv4-translated address"
     } else if (seg[0] & 0xfe00) == 0xfc00 {
         "unique-local address"
     } else if (seg[0] & 0xffc0) == 0xfe80 || (seg[0] & 0xffc0) == 0xfec0 {
@@ -151,9 +154,20 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
         "documentation address"
     } else if seg[0] == 0x0064 && seg[1] == 0xff9b {
+        // 64:ff9b::/96 and the local-use 64:ff9b:1::/48: each embeds an IPv4 address.
         "NAT64 address"
     } else if seg[0] == 0x2002 {
+        // 6to4 embeds an IPv4 address in bits 16..48.
         "6to4 address"
+    } else if seg[0] == 0x2001 && seg[1] == 0 {
+        // Teredo embeds its server's IPv4 address and (inverted) the client's.
+        "Teredo address"
+    } else if seg[..4] == [0x0100, 0, 0, 0] {
+        "discard-only address"
+    } else if seg[0] == 0x2001 && ((seg[1] & 0xfff0) == 0x0010 || (seg[1] & 0xfff0) == 0x0020) {
+        "ORCHID address"
+    } else if (seg[0] & 0xfff0) == 0x3ff0 {
+        "documentation address"
     } else {
         return None;
     };
@@ -199,6 +213,51 @@ mod tests {
         }
         for s in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
             assert!(p.check(ip(s)).is_ok(), "{s} should be allowed");
+        }
+    }
+
+    /// Every IPv6 spelling that embeds an IPv4 address (translation and tunnel prefixes)
+    /// is blocked by default, whatever the IPv4 address inside: a check of the outer
+    /// address alone would otherwise let `127.0.0.1` or `169.254.169.254` through.
+    #[test]
+    fn ipv6_prefixes_that_embed_ipv4_are_blocked_whatever_they_embed() {
+        let p = NetPolicy::strict();
+        for s in [
+            "::ffff:0:7f00:1",                      // IPv4-translated 127.0.0.1
+            "::ffff:0:a9fe:a9fe",                   // IPv4-translated 169.254.169.254
+            "::ffff:0:808:808",                     // IPv4-translated 8.8.8.8: still a translation
+            "64:ff9b::7f00:1",                      // NAT64 127.0.0.1
+            "64:ff9b::808:808",                     // NAT64 8.8.8.8
+            "64:ff9b:1::a00:1",                     // local-use NAT64 10.0.0.1
+            "64:ff9b:1:ffff::1",                    // anywhere in 64:ff9b:1::/48
+            "2002:7f00:1::1",                       // 6to4 127.0.0.1
+            "2002:a9fe:a9fe::",                     // 6to4 169.254.169.254
+            "2002:808:808::1",                      // 6to4 8.8.8.8
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "2001:0:7f00:1::1",                     // Teredo with server 127.0.0.1
+            "100::1",                               // discard-only
+            "2001:10::1",                           // ORCHID
+            "2001:20::1",                           // ORCHIDv2
+            "3fff::1",                              // documentation (RFC 9637)
+        ] {
+            assert!(p.check(ip(s)).is_err(), "{s} should be blocked");
+        }
+        for s in [
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "2a00:1450:4001::1",
+        ] {
+            assert!(p.check(ip(s)).is_ok(), "{s} is public");
+        }
+        // An IPv4 exemption does not extend to IPv6 spellings of the same address.
+        let lo = NetPolicy::with_allowed("127.0.0.0/8").unwrap();
+        for s in [
+            "::ffff:127.0.0.1",
+            "::ffff:0:7f00:1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::1",
+        ] {
+            assert!(lo.check(ip(s)).is_err(), "{s} stays blocked");
         }
     }
 

@@ -241,6 +241,16 @@ impl Config {
                 "configuration: database_read_connections must be between 1 and 256".into(),
             );
         }
+        if let Some(t) = &self.admin_token {
+            check_admin_token(t)?;
+        }
+        if self
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err("configuration: metrics_token is empty; unset it (HERALD_METRICS_TOKEN) or give a token".into());
+        }
         if self.http.header_timeout.0.is_zero()
             || self.http.idle_timeout.0.is_zero()
             || self.http.max_connections == 0
@@ -258,6 +268,30 @@ impl Config {
             Some(url) => Database::parse(url).map_err(|e| format!("database_url: {e}")),
         }
     }
+}
+
+/// The shortest fixed admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+/// The fewest distinct characters a fixed admin token must have (a repeated pattern
+/// is long but guessable).
+pub const MIN_ADMIN_TOKEN_DISTINCT: usize = 10;
+
+/// A fixed admin token opens everything: refuse an empty, short or low-entropy one rather
+/// than start a server that anyone (or no one) can administer.
+fn check_admin_token(token: &str) -> Result<(), String> {
+    if token.trim().is_empty() {
+        return Err("configuration: admin_token (HERALD_ADMIN_TOKEN) is empty; unset it to have Herald create an admin token, or give one of at least 32 random characters".into());
+    }
+    let distinct = token
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if token.chars().count() < MIN_ADMIN_TOKEN_LEN || distinct < MIN_ADMIN_TOKEN_DISTINCT {
+        return Err(format!(
+            "configuration: admin_token (HERALD_ADMIN_TOKEN) is too weak: it needs at least {MIN_ADMIN_TOKEN_LEN} characters with at least {MIN_ADMIN_TOKEN_DISTINCT} different ones (e.g. `hrld_` and 32 random letters and digits: openssl rand -hex 24)"
+        ));
+    }
+    Ok(())
 }
 
 /// Where Herald keeps its state.

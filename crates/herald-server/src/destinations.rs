@@ -100,12 +100,40 @@ impl DestinationEntry {
         *self.disabled_reason.write().expect("destination lock") = Some(reason);
     }
 
-    /// The spec as shown on read: secrets masked, `enabled` as it is now.
-    pub fn public_spec(&self) -> DestinationSpec {
-        let mut s = self.spec.masked();
+    /// The spec as shown on read, `enabled` as it is now: how much of it depends on who
+    /// reads ([`Exposure`]).
+    pub fn public_spec(&self, exposure: Exposure) -> DestinationSpec {
+        let mut s = match exposure {
+            Exposure::Nothing => self.spec.masked_all(),
+            Exposure::Settings => self.spec.masked(),
+            Exposure::Secrets => self.spec.clone(),
+        };
         s.name = Some(self.name.clone());
         s.enabled = self.enabled();
         s
+    }
+}
+
+/// How much of a destination a reader sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// `read` tokens: no secret, and nothing that could be one (header values, URL paths,
+    /// queries and user-info).
+    Nothing,
+    /// Admins: the settings, inline secrets masked.
+    Settings,
+    /// Admins who asked with `?reveal=true` (audited): the stored secrets themselves.
+    Secrets,
+}
+
+impl Exposure {
+    /// What `caller` sees of destinations, without asking to reveal.
+    pub fn for_caller(caller: &crate::auth::Caller) -> Self {
+        if caller.can(crate::auth::Scope::Admin) {
+            Exposure::Settings
+        } else {
+            Exposure::Nothing
+        }
     }
 }
 
@@ -172,6 +200,29 @@ pub struct PutOutcome {
     pub entry: Arc<DestinationEntry>,
     /// A webhook secret generated for this destination, shown once.
     pub generated_secret: Option<String>,
+    /// What will go wrong at the first attempt although the settings are valid (an
+    /// address the SSRF guard blocks), one line per field.
+    pub warnings: Vec<String>,
+}
+
+/// Addresses of `spec` that the SSRF guard would refuse, as `field: why`.
+fn blocked_addresses(state: &AppState, name: &str, spec: &DestinationSpec) -> Vec<String> {
+    let warnings: Vec<String> = spec
+        .kind
+        .outbound_urls()
+        .into_iter()
+        .filter_map(|(field, url)| {
+            state
+                .channels
+                .http
+                .would_block(url)
+                .map(|why| format!("{field}: {why}"))
+        })
+        .collect();
+    for w in &warnings {
+        tracing::warn!(destination = %name, warning = %w, "destination saved with an address the SSRF guard blocks");
+    }
+    warnings
 }
 
 /// Validates and stores a destination, then refreshes the cache and wakes the dispatcher.
@@ -184,6 +235,7 @@ pub async fn put(
     spec.validate(name, &state.channels.templates)
         .map_err(ApiError::Validation)?;
     check_fallback(state, name, &spec)?;
+    let warnings = blocked_addresses(state, name, &spec);
     let generated_secret = spec.complete();
     spec.name = None;
     let now = herald_core::clock::now_ms();
@@ -216,6 +268,7 @@ pub async fn put(
         created,
         entry,
         generated_secret,
+        warnings,
     })
 }
 

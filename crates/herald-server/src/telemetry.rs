@@ -69,7 +69,7 @@ pub async fn metrics(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        if given.is_empty() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
             return Err(ApiError::Unauthorized(
                 "metrics need `Authorization: Bearer <metrics_token>`".into(),
             ));

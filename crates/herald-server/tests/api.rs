@@ -587,3 +587,74 @@ async fn token_use_is_recorded() {
         .clone();
     assert!(ci["last_used_at"].is_string(), "{ci}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_tokens_see_no_secret_and_admins_reveal_them_only_on_request_audited() {
+    let h = TestHerald::start().await;
+    // No message goes there: the URL is only stored and read back.
+    h.put_destination(
+        "inhouse",
+        json!({"kind": "http", "url": "https://in.example.com/hook/abcdefghijklmnopqrstuvwx?access_token=tok-0123456789",
+               "headers": {"X-Access": "custom-secret-value-123", "Authorization": "Bearer auth-secret-value-456"}}),
+    )
+    .await;
+    let reader = h.token("dashboards", &["read"]).await;
+    for path in ["/api/v1/destinations/inhouse", "/api/v1/destinations"] {
+        let (status, body) = h.call_as(&reader, Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let shown = body.to_string();
+        for secret in [
+            "tok-0123456789",
+            "abcdefghijklmnopqrstuvwx",
+            "custom-secret-value-123",
+            "auth-secret-value-456",
+        ] {
+            assert!(
+                !shown.contains(secret),
+                "{path}: a read token sees {secret}: {shown}"
+            );
+        }
+        assert!(
+            shown.contains("https://in.example.com/"),
+            "the origin stays: {shown}"
+        );
+    }
+    let (status, _) = h
+        .call_as(
+            &reader,
+            Method::GET,
+            "/api/v1/destinations/inhouse?reveal=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only admins reveal");
+
+    let (_, admin_view) = h
+        .call(Method::GET, "/api/v1/destinations/inhouse", None)
+        .await;
+    assert!(
+        !admin_view.to_string().contains("auth-secret-value-456"),
+        "masked without reveal"
+    );
+    let (status, revealed) = h
+        .call(
+            Method::GET,
+            "/api/v1/destinations/inhouse?reveal=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        revealed["headers"]["Authorization"],
+        "Bearer auth-secret-value-456"
+    );
+    let (_, audit) = h.call(Method::GET, "/api/v1/audit?limit=1000", None).await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "destination.revealed" && e["resource"] == "inhouse"),
+        "the reveal is audited: {audit}"
+    );
+}

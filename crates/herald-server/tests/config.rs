@@ -42,7 +42,7 @@ async fn a_different_master_key_refuses_to_start() {
     let cfg = || Config {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
-        admin_token: Some("t".into()),
+        admin_token: Some("hrld_configtestadmin_0123456789abcdef".into()),
         ..Config::default()
     };
     let first = herald_server::start(cfg()).await.unwrap();
@@ -65,4 +65,49 @@ async fn a_different_master_key_refuses_to_start() {
     .err()
     .expect("refuses to start");
     assert!(err.contains("master key"), "{err}");
+}
+
+#[test]
+fn an_empty_short_or_repetitive_admin_token_is_refused() {
+    for weak in [
+        "",
+        "   ",
+        "hrld_short",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "abababababababababababababababababab",
+    ] {
+        let c = Config {
+            admin_token: Some(weak.into()),
+            ..Config::default()
+        };
+        let e = c.check().expect_err(weak);
+        assert!(e.contains("admin_token"), "{weak:?}: {e}");
+    }
+    let strong = Config {
+        admin_token: Some("hrld_0123456789abcdefghijklmnopqrstuv".into()),
+        ..Config::default()
+    };
+    strong.check().expect("a random 37-character token");
+    let empty_metrics = Config {
+        metrics_token: Some(String::new()),
+        ..Config::default()
+    };
+    assert!(empty_metrics.check().unwrap_err().contains("metrics_token"));
+}
+
+/// On earlier builds `HERALD_ADMIN_TOKEN=` started a server that `?sentry_key=` (empty)
+/// administered: now it does not start at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_an_empty_admin_token_does_not_start() {
+    herald_server::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let refused = herald_server::start(Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        admin_token: Some(String::new()),
+        ..Config::default()
+    })
+    .await;
+    let e = refused.err().expect("refused");
+    assert!(e.contains("admin_token"), "{e}");
 }

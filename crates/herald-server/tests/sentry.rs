@@ -211,6 +211,19 @@ async fn the_key_comes_from_x_sentry_auth_the_query_a_bearer_token_or_the_dsn() 
         let (status, answer) = post(&h, "/api/42/envelope/", body, &headers).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
     }
+    // An empty key is no key, wherever it is given.
+    for (path, headers) in [
+        ("/api/42/envelope/?sentry_key=", vec![]),
+        ("/api/42/store/?sentry_key=", vec![]),
+        ("/api/42/envelope/", vec![sentry_auth("")]),
+    ] {
+        let (status, answer) = post(&h, path, envelope(None, &addr), &headers).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{path} {headers:?}: {answer}"
+        );
+    }
     let reader = h.token("dash", &["read"]).await;
     let (status, _) = post(
         &h,

@@ -374,6 +374,9 @@ async fn destinations(remote: &Remote, action: DestinationAction) -> Result<Exit
                     println!("signing secret (shown once): {s}");
                 }
             }
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            }
         }
         DestinationAction::Delete { name } => {
             api.call(

@@ -1,14 +1,14 @@
 //! `PUT/GET/DELETE /destinations/{name}`, `GET /destinations`, health and test sends.
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, parse_query};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::AttemptView;
 use crate::auth::{Caller, Scope};
-use crate::destinations::{self, DestinationEntry};
+use crate::destinations::{self, DestinationEntry, Exposure};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use herald_channels::Attempt;
 use herald_core::breaker::Breaker;
 use herald_core::clock::{now_ms, rfc3339};
@@ -17,10 +17,10 @@ use herald_core::destination::DestinationSpec;
 use herald_core::ids;
 use herald_core::message::{Message, MessageBody};
 use herald_store::NewAudit;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Instant;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// A destination as shown: its settings (secrets masked) and its state.
 #[derive(Serialize, ToSchema)]
@@ -34,16 +34,21 @@ pub struct DestinationView {
     /// Shown once, when Herald generated the webhook secret in this request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generated_secret: Option<String>,
+    /// On a `PUT`: what will fail although the settings are valid, e.g. an address the SSRF
+    /// guard blocks (`"url: 127.0.0.1 is a loopback address, which …"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
-fn view(e: &DestinationEntry) -> DestinationView {
+fn view(e: &DestinationEntry, exposure: Exposure) -> DestinationView {
     DestinationView {
-        spec: e.public_spec(),
+        spec: e.public_spec(exposure),
         disabled_reason: e.disabled_reason(),
         paused_until: e.paused_until().filter(|p| *p > now_ms()).map(rfc3339),
         created_at: rfc3339(e.created_at),
         updated_at: rfc3339(e.updated_at),
         generated_secret: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -67,8 +72,9 @@ pub async fn put(
 ) -> ApiResult<(StatusCode, Json<DestinationView>)> {
     caller.require(Scope::Admin)?;
     let out = destinations::put(&state, &name, spec, &caller.actor()).await?;
-    let mut v = view(&out.entry);
+    let mut v = view(&out.entry, Exposure::Settings);
     v.generated_secret = out.generated_secret;
+    v.warnings = out.warnings;
     Ok((
         if out.created {
             StatusCode::CREATED
@@ -91,22 +97,53 @@ pub async fn list(
     caller: Caller,
 ) -> ApiResult<Json<DestinationList>> {
     caller.require(Scope::Read)?;
+    let exposure = Exposure::for_caller(&caller);
     Ok(Json(DestinationList {
-        items: state.destinations.all().iter().map(|e| view(e)).collect(),
+        items: state
+            .destinations
+            .all()
+            .iter()
+            .map(|e| view(e, exposure))
+            .collect(),
     }))
 }
 
-/// Read a destination (secrets masked).
-#[utoipa::path(get, path = "/api/v1/destinations/{name}", tag = "destinations", params(("name" = String, Path)),
-    responses((status = 200, body = DestinationView), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[derive(Deserialize, IntoParams)]
+pub struct RevealQuery {
+    /// `true`: show the stored secrets themselves (admins only; audited).
+    #[serde(default)]
+    pub reveal: bool,
+}
+
+/// Read a destination: secrets masked (for `read` tokens also every header value and URL
+/// path, query and user-info); `?reveal=true` shows an admin the stored secrets, audited.
+#[utoipa::path(get, path = "/api/v1/destinations/{name}", tag = "destinations", params(("name" = String, Path), RevealQuery),
+    responses((status = 200, body = DestinationView), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    uri: Uri,
 ) -> ApiResult<Json<DestinationView>> {
     caller.require(Scope::Read)?;
+    let q: RevealQuery = parse_query(&uri)?;
     let e = find(&state, &name)?;
-    Ok(Json(view(&e)))
+    if !q.reveal {
+        return Ok(Json(view(&e, Exposure::for_caller(&caller))));
+    }
+    caller.require(Scope::Admin)?;
+    state
+        .store
+        .append_audit(vec![NewAudit {
+            at: now_ms(),
+            actor: caller.actor(),
+            action: "destination.revealed".into(),
+            resource: name.clone(),
+            detail: json!({"destination": name}),
+        }])
+        .await?;
+    tracing::warn!(destination = %name, actor = %caller.actor(), "stored secrets revealed");
+    Ok(Json(view(&e, Exposure::Secrets)))
 }
 
 /// Delete a destination; its unfinished deliveries are discarded.
@@ -237,7 +274,7 @@ pub async fn enable(
         return Err(ApiError::NotFound(format!("no destination {name:?}")));
     }
     let e = find(&state, &name)?;
-    Ok(Json(view(&e)))
+    Ok(Json(view(&e, Exposure::Settings)))
 }
 
 #[derive(Serialize, ToSchema)]
