@@ -434,3 +434,58 @@ async fn a_delivery_page_lists_the_message_attachments_and_downloads_them() {
     let anonymous = Dashboard::new(&h.base).get(&link).await;
     assert_ne!(anonymous.status, StatusCode::OK, "no session, no file");
 }
+
+/// A session is bound to the token it was made with: once the fixed admin token changes
+/// (a restart with another `HERALD_ADMIN_TOKEN`), the old cookie opens nothing — and with
+/// the same token it survives the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_the_admin_token_it_was_made_with_changes() {
+    let (h, _rx, _message_id, delivery) = dead_letter().await;
+    let mut ui = signed_in(&h, ADMIN_TOKEN).await;
+    let confirm = ui
+        .get(&format!(
+            "/ui/dlq/confirm?action=replay&queue=hook&id={delivery}"
+        ))
+        .await;
+    let csrf = confirm.csrf().expect("a CSRF token");
+    let config = |token: &str, dir: &std::path::Path| herald_server::config::Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        admin_token: Some(token.into()),
+        allow_networks: "127.0.0.0/8".into(),
+        sqlite_synchronous: "normal".into(),
+        ..Default::default()
+    };
+
+    // Same token after a restart: still signed in.
+    let dir = h.stop().await;
+    let h = TestHerald::start_config(config(ADMIN_TOKEN, dir.path()), dir).await;
+    ui.base = h.base.clone();
+    assert_eq!(ui.get("/ui/dlq").await.status, StatusCode::OK);
+
+    // Another token: the old cookie is signed out and can replay nothing.
+    let dir = h.stop().await;
+    let other = "hrld_rotatedadmintok_abcdefghij0123456789XYZ";
+    let h = TestHerald::start_config(config(other, dir.path()), dir).await;
+    ui.base = h.base.clone();
+    let page = ui.get("/ui/dlq").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/ui/signin"));
+    let replay = ui
+        .post(
+            "/ui/dlq/replay",
+            &[("csrf", &csrf), ("queue", "hook"), ("id", &delivery)],
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.body);
+    let (_, d) = h
+        .call_as(
+            other,
+            Method::GET,
+            &format!("/api/v1/deliveries/{delivery}"),
+            None,
+        )
+        .await;
+    assert_eq!(d["status"], "dead", "nothing was replayed");
+    h.stop().await;
+}

@@ -25,6 +25,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 
 struct Session {
     caller: Caller,
+    /// The stored token id, or the fixed admin token's digest (`env:…`).
+    binding: Option<String>,
     csrf: String,
 }
 
@@ -42,15 +44,33 @@ fn key(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
-/// Starts a session; returns its id (the cookie value).
+/// What a session made with the fixed admin token keeps of that token: a domain-separated
+/// digest (the token itself is never stored), so the session ends when the token changes.
+fn env_binding(token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"herald dashboard session v1\0");
+    h.update(token.as_bytes());
+    format!("{ENV_BINDING}{}", hex::encode(h.finalize()))
+}
+
+/// Prefix of [`env_binding`] in a session's `token_id`.
+const ENV_BINDING: &str = "env:";
+
+/// Starts a session; returns its id (the cookie value). A session is bound to the token
+/// it was made with: a stored token by its id (revoking it ends the session), the fixed
+/// admin token by its digest (changing it ends the session).
 pub async fn create(state: &AppState, caller: Caller) -> Result<String, UiError> {
     let id = random(43);
     let now = herald_core::clock::now_ms();
+    let binding = match &caller.token_id {
+        Some(token_id) => token_id.clone(),
+        None => env_binding(state.config.admin_token.as_deref().unwrap_or_default()),
+    };
     state
         .store
         .create_session(SessionRecord {
             id_hash: key(&id),
-            token_id: caller.token_id.clone(),
+            token_id: Some(binding),
             name: caller.name.clone(),
             scopes: caller
                 .scopes
@@ -73,12 +93,33 @@ async fn get(state: &AppState, id: &str) -> Result<Option<Session>, UiError> {
         .await?
         .map(|r| Session {
             caller: Caller {
-                token_id: r.token_id,
+                token_id: r.token_id.clone().filter(|t| !t.starts_with(ENV_BINDING)),
                 name: r.name,
                 scopes: r.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             },
+            binding: r.token_id,
             csrf: r.csrf,
         }))
+}
+
+/// Whether the token a session was made with still opens Herald: the stored token exists
+/// and is not revoked, or the fixed admin token is the same as then.
+async fn still_bound(state: &AppState, s: &Session) -> Result<bool, UiError> {
+    match (&s.caller.token_id, &s.binding) {
+        (Some(token_id), _) => Ok(state
+            .store
+            .get_token(token_id)
+            .await?
+            .is_some_and(|t| t.revoked_at.is_none())),
+        // Made with the fixed admin token: the one configured now must be the same.
+        (None, Some(binding)) => Ok(state
+            .config
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| !t.is_empty() && env_binding(t) == *binding)),
+        // No binding (a session from before sessions were bound): void.
+        (None, None) => Ok(false),
+    }
 }
 
 /// Ends a session (sign-out).
@@ -197,16 +238,9 @@ pub async fn user(state: &AppState, headers: &HeaderMap) -> Result<Option<UiUser
     let Some(s) = get(state, &id).await? else {
         return Ok(None);
     };
-    if let Some(token_id) = &s.caller.token_id {
-        let live = state
-            .store
-            .get_token(token_id)
-            .await?
-            .is_some_and(|t| t.revoked_at.is_none());
-        if !live {
-            end(state, &id).await?;
-            return Ok(None);
-        }
+    if !still_bound(state, &s).await? {
+        end(state, &id).await?;
+        return Ok(None);
     }
     Ok(Some(UiUser {
         caller: s.caller,
