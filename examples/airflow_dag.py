@@ -16,7 +16,7 @@ and exactly once per task run (the idempotency key is dag_id/task_id/run_id/map_
          -H "Authorization: Bearer $HERALD_ADMIN_TOKEN" -d '{
            "kind": "http",
            "url": "https://messenger.example.com/api/v1/message",
-           "headers": {"Authorization": "Bearer ${env:RISE_TOKEN}"},
+           "headers": {"Authorization": "Bearer ${env:HERALD_SECRET_RISE_TOKEN}"},
            "body_template": "{\"chatroomId\": {{ payload.chatroom_id|tojson }}, \"msgType\": \"TEXT\", \"chatMsg\": {{ text|tojson }}}",
            "rate_limit": "1/s"
          }'

@@ -16,7 +16,7 @@ destination whose `events` match it, e.g. a Slack destination:
 
     curl -X PUT http://herald.internal:8080/api/v1/destinations/oncall-slack \
       -H "Authorization: Bearer $HERALD_ADMIN_TOKEN" \
-      -d '{"kind": "slack", "url": "${env:SLACK_ONCALL_WEBHOOK}", "events": ["error.reported"]}'
+      -d '{"kind": "slack", "url": "${env:HERALD_SECRET_SLACK_ONCALL_WEBHOOK}", "events": ["error.reported"]}'
 """
 
 import os

@@ -19,7 +19,7 @@ from support import HeraldServer, Receiver  # noqa: E402
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="herald-pytest-airflow-"))
 
 # Values that destinations in the tests reference as ${env:...} (resolved by Herald at send time).
-SERVER_ENV = {"RISE_TOKEN": "rise-secret-token"}
+SERVER_ENV = {"HERALD_SECRET_RISE_TOKEN": "rise-secret-token"}
 
 
 @pytest.fixture(scope="module")

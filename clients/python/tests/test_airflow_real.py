@@ -109,7 +109,7 @@ def test_example_dag_delivers_the_messenger_message(airflow_env, herald_server, 
         {
             "kind": "http",
             "url": receiver.url + "/api/v1/message",
-            "headers": {"Authorization": "Bearer ${env:RISE_TOKEN}"},
+            "headers": {"Authorization": "Bearer ${env:HERALD_SECRET_RISE_TOKEN}"},
             "body_template": '{"chatroomId": {{ payload.chatroom_id|tojson }}, "msgType": "TEXT", "chatMsg": {{ text|tojson }}}',
         },
     )

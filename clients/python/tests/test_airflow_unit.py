@@ -54,7 +54,7 @@ def rise(herald_server, receiver):
         {
             "kind": "http",
             "url": receiver.url + "/api/v1/message",
-            "headers": {"Authorization": "Bearer ${env:RISE_TOKEN}"},
+            "headers": {"Authorization": "Bearer ${env:HERALD_SECRET_RISE_TOKEN}"},
             "body_template": '{"chatroomId": {{ payload.chatroom_id|tojson }}, "msgType": "TEXT", "chatMsg": {{ text|tojson }}}',
             "retry": {"schedule": ["1s"]},
         },

@@ -12,9 +12,9 @@
 //! ```no_run
 //! # async fn demo(message: herald_core::message::Message, spec: herald_core::destination::DestinationSpec) {
 //! use herald_channels::{Channels, Attempt};
-//! use herald_core::netpolicy::NetPolicy;
+//! use herald_core::{destination::SecretPolicy, netpolicy::NetPolicy};
 //!
-//! let channels = Channels::new(NetPolicy::strict()).unwrap();
+//! let channels = Channels::new(NetPolicy::strict(), SecretPolicy::default()).unwrap();
 //! let report = channels.send(&Attempt { message: &message, destination: "ops", spec: &spec, number: 1 }).await;
 //! println!("{:?}", report.verdict);
 //! # }
@@ -67,6 +67,8 @@ pub struct Channels {
     pub smtp: Arc<email::SmtpPools>,
     /// Steps of several-request attempts already done, so a retry does not repeat them.
     pub progress: Arc<files::Progress>,
+    /// What `${env:…}`/`${file:…}` references may read.
+    pub secrets: Arc<herald_core::destination::SecretPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,12 +78,16 @@ pub enum ChannelError {
 }
 
 impl Channels {
-    pub fn new(policy: NetPolicy) -> Result<Self, ChannelError> {
+    pub fn new(
+        policy: NetPolicy,
+        secrets: herald_core::destination::SecretPolicy,
+    ) -> Result<Self, ChannelError> {
         Ok(Channels {
             http: GuardedClient::new(policy)?,
             templates: Arc::new(TemplateEngine::new()),
             smtp: Arc::new(email::SmtpPools::default()),
             progress: Arc::new(files::Progress::default()),
+            secrets: Arc::new(secrets),
         })
     }
 
@@ -102,7 +108,7 @@ impl Channels {
     }
 
     async fn send_unredacted(&self, a: &Attempt<'_>) -> SendReport {
-        let kind = match secrets::resolve_kind(&a.spec.kind) {
+        let kind = match secrets::resolve_kind(&a.spec.kind, &self.secrets) {
             Ok(k) => k,
             // The operator can fix a missing variable or file; keep the message meanwhile.
             Err(e) => return SendReport::failed(Verdict::retry(), "secret_ref", e),

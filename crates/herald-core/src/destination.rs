@@ -1,9 +1,11 @@
 //! Destinations: named places to deliver to, with their kind-specific settings and the
 //! common delivery settings (routing, retries, timeouts, rate limit, breaker, fallback).
 //!
-//! Any string field may contain `${env:NAME}` or `${file:PATH}` references, also inside a
-//! longer value (`"Bearer ${env:RISE_TOKEN}"`); they are resolved at send time, so rotating
-//! a token means changing the referenced value, without a restart. The kind-specific part
+//! The fields that carry secrets (URLs, header values, tokens, secrets, passwords) may
+//! contain `${env:NAME}` or `${file:PATH}` references, also inside a longer value
+//! (`"Bearer ${env:HERALD_SECRET_RISE_TOKEN}"`); they are resolved at send time, so
+//! rotating a token means changing the referenced value, without a restart. A reference
+//! in any other field (template text above all) is refused. The kind-specific part
 //! lives in [`crate::kinds`].
 
 use crate::breaker::{BreakerConfig, BreakerSpec};
@@ -130,6 +132,12 @@ impl DestinationSpec {
         if self.filter.as_ref().is_some_and(|f| f.len() > MAX_FILTER) {
             errs.push("filter", format!("at most {MAX_FILTER} bytes"));
         }
+        if let Some(field) = self.reference_outside_secret_fields() {
+            errs.push(
+                field,
+                "`${env:…}`/`${file:…}` references are resolved only in fields that carry secrets (URLs, header values, tokens, secrets, passwords), never in templates or other settings",
+            );
+        }
         if self.events.is_empty() {
             errs.push(
                 "events",
@@ -247,6 +255,19 @@ impl DestinationSpec {
             .unwrap_or(DEFAULT_DISABLE_AFTER)
     }
 
+    /// A setting (other than a secret-bearing field) that holds a reference: references
+    /// there would never be resolved, and resolving them in template text would let a
+    /// template read any variable or file, so they are refused.
+    fn reference_outside_secret_fields(&self) -> Option<String> {
+        let mut rest = self.clone();
+        let _ = rest.kind.visit_secret_fields(&mut |_, v| {
+            v.clear();
+            Ok(())
+        });
+        let v = serde_json::to_value(&rest).ok()?;
+        first_reference(&v, "")
+    }
+
     /// Whether this destination's `events` patterns accept an event type. Herald's own
     /// operational events (`herald.*`) go only to destinations that ask for them by a
     /// pattern starting with `herald.`: a catch-all `*` — a customer's endpoint, say — never
@@ -256,6 +277,28 @@ impl DestinationSpec {
         self.events.iter().any(|p| {
             (!operational || p.starts_with(OPERATIONAL_PREFIX)) && glob_match(p, event_type)
         })
+    }
+}
+
+/// The path of the first string in `v` holding a reference.
+fn first_reference(v: &serde_json::Value, at: &str) -> Option<String> {
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if has_reference(s) => Some(at.to_string()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| first_reference(x, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => {
+            map.iter().find_map(|(k, x)| first_reference(x, &join(k)))
+        }
+        _ => None,
     }
 }
 

@@ -289,6 +289,66 @@ impl KindSpec {
         }
     }
 
+    /// Calls `f` with every field that may carry a secret — URLs, header values, tokens,
+    /// webhook secrets, the SMTP URL (its password), Twilio's SID and token — named as in
+    /// the API. `${env:…}`/`${file:…}` references are resolved in these fields only, never
+    /// in template text or any other setting.
+    pub fn visit_secret_fields(
+        &mut self,
+        f: &mut dyn FnMut(String, &mut String) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut headers = |prefix: &str, h: &mut BTreeMap<String, String>| {
+            h.iter_mut()
+                .try_for_each(|(k, v)| f(format!("{prefix}.{k}"), v))
+        };
+        match self {
+            KindSpec::Webhook(w) => {
+                headers("headers", &mut w.headers)?;
+                match &mut w.secret {
+                    Some(Secrets::One(s)) => f("secret".into(), s)?,
+                    Some(Secrets::Many(v)) => v
+                        .iter_mut()
+                        .enumerate()
+                        .try_for_each(|(i, s)| f(format!("secret[{i}]"), s))?,
+                    None => {}
+                }
+                f("url".into(), &mut w.url)
+            }
+            KindSpec::Http(h) => {
+                headers("headers", &mut h.headers)?;
+                f("url".into(), &mut h.url)
+            }
+            KindSpec::Slack(s) => {
+                for (name, v) in [
+                    ("url", &mut s.url),
+                    ("token", &mut s.token),
+                    ("api_base", &mut s.api_base),
+                ] {
+                    if let Some(v) = v {
+                        f(name.into(), v)?;
+                    }
+                }
+                Ok(())
+            }
+            KindSpec::Teams(t) => f("url".into(), &mut t.url),
+            KindSpec::Discord(d) => f("url".into(), &mut d.url),
+            KindSpec::Telegram(t) => {
+                if let Some(v) = &mut t.api_base {
+                    f("api_base".into(), v)?;
+                }
+                f("token".into(), &mut t.token)
+            }
+            KindSpec::Email(e) => f("smtp_url".into(), &mut e.smtp_url),
+            KindSpec::Sms(s) => {
+                if let Some(v) = &mut s.api_base {
+                    f("api_base".into(), v)?;
+                }
+                f("account_sid".into(), &mut s.account_sid)?;
+                f("auth_token".into(), &mut s.auth_token)
+            }
+        }
+    }
+
     /// The addresses this kind connects to, by field (`api_base` only when set; the
     /// providers' own defaults are public).
     pub fn outbound_urls(&self) -> Vec<(&'static str, &str)> {

@@ -3,6 +3,43 @@
 
 const MASK: &str = "****";
 
+/// Where references may read from: only variables whose names start with `env_prefix`,
+/// only files inside `file_dirs`, and never Herald's own files (`forbidden`: the data
+/// directory, the key file, the database). Anything else the process can read stays out
+/// of reach of whoever may edit a destination.
+#[derive(Debug, Clone)]
+pub struct SecretPolicy {
+    pub env_prefix: String,
+    pub file_dirs: Vec<std::path::PathBuf>,
+    pub forbidden: Vec<std::path::PathBuf>,
+}
+
+/// The prefix a variable's name needs by default (`[secrets] env_prefix`).
+pub const DEFAULT_ENV_PREFIX: &str = "HERALD_SECRET_";
+
+impl Default for SecretPolicy {
+    fn default() -> Self {
+        SecretPolicy {
+            env_prefix: DEFAULT_ENV_PREFIX.to_string(),
+            file_dirs: Vec::new(),
+            forbidden: Vec::new(),
+        }
+    }
+}
+
+impl SecretPolicy {
+    /// Refuses a variable outside the allowed prefix.
+    pub fn check_env(&self, name: &str) -> Result<(), String> {
+        if self.env_prefix.is_empty() || name.starts_with(&self.env_prefix) {
+            return Ok(());
+        }
+        Err(format!(
+            "`${{env:{name}}}`: only variables whose names start with {} can be referenced ([secrets] env_prefix)",
+            self.env_prefix
+        ))
+    }
+}
+
 /// Whether `s` contains a `${env:…}` or `${file:…}` reference.
 pub fn has_reference(s: &str) -> bool {
     s.contains("${env:") || s.contains("${file:")

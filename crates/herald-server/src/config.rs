@@ -83,6 +83,8 @@ pub struct Config {
     pub store: StoreSettings,
     /// `[http]`: the listener's limits against slow and idle clients.
     pub http: HttpSettings,
+    /// `[secrets]`: what `${env:…}`/`${file:…}` references may read.
+    pub secrets: SecretSettings,
     /// Destinations declared as code; applied on start.
     pub destinations: BTreeMap<String, DestinationSpec>,
 }
@@ -104,6 +106,41 @@ impl Default for StoreSettings {
         StoreSettings {
             connect_timeout: HumanDuration(Duration::from_secs(60)),
             quick_check_max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// `[secrets]`: where references in destinations may read from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretSettings {
+    /// Only variables whose names start with this can be referenced (`""`: any).
+    pub env_prefix: String,
+    /// Directories whose files can be referenced (none by default), e.g. `/run/secrets`.
+    pub file_dirs: Vec<PathBuf>,
+}
+
+impl Default for SecretSettings {
+    fn default() -> Self {
+        SecretSettings {
+            env_prefix: herald_core::destination::DEFAULT_ENV_PREFIX.into(),
+            file_dirs: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The policy references resolve under: the `[secrets]` allowlist, and never Herald's
+    /// own data directory, key file or database.
+    pub fn secret_policy(&self) -> herald_core::destination::SecretPolicy {
+        let mut forbidden = vec![self.data_dir.clone()];
+        if let Ok(Database::Sqlite(path)) = self.database() {
+            forbidden.push(path);
+        }
+        herald_core::destination::SecretPolicy {
+            env_prefix: self.secrets.env_prefix.clone(),
+            file_dirs: self.secrets.file_dirs.clone(),
+            forbidden,
         }
     }
 }
@@ -191,6 +228,7 @@ impl Default for Config {
             max_decompressed_bytes: 8 << 20,
             store: StoreSettings::default(),
             http: HttpSettings::default(),
+            secrets: SecretSettings::default(),
             destinations: BTreeMap::new(),
         }
     }

@@ -235,6 +235,8 @@ pub async fn put(
     spec.validate(name, &state.channels.templates)
         .map_err(ApiError::Validation)?;
     check_fallback(state, name, &spec)?;
+    herald_channels::secrets::check_kind(&spec.kind, &state.channels.secrets)
+        .map_err(|(field, why)| ApiError::field(&field, why))?;
     let warnings = blocked_addresses(state, name, &spec);
     let generated_secret = spec.complete();
     spec.name = None;

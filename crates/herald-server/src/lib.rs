@@ -174,7 +174,7 @@ pub async fn start(config: Config) -> Result<Herald, String> {
     let state = AppState {
         store: store.clone(),
         secrets: Arc::new(secrets),
-        channels: Channels::new(policy).map_err(|e| e.to_string())?,
+        channels: Channels::new(policy, config.secret_policy()).map_err(|e| e.to_string())?,
         destinations: Arc::new(DestinationCache::default()),
         dispatcher: Dispatcher::new(),
         auth: Arc::new(Authenticator::new(config.admin_token.clone())),

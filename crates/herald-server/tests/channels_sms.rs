@@ -146,12 +146,12 @@ async fn long_bodies_are_truncated_to_1600_and_templates_render_the_text() {
 
     h.put_destination(
         "sms-t",
-        json!({"kind": "sms", "account_sid": SID, "auth_token": "${env:HERALD_TEST_UNUSED_TWILIO}", "from": "Herald",
+        json!({"kind": "sms", "account_sid": SID, "auth_token": "${env:HERALD_SECRET_TEST_UNUSED_TWILIO}", "from": "Herald",
                "to": "+821012345678", "api_base": rx.url(""), "template": "[{{ event_type }}] {{ text }}"}),
     )
     .await;
     // SAFETY: set before the message is sent; no other test reads this variable.
-    unsafe { std::env::set_var("HERALD_TEST_UNUSED_TWILIO", "tok-from-env") };
+    unsafe { std::env::set_var("HERALD_SECRET_TEST_UNUSED_TWILIO", "tok-from-env") };
     let id = h
         .send_one(json!({"event_type": "otp", "text": "인증번호 123456", "to": ["sms-t"]}))
         .await;

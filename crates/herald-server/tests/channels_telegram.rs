@@ -216,18 +216,18 @@ async fn long_text_is_truncated_to_4096_and_html_overrides_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_the_environment_and_a_template_body() {
     // SAFETY: set before Herald starts; no other test reads this variable.
-    unsafe { std::env::set_var("HERALD_TEST_TG_TOKEN", TOKEN) };
+    unsafe { std::env::set_var("HERALD_SECRET_TEST_TG_TOKEN", TOKEN) };
     let rx = FakeReceiver::start().await;
     rx.set_default(telegram::ok());
     let h = TestHerald::start().await;
     let shown = h
         .put_destination(
             "tg",
-            json!({"kind": "telegram", "token": "${env:HERALD_TEST_TG_TOKEN}", "chat_id": "@herald_alerts",
+            json!({"kind": "telegram", "token": "${env:HERALD_SECRET_TEST_TG_TOKEN}", "chat_id": "@herald_alerts",
                    "api_base": rx.url(""), "template": "{\"text\": {{ ('🔔 ' ~ text)|tojson }}, \"disable_notification\": true}"}),
         )
         .await;
-    assert_eq!(shown["token"], "${env:HERALD_TEST_TG_TOKEN}");
+    assert_eq!(shown["token"], "${env:HERALD_SECRET_TEST_TG_TOKEN}");
     let id = h.send_one(json!({"text": "조용히", "to": ["tg"]})).await;
     h.wait_status(&id, "delivered", WAIT).await;
     let req = &rx.received()[0];

@@ -276,7 +276,7 @@ async fn gone_disables_the_destination() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_house_messenger_gets_its_json_with_a_bearer_token_from_the_environment() {
     // SAFETY: set before Herald starts; no other test reads this variable.
-    unsafe { std::env::set_var("HERALD_TEST_RISE_TOKEN", "rise-secret-1") };
+    unsafe { std::env::set_var("HERALD_SECRET_TEST_RISE_TOKEN", "rise-secret-1") };
     let rx = FakeReceiver::start().await;
     rx.push(Reply::status(409));
     let h = TestHerald::start().await;
@@ -286,7 +286,7 @@ async fn the_in_house_messenger_gets_its_json_with_a_bearer_token_from_the_envir
             json!({
                 "kind": "http",
                 "url": rx.url("/api/v1/message"),
-                "headers": {"Authorization": "Bearer ${env:HERALD_TEST_RISE_TOKEN}"},
+                "headers": {"Authorization": "Bearer ${env:HERALD_SECRET_TEST_RISE_TOKEN}"},
                 "body_template": "{\"chatroomId\": {{ payload.room|tojson }}, \"msgType\": \"TEXT\", \"chatMsg\": {{ text|tojson }}}",
                 "retry": fast_retry(),
             }),
@@ -294,7 +294,7 @@ async fn the_in_house_messenger_gets_its_json_with_a_bearer_token_from_the_envir
         .await;
     assert_eq!(
         created["headers"]["Authorization"],
-        "Bearer ${env:HERALD_TEST_RISE_TOKEN}"
+        "Bearer ${env:HERALD_SECRET_TEST_RISE_TOKEN}"
     );
     let accepted = h.send(json!({"text": "파이프라인 완료", "payload": {"room": "195878155435574272"}, "to": ["rise"]})).await;
     h.wait_status(&TestHerald::first_delivery(&accepted), "delivered", WAIT)
@@ -490,5 +490,72 @@ async fn a_receiver_echoing_its_request_does_not_put_secrets_into_the_attempts()
     assert!(
         recorded.contains("/api/v1/message"),
         "and stays useful: {recorded}"
+    );
+}
+
+/// References read only from the allowlist and only in secret-bearing fields: a template
+/// including Herald's key file, a header naming the admin token's variable, a link out of
+/// an allowed directory — each is refused when saved, and no answer shows a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_cannot_reach_herald_s_own_secrets() {
+    let secrets = tempfile::tempdir().unwrap();
+    let allowed = secrets.path().to_path_buf();
+    let h = TestHerald::start_with(|c| c.secrets.file_dirs = vec![allowed.clone()]).await;
+    let key = h.dir.path().join("master.key");
+    assert!(key.exists(), "the key file this test tries to reach");
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    let link = secrets.path().join("innocent");
+    std::os::unix::fs::symlink(&key, &link).unwrap();
+    std::fs::write(secrets.path().join("token"), "allowed-token-value\n").unwrap();
+    for (what, spec, field) in [
+        (
+            "a template including the key file",
+            json!({"kind": "http", "url": "http://127.0.0.1:9/x",
+                   "body_template": format!("{{% include \"${{file:{}}}\" %}}", key.display())}),
+            "body_template",
+        ),
+        (
+            "the admin token's variable",
+            json!({"kind": "http", "url": "http://127.0.0.1:9/x",
+                   "headers": {"X-Leak": "${env:HERALD_ADMIN_TOKEN}"}}),
+            "headers.X-Leak",
+        ),
+        (
+            "a link to the key from an allowed directory",
+            json!({"kind": "http", "url": "http://127.0.0.1:9/x",
+                   "headers": {"Authorization": format!("Bearer ${{file:{}}}", link.display())}}),
+            "headers.Authorization",
+        ),
+        (
+            "a file outside the allowed directories",
+            json!({"kind": "webhook", "url": format!("http://127.0.0.1:9/${{file:{}}}", key.display())}),
+            "url",
+        ),
+    ] {
+        let (status, body) = h
+            .call(Method::PUT, "/api/v1/destinations/leak", Some(spec))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        assert_eq!(body["errors"][0]["field"], field, "{what}: {body}");
+        assert!(
+            !body.to_string().contains(key_text.trim()),
+            "{what}: {body}"
+        );
+    }
+    // An allowed file in an allowed field still works.
+    let rx = FakeReceiver::start().await;
+    let token_file = secrets.path().join("token");
+    h.put_destination(
+        "ok",
+        json!({"kind": "http", "url": rx.url("/m"),
+               "headers": {"Authorization": format!("Bearer ${{file:{}}}", token_file.display())}}),
+    )
+    .await;
+    let id = TestHerald::first_delivery(&h.send(json!({"text": "x", "to": ["ok"]})).await);
+    h.wait_status(&id, "delivered", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        rx.received()[0].header("authorization"),
+        Some("Bearer allowed-token-value")
     );
 }
