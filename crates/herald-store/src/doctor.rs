@@ -1,21 +1,26 @@
 //! Checking a store for damage without changing it (`herald doctor`, and the check
 //! `herald serve` makes before it opens a SQLite database).
 //!
-//! Everything here reads through a connection of its own — read-only on SQLite — and never
-//! migrates, never releases leases and never writes: a damaged database is left exactly as
-//! it was found, for a backup to replace or an expert to look at.
+//! Everything here reads through connections of its own — read-only on SQLite (`mode=ro`)
+//! and read-only transactions on Postgres — and never migrates, never releases leases and
+//! never writes: a damaged database is left exactly as it was found, for a backup to
+//! replace or an expert to look at. The integrity check comes first, so nothing else has
+//! touched a damaged file before it is named.
 //!
 //! ```no_run
 //! # async fn demo() {
+//! use herald_core::audit::ChainVerifier;
 //! use herald_store::{Location, doctor};
-//! let report = doctor::examine(&Location::Sqlite("herald-data/herald.db".into())).await;
-//! for c in &report {
+//! let location = Location::Sqlite("herald-data/herald.db".into());
+//! for c in doctor::examine(&location, ChainVerifier::new()).await {
 //!     println!("{} {}: {}", if c.ok { "ok" } else { "FAILED" }, c.name, c.detail);
 //! }
 //! # }
 //! ```
 
 use crate::{Location, Result, StoreError};
+use herald_core::audit::ChainVerifier;
+use sqlx::any::{AnyPool, AnyPoolOptions};
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 use std::path::Path;
 
@@ -28,7 +33,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+    pub fn ok(name: &'static str, detail: impl Into<String>) -> Self {
         Check {
             name,
             ok: true,
@@ -36,7 +41,7 @@ impl Check {
         }
     }
 
-    fn failed(name: &'static str, detail: impl Into<String>) -> Self {
+    pub fn failed(name: &'static str, detail: impl Into<String>) -> Self {
         Check {
             name,
             ok: false,
@@ -61,39 +66,49 @@ const ORPHANS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Opens a connection that cannot write (SQLite) or only reads (Postgres).
-async fn read_only(location: &Location) -> Result<AnyConnection> {
-    sqlx::any::install_default_drivers();
+/// The URL of a connection that cannot write (SQLite); a missing file is an error (never
+/// created).
+fn read_only_url(location: &Location) -> Result<String> {
     match location {
-        Location::Sqlite(path) => {
-            if !path.exists() {
-                return Err(StoreError::Unavailable(format!(
-                    "{} does not exist",
-                    path.display()
-                )));
-            }
-            Ok(AnyConnection::connect(&format!("sqlite://{}?mode=ro", path.display())).await?)
-        }
-        Location::Postgres(url) => Ok(AnyConnection::connect(url).await?),
+        Location::Sqlite(path) if !path.exists() => Err(StoreError::Unavailable(format!(
+            "{} does not exist",
+            path.display()
+        ))),
+        Location::Sqlite(path) => Ok(format!("sqlite://{}?mode=ro", path.display())),
+        Location::Postgres(url) => Ok(url.clone()),
     }
 }
 
 /// `PRAGMA integrity_check` (or the faster `quick_check`) of a SQLite file: the problems
-/// it reports, none when the file is sound. A file SQLite cannot even open as a database
-/// is one problem.
+/// it reports, none when the file is sound. A file SQLite cannot even open or read as a
+/// database is one problem.
 pub async fn sqlite_check(path: &Path, quick: bool) -> Result<Vec<String>> {
-    let mut conn = read_only(&Location::Sqlite(path.to_path_buf())).await?;
+    sqlx::any::install_default_drivers();
+    let url = read_only_url(&Location::Sqlite(path.to_path_buf()))?;
     let pragma = if quick {
         "PRAGMA quick_check(20)"
     } else {
         "PRAGMA integrity_check(100)"
     };
-    let found: std::result::Result<Vec<String>, sqlx::Error> =
-        sqlx::query_scalar(pragma).fetch_all(&mut conn).await;
-    let _ = conn.close().await;
+    let found = match AnyConnection::connect(&url).await {
+        Ok(mut conn) => {
+            let found = sqlx::query_scalar::<_, String>(pragma)
+                .fetch_all(&mut conn)
+                .await;
+            let _ = conn.close().await;
+            found
+        }
+        Err(e) => Err(e),
+    };
     match found {
         Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Ok(Vec::new()),
-        Ok(lines) => Ok(lines),
+        // A line may hold several problems ("*** in database main ***\nOn tree page …").
+        Ok(lines) => Ok(lines
+            .iter()
+            .flat_map(|l| l.lines())
+            .filter(|l| !l.starts_with("*** in database"))
+            .map(str::to_string)
+            .collect()),
         Err(e) => match StoreError::from(e) {
             StoreError::Damaged(d) => Ok(vec![d]),
             other => Err(other),
@@ -101,114 +116,236 @@ pub async fn sqlite_check(path: &Path, quick: bool) -> Result<Vec<String>> {
     }
 }
 
-/// Every check, in order: the database answers and is sound, its schema is one this
-/// Herald knows, the audit chain verifies, and no row points at nothing.
-pub async fn examine(location: &Location) -> Vec<Check> {
+/// A read-only look at one store, once [`open`] found it reachable.
+pub struct Session {
+    pool: AnyPool,
+}
+
+/// The checks that come first, in order: the database is sound (SQLite `integrity_check`;
+/// on Postgres no invalid index, and `amcheck`'s b-tree check when that extension is
+/// installed), it answers, and its schema is one this Herald knows. The session is `None`
+/// when the database cannot be reached; the other checks need it.
+pub async fn open(location: &Location) -> (Vec<Check>, Option<Session>) {
+    sqlx::any::install_default_drivers();
     let mut report = Vec::new();
     if let Location::Sqlite(path) = location {
-        match sqlite_check(path, false).await {
-            Ok(problems) if problems.is_empty() => {
-                report.push(Check::ok("integrity", "PRAGMA integrity_check: ok"))
-            }
-            Ok(problems) => report.push(Check::failed("integrity", problems.join("; "))),
-            Err(e) => {
-                report.push(Check::failed("integrity", e.to_string()));
-                return report;
-            }
-        }
+        report.push(match sqlite_check(path, false).await {
+            Ok(problems) if problems.is_empty() => Check::ok("integrity", "integrity_check: ok"),
+            Ok(problems) => Check::failed("integrity", problems.join("; ")),
+            Err(e) => Check::failed("integrity", e.to_string()),
+        });
     }
-    let mut conn = match read_only(location).await {
-        Ok(c) => {
+    let pool = match read_only_url(location) {
+        Ok(url) => {
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        if conn.backend_name() == "PostgreSQL" {
+                            sqlx::raw_sql(
+                                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+                            )
+                            .execute(conn)
+                            .await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(StoreError::from)
+        }
+        Err(e) => Err(e),
+    };
+    let session = match pool {
+        Ok(pool) => {
             report.push(Check::ok("reachable", location.describe()));
-            c
+            Session { pool }
         }
         Err(e) => {
             report.push(Check::failed(
                 "reachable",
                 format!("{}: {e}", location.describe()),
             ));
-            return report;
+            return (report, None);
         }
     };
-    report.push(schema(&mut conn).await);
-    report.push(audit_chain(location).await);
-    for (what, sql) in ORPHANS {
-        let n: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(AssertSqlSafe(*sql))
-            .fetch_one(&mut conn)
-            .await;
-        report.push(match n {
-            Ok(0) => Check::ok("orphans", format!("no {what}")),
-            Ok(n) => Check::failed("orphans", format!("{n} {what}")),
-            Err(e) => Check::failed("orphans", format!("{what}: {e}")),
-        });
+    if let Location::Postgres(_) = location {
+        report.push(session.postgres_integrity().await);
     }
-    let _ = conn.close().await;
+    report.push(session.schema().await);
+    (report, Some(session))
+}
+
+/// Every check with `v` for the audit chain (give it the public key to check checkpoint
+/// signatures too): [`open`]'s, then [`Session::audit_chain`] and [`Session::orphans`].
+pub async fn examine(location: &Location, v: ChainVerifier) -> Vec<Check> {
+    let (mut report, session) = open(location).await;
+    if let Some(session) = session {
+        report.push(session.audit_chain(v).await);
+        report.extend(session.orphans().await);
+        session.close().await;
+    }
     report
 }
 
-async fn schema(conn: &mut AnyConnection) -> Check {
-    let known = crate::sql::latest_schema();
-    let found: std::result::Result<Option<i64>, sqlx::Error> =
-        sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&mut *conn)
-            .await;
-    match found {
-        Ok(Some(v)) if v == known => Check::ok("schema", format!("v{v}")),
-        Ok(Some(v)) if v < known => Check::ok(
-            "schema",
-            format!("v{v}; `herald serve` or `herald migrate` brings it to v{known}"),
-        ),
-        Ok(Some(v)) => Check::failed(
-            "schema",
-            format!("v{v} is newer than this Herald (v{known}): upgrade Herald"),
-        ),
-        Ok(None) => Check::failed("schema", "no migrations applied: not a Herald database"),
-        Err(e) => Check::failed("schema", format!("cannot read schema_migrations: {e}")),
+impl Session {
+    /// A value of the `meta` table (the sealed key check, the sealed signing key).
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
     }
-}
 
-async fn audit_chain(location: &Location) -> Check {
-    let url = match location {
-        Location::Sqlite(path) => format!("sqlite://{}?mode=ro", path.display()),
-        Location::Postgres(url) => url.clone(),
-    };
-    let pool = match sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => return Check::failed("audit chain", e.to_string()),
-    };
-    let verified = crate::verify_pages(herald_core::audit::ChainVerifier::new(), |after, limit| {
-        let pool = pool.clone();
-        async move {
-            let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(&pool)
-                .await?;
-            rows.iter().map(crate::sql::audit_from_row).collect()
+    async fn schema(&self) -> Check {
+        let known = crate::sql::latest_schema();
+        let found: std::result::Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+                .fetch_one(&self.pool)
+                .await;
+        match found {
+            Ok(Some(v)) if v == known => Check::ok("schema", format!("v{v}")),
+            Ok(Some(v)) if v < known => Check::ok(
+                "schema",
+                format!("v{v}; `herald serve` or `herald migrate` brings it to v{known}"),
+            ),
+            Ok(Some(v)) => Check::failed(
+                "schema",
+                format!("v{v} is newer than this Herald (v{known}): upgrade Herald"),
+            ),
+            Ok(None) => Check::failed("schema", "no migrations applied: not a Herald database"),
+            Err(e) => Check::failed("schema", format!("cannot read schema_migrations: {e}")),
         }
-    })
-    .await;
-    pool.close().await;
-    match verified {
-        Ok(v) if v.ok => Check::ok(
-            "audit chain",
-            format!(
-                "{} entries, {} checkpoints (hashes verified; `herald audit verify` also checks the signatures)",
-                v.entries, v.checkpoints
+    }
+
+    /// What Postgres can tell cheaply: an index left invalid (a failed concurrent build)
+    /// and, with `amcheck` installed, each b-tree index's structure.
+    async fn postgres_integrity(&self) -> Check {
+        const INDEXES: &str = "SELECT c.relname::text FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_am a ON a.oid = c.relam \
+             WHERE n.nspname = current_schema() AND a.amname = 'btree' AND i.indisvalid = $1 \
+             ORDER BY 1";
+        let invalid: std::result::Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(INDEXES)
+            .bind(false)
+            .fetch_all(&self.pool)
+            .await;
+        match invalid {
+            Ok(v) if v.is_empty() => {}
+            Ok(v) => {
+                return Check::failed(
+                    "integrity",
+                    format!("invalid indexes (REINDEX them): {}", v.join(", ")),
+                );
+            }
+            Err(e) => return Check::failed("integrity", format!("cannot list indexes: {e}")),
+        }
+        let amcheck: std::result::Result<i64, sqlx::Error> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_extension WHERE extname = 'amcheck'")
+                .fetch_one(&self.pool)
+                .await;
+        if !matches!(amcheck, Ok(n) if n > 0) {
+            return Check::ok(
+                "integrity",
+                "indexes valid (install the amcheck extension to have their structure checked too)",
+            );
+        }
+        let indexes: Vec<String> = match sqlx::query_scalar(INDEXES)
+            .bind(true)
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => return Check::failed("integrity", format!("cannot list indexes: {e}")),
+        };
+        for index in &indexes {
+            let checked: std::result::Result<Option<String>, sqlx::Error> =
+                sqlx::query_scalar("SELECT bt_index_check($1::regclass)::text")
+                    .bind(index)
+                    .fetch_one(&self.pool)
+                    .await;
+            match checked.map_err(StoreError::from) {
+                Ok(_) => {}
+                Err(e @ StoreError::Damaged(_)) => {
+                    return Check::failed("integrity", format!("index {index}: {}", e.detail()));
+                }
+                Err(e) => {
+                    return Check::ok(
+                        "integrity",
+                        format!("indexes valid; amcheck could not run: {}", e.detail()),
+                    );
+                }
+            }
+        }
+        Check::ok(
+            "integrity",
+            format!("indexes valid; amcheck: {} b-tree indexes sound", indexes.len()),
+        )
+    }
+
+    /// The whole audit chain through `v` ([`crate::verify_pages`]): an entry changed or
+    /// unreadable is named by its `seq`.
+    pub async fn audit_chain(&self, v: ChainVerifier) -> Check {
+        let verified = crate::verify_pages(v, |after, limit| {
+            let pool = self.pool.clone();
+            async move {
+                let rows =
+                    sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(&pool)
+                        .await?;
+                rows.iter().map(crate::sql::audit_from_row).collect()
+            }
+        })
+        .await;
+        match verified {
+            Ok(v) if v.ok => Check::ok(
+                "audit chain",
+                format!(
+                    "{} entries, {} checkpoints; hashes verified, {}",
+                    v.entries,
+                    v.checkpoints,
+                    if v.signatures_checked {
+                        "checkpoint signatures verified"
+                    } else {
+                        "checkpoint signatures not checked"
+                    }
+                ),
             ),
-        ),
-        Ok(v) => Check::failed(
-            "audit chain",
-            format!(
-                "broken at seq {}: {}",
-                v.broken_at.unwrap_or_default(),
-                v.reason.unwrap_or_default()
+            Ok(v) => Check::failed(
+                "audit chain",
+                format!(
+                    "broken at seq {}: {} ({} entries verified before it)",
+                    v.broken_at.unwrap_or_default(),
+                    v.reason.unwrap_or_default(),
+                    v.entries
+                ),
             ),
-        ),
-        Err(e) => Check::failed("audit chain", e.to_string()),
+            Err(e) => Check::failed("audit chain", e.to_string()),
+        }
+    }
+
+    /// Rows that point at nothing: one check each.
+    pub async fn orphans(&self) -> Vec<Check> {
+        let mut report = Vec::new();
+        for (what, sql) in ORPHANS {
+            let n: std::result::Result<i64, sqlx::Error> =
+                sqlx::query_scalar(AssertSqlSafe(*sql))
+                    .fetch_one(&self.pool)
+                    .await;
+            report.push(match n {
+                Ok(0) => Check::ok("orphans", format!("no {what}")),
+                Ok(n) => Check::failed("orphans", format!("{n} {what}")),
+                Err(e) => Check::failed("orphans", format!("{what}: {e}")),
+            });
+        }
+        report
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
     }
 }

@@ -614,21 +614,44 @@ async fn connections(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
     out
 }
 
-/// How many of `socks` the server has closed (a read sees the end, or an error).
+/// Polls [`closed`] until every socket is closed or `deadline` passes; how many were.
+async fn until_closed(socks: &mut [tokio::net::TcpStream], deadline: Instant) -> usize {
+    let mut done = vec![false; socks.len()];
+    loop {
+        for (s, d) in socks.iter_mut().zip(done.iter_mut()) {
+            if !*d && closed(std::slice::from_mut(s)).await == 1 {
+                *d = true;
+            }
+        }
+        let n = done.iter().filter(|d| **d).count();
+        if n == socks.len() || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How many of `socks` the server has closed (a read sees the end, or an error), looking
+/// without waiting: what has arrived is read, an open socket with nothing to read counts
+/// as open.
 async fn closed(socks: &mut [tokio::net::TcpStream]) -> usize {
-    use tokio::io::AsyncReadExt;
+    tokio::task::yield_now().await;
     let mut n = 0;
     let mut buf = [0u8; 4096];
     for s in socks.iter_mut() {
         loop {
-            match tokio::time::timeout(Duration::from_millis(2), s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {
+            match s.try_read(&mut buf) {
+                Ok(0) => {
                     n += 1;
                     break;
                 }
                 // Bytes (a response, a 408): keep reading to see whether the end follows.
-                Ok(Ok(_)) => continue,
-                Err(_) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    n += 1;
+                    break;
+                }
             }
         }
     }
@@ -643,30 +666,46 @@ async fn slowloris_and_idle_floods_do_not_starve_a_normal_client() {
     let scenario = "slowloris + idle flood";
     let rx = FakeReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let (header_timeout, idle_timeout) = (Duration::from_secs(3), Duration::from_secs(8));
     let cfg = config(
         dir.path(),
-        "[http]\nheader_timeout = \"2s\"\nidle_timeout = \"4s\"\nmax_connections = 4000\n",
+        "[http]\nheader_timeout = \"3s\"\nidle_timeout = \"8s\"\nmax_connections = 4000\n",
     );
     let node = HeraldProcess::spawn(bin(), &dir.path().join("node"), &env(None, &cfg));
     put_hook(&node.base, &rx).await;
     let addr = node.base.trim_start_matches("http://").to_string();
 
-    // 2 000 clients trickling a header that never ends, 1 000 kept alive after one request.
-    let mut slow = connections(&addr, 2000).await;
-    for s in slow.iter_mut() {
-        s.write_all(b"POST /api/v1/messages HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-            .await
-            .unwrap();
-    }
+    // 1 000 clients kept alive after one request each (answered before the next phase)…
     let mut idle = connections(&addr, 1000).await;
     for s in idle.iter_mut() {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
     }
-    let flood_started = Instant::now();
+    for s in idle.iter_mut() {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an idle client's request is answered")
+            .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    let idle_since = Instant::now();
+    // …and 2 000 trickling a header that never ends.
+    let mut slow = connections(&addr, 2000).await;
+    for s in slow.iter_mut() {
+        s.write_all(b"POST /api/v1/messages HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+    }
+    let slow_since = Instant::now();
     let trickle = async {
-        for _ in 0..3 {
+        for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(600)).await;
             for s in slow.iter_mut() {
                 let _ = s.write_all(b"a").await;
@@ -713,23 +752,38 @@ async fn slowloris_and_idle_floods_do_not_starve_a_normal_client() {
         "a message took {slowest:?}"
     );
 
-    // Kept-alive connections outlive the header timeout; trickled headers do not.
-    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(flood_started.elapsed())).await;
-    let idle_closed_early = closed(&mut idle[..100]).await;
-    assert_eq!(
-        idle_closed_early, 0,
-        "idle keep-alive connections last past the header timeout"
-    );
-    let slow_closed = closed(&mut slow).await;
+    // Trickled headers are closed after the header timeout (counted from the connection's
+    // start), while the kept-alive connections, idle for less than the idle timeout, live.
+    let slow_closed = until_closed(
+        &mut slow,
+        slow_since + header_timeout + Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(
         slow_closed, 2000,
         "every slowloris connection is closed after the header timeout"
     );
-    tokio::time::sleep(Duration::from_millis(5500).saturating_sub(flood_started.elapsed())).await;
-    let idle_closed = closed(&mut idle).await;
+    let slow_took = slow_since.elapsed();
+    if idle_since.elapsed() + Duration::from_secs(1) < idle_timeout {
+        let early = closed(&mut idle).await;
+        assert_eq!(
+            early, 0,
+            "kept-alive connections outlive the header timeout"
+        );
+    }
+    let idle_closed = until_closed(
+        &mut idle,
+        idle_since + idle_timeout + Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(
         idle_closed, 1000,
         "idle connections are closed after the idle timeout"
+    );
+    let idle_took = idle_since.elapsed();
+    assert!(
+        idle_took >= idle_timeout,
+        "not before the idle timeout: {idle_took:?}"
     );
     drop((slow, idle));
 
@@ -782,9 +836,11 @@ async fn slowloris_and_idle_floods_do_not_starve_a_normal_client() {
         duplicate_bound: 0,
         recover_s,
         during: format!(
-            "3000 sockets open: healthz in {} ms, slowest message 202 in {} ms; 2000 slowloris closed after the 2 s header timeout, 1000 idle after the 4 s idle timeout; over a cap of 200: {refused} of 300 closed at once ({rejected_line})",
+            "3000 sockets open: healthz in {} ms, slowest message 202 in {} ms; 2000 slowloris closed {:.1} s after opening (header timeout 3 s), 1000 idle {:.1} s after their answer (idle timeout 8 s); over a cap of 200: {refused} of 300 closed at once ({rejected_line})",
             healthz.as_millis(),
-            slowest.as_millis()
+            slowest.as_millis(),
+            slow_took.as_secs_f64(),
+            idle_took.as_secs_f64()
         ),
     }
     .check();
