@@ -57,7 +57,31 @@ pub async fn verify_key(store: &dyn Store, secrets: &SecretBox) -> Result<(), St
     }
 }
 
-const SIGNING_KEY: &str = "audit_signing_key";
+/// The `meta` key under which the sealed audit signing key is kept.
+pub const SIGNING_KEY: &str = "audit_signing_key";
+
+/// The master key if one is configured or its file exists; never creates one (for
+/// commands that must not change anything, such as `herald doctor`).
+pub fn read_master_key(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> Result<Option<SecretBox>, String> {
+    let exists = data_dir.join(KEY_FILE).exists();
+    if configured.is_none() && !exists {
+        return Ok(None);
+    }
+    load_master_key(configured, data_dir).map(Some)
+}
+
+/// The public key of a sealed signing key (as stored under [`SIGNING_KEY`]).
+pub fn public_key_of(secrets: &SecretBox, sealed: &str) -> Result<String, String> {
+    let secret = secrets.open(sealed).map_err(|e| {
+        format!("the audit signing key cannot be unsealed with this master key: {e}")
+    })?;
+    CheckpointSigner::from_bytes(&secret)
+        .map(|s| s.public_key())
+        .ok_or_else(|| "audit signing key: stored key is malformed".to_string())
+}
 
 /// The ed25519 key that signs audit checkpoints: created on first start, kept sealed in the
 /// store so every node of a cluster signs with the same key.

@@ -20,7 +20,8 @@
 
 use crate::{Location, Result, StoreError};
 use herald_core::audit::ChainVerifier;
-use sqlx::any::{AnyPool, AnyPoolOptions};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 use std::path::Path;
 
@@ -136,25 +137,21 @@ pub async fn open(location: &Location) -> (Vec<Check>, Option<Session>) {
         });
     }
     let pool = match read_only_url(location) {
-        Ok(url) => {
-            AnyPoolOptions::new()
-                .max_connections(1)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        if conn.backend_name() == "PostgreSQL" {
-                            sqlx::raw_sql(
-                                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
-                            )
+        Ok(url) => AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name() == "PostgreSQL" {
+                        sqlx::raw_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
                             .execute(conn)
                             .await?;
-                        }
-                        Ok(())
-                    })
+                    }
+                    Ok(())
                 })
-                .connect(&url)
-                .await
-                .map_err(StoreError::from)
-        }
+            })
+            .connect(&url)
+            .await
+            .map_err(StoreError::from),
         Err(e) => Err(e),
     };
     let session = match pool {
@@ -281,7 +278,10 @@ impl Session {
         }
         Check::ok(
             "integrity",
-            format!("indexes valid; amcheck: {} b-tree indexes sound", indexes.len()),
+            format!(
+                "indexes valid; amcheck: {} b-tree indexes sound",
+                indexes.len()
+            ),
         )
     }
 
@@ -332,10 +332,9 @@ impl Session {
     pub async fn orphans(&self) -> Vec<Check> {
         let mut report = Vec::new();
         for (what, sql) in ORPHANS {
-            let n: std::result::Result<i64, sqlx::Error> =
-                sqlx::query_scalar(AssertSqlSafe(*sql))
-                    .fetch_one(&self.pool)
-                    .await;
+            let n: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(AssertSqlSafe(*sql))
+                .fetch_one(&self.pool)
+                .await;
             report.push(match n {
                 Ok(0) => Check::ok("orphans", format!("no {what}")),
                 Ok(n) => Check::failed("orphans", format!("{n} {what}")),

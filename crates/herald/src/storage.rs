@@ -10,9 +10,24 @@ use std::process::ExitCode;
 /// `herald doctor`: every check of [`herald_store::doctor::examine`], one line each (or
 /// JSON); exit 1 when one failed.
 pub async fn doctor(args: ServeArgs, json: bool) -> Result<ExitCode, String> {
+    use herald_store::doctor::{self, Check};
     let config = crate::commands::server_config(args)?;
     let location = config.database()?;
-    let report = herald_store::doctor::examine(&location).await;
+    let (mut report, session) = doctor::open(&location).await;
+    if let Some(session) = session {
+        // With the master key, checkpoint signatures are checked too.
+        let verifier = match signing_key(&config, &session).await {
+            Ok(Some(public)) => ChainVerifier::with_public_key(&public),
+            Ok(None) => ChainVerifier::new(),
+            Err(why) => {
+                report.push(Check::failed("signing key", why));
+                ChainVerifier::new()
+            }
+        };
+        report.push(session.audit_chain(verifier).await);
+        report.extend(session.orphans().await);
+        session.close().await;
+    }
     let healthy = report.iter().all(|c| c.ok);
     if json {
         let doc =
@@ -37,6 +52,26 @@ pub async fn doctor(args: ServeArgs, json: bool) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The audit signing key's public half, read without changing anything: `None` when no
+/// master key is at hand or the store has no signing key yet.
+async fn signing_key(
+    config: &herald_server::config::Config,
+    session: &herald_store::doctor::Session,
+) -> Result<Option<String>, String> {
+    let Some(secrets) =
+        herald_server::keys::read_master_key(config.master_key.as_deref(), &config.data_dir)?
+    else {
+        return Ok(None);
+    };
+    let sealed = session
+        .meta(herald_server::keys::SIGNING_KEY)
+        .await
+        .map_err(|e| e.to_string())?;
+    sealed
+        .map(|s| herald_server::keys::public_key_of(&secrets, &s))
+        .transpose()
 }
 
 /// `herald migrate`: brings the configured database to this Herald's schema.
