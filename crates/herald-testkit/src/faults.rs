@@ -105,7 +105,8 @@ pub fn require_tool(scenario: &str, tool: &str, found: bool) -> bool {
     false
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (a tmpfs mount needs it; Postgres refuses it).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -422,23 +423,21 @@ pub async fn tally(
     acked: &HashSet<String>,
     timeout: Duration,
 ) -> (usize, usize) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got: Vec<String> = rx
-            .received()
+    let ids = || -> Vec<String> {
+        rx.received()
             .iter()
             .filter_map(|r| r.header("webhook-id").map(str::to_string))
-            .collect();
+            .collect()
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = ids();
         let unique: HashSet<&String> = got.iter().collect();
         let lost = acked.iter().filter(|id| !unique.contains(id)).count();
         if lost == 0 || Instant::now() >= deadline {
             // Let stragglers of retried attempts arrive before counting duplicates.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let got: Vec<String> = rx
-                .received()
-                .iter()
-                .filter_map(|r| r.header("webhook-id").map(str::to_string))
-                .collect();
+            let got = ids();
             let unique: HashSet<&String> = got.iter().collect();
             return (lost, got.len() - unique.len());
         }

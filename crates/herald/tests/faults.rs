@@ -10,7 +10,8 @@
 //! All traffic goes to 127.0.0.1.
 
 use herald_testkit::faults::{
-    Load, PrivatePostgres, Report, require_tool, saw_not_ready, seen_between, tally, wait_recovered,
+    Load, PrivatePostgres, Report, is_root, require_tool, saw_not_ready, seen_between, tally,
+    wait_recovered,
 };
 use herald_testkit::postgres::{query_i64, query_strings};
 use herald_testkit::process::HeraldProcess;
@@ -312,14 +313,6 @@ async fn a_node_started_before_its_postgres_waits_for_it_then_gives_up_with_the_
         ),
     }
     .check();
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// A small tmpfs of the test's own, unmounted when dropped.
