@@ -3,10 +3,20 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `herald --version`: the release, the commit it was built from, and when.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HERALD_COMMIT"),
+    ", built ",
+    env!("HERALD_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "herald",
-    version,
+    version = LONG_VERSION,
     about = "Durable outbound messages: webhooks, chat, email, SMS."
 )]
 pub struct Cli {

@@ -460,3 +460,26 @@ async fn testing_a_destination_shows_the_attempt_and_fails_when_it_does_not_deli
     let o = herald(&h, &["destinations", "test", "nowhere"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("404"), "{o:?}");
 }
+
+#[test]
+fn the_version_names_the_release_the_commit_and_the_build_date() {
+    let out = stdout(&herald_at("http://127.0.0.1:9", "", &["--version"]));
+    let line = out.trim();
+    let rest = line
+        .strip_prefix(&format!("herald {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, date) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", built "))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line}"
+    );
+    let d: Vec<&str> = date.split('-').collect();
+    assert!(
+        d.len() == 3 && d[0].len() == 4 && d.iter().all(|p| p.parse::<u32>().is_ok()),
+        "{line}"
+    );
+}
