@@ -315,22 +315,65 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 pub const MIN_ADMIN_TOKEN_DISTINCT: usize = 10;
 
 /// A fixed admin token opens everything: refuse an empty, short or low-entropy one rather
-/// than start a server that anyone (or no one) can administer.
+/// than start a server that anyone (or no one) can administer. Low entropy, simply put:
+/// fewer than [`MIN_ADMIN_TOKEN_DISTINCT`] different characters, or one chunk of at most
+/// half the token repeated (`password1234password1234…`). Random tokens, such as the
+/// `hrld_…` ones Herald makes, pass.
 fn check_admin_token(token: &str) -> Result<(), String> {
     if token.trim().is_empty() {
         return Err("configuration: admin_token (HERALD_ADMIN_TOKEN) is empty; unset it to have Herald create an admin token, or give one of at least 32 random characters".into());
     }
-    let distinct = token
-        .chars()
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    if token.chars().count() < MIN_ADMIN_TOKEN_LEN || distinct < MIN_ADMIN_TOKEN_DISTINCT {
+    let chars: Vec<char> = token.chars().collect();
+    let distinct = chars.iter().collect::<std::collections::HashSet<_>>().len();
+    if chars.len() < MIN_ADMIN_TOKEN_LEN
+        || distinct < MIN_ADMIN_TOKEN_DISTINCT
+        || shortest_period(&chars) * 2 <= chars.len()
+    {
         return Err(format!(
-            "configuration: admin_token (HERALD_ADMIN_TOKEN) is too weak: it needs at least {MIN_ADMIN_TOKEN_LEN} characters with at least {MIN_ADMIN_TOKEN_DISTINCT} different ones (e.g. `hrld_` and 32 random letters and digits: openssl rand -hex 24)"
+            "configuration: admin_token (HERALD_ADMIN_TOKEN) is too weak: it needs at least {MIN_ADMIN_TOKEN_LEN} characters, at least {MIN_ADMIN_TOKEN_DISTINCT} different ones and no short chunk repeated (e.g. `hrld_` and 32 random letters and digits: openssl rand -hex 24)"
         ));
     }
     Ok(())
 }
 
+/// The least `p` with `c[i] == c[i - p]` for every `i >= p`: the length less the longest
+/// border (a proper prefix that is also a suffix; KMP's prefix function, linear time).
+fn shortest_period(c: &[char]) -> usize {
+    let mut border = vec![0usize; c.len()];
+    for i in 1..c.len() {
+        let mut k = border[i - 1];
+        while k > 0 && c[i] != c[k] {
+            k = border[k - 1];
+        }
+        if c[i] == c[k] {
+            k += 1;
+        }
+        border[i] = k;
+    }
+    c.len() - border.last().copied().unwrap_or(0)
+}
+
 /// Where Herald keeps its state.
 pub use herald_store::Location as Database;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tokens_herald_makes_pass_the_admin_token_check() {
+        for _ in 0..1000 {
+            let t = crate::auth::new_token("admin", &[crate::auth::Scope::Admin], 0).token;
+            check_admin_token(&t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+    }
+
+    #[test]
+    fn the_shortest_period_is_found() {
+        let p = |s: &str| shortest_period(&s.chars().collect::<Vec<_>>());
+        assert_eq!(p("abcabcab"), 3);
+        assert_eq!(p("aaaa"), 1);
+        assert_eq!(p("abcd"), 4);
+        assert_eq!(p("abacaba"), 4);
+    }
+}

@@ -103,8 +103,13 @@ async fn refuse_damaged(path: &std::path::Path, config: &Config) -> Result<(), S
     if problems.is_empty() {
         return Ok(());
     }
+    // The doctor's command line for this very database.
+    let doctor = match &config.database_url {
+        None => format!("herald doctor --data-dir {}", config.data_dir.display()),
+        Some(_) => format!("herald doctor --database-url sqlite://{}", path.display()),
+    };
     Err(format!(
-        "the database {} is damaged ({}); Herald will not serve it. Run `herald doctor` with the same --data-dir or --database-url for a full report, then restore the latest backup (docs/operations.md#backup-and-restore)",
+        "the database {} is damaged ({}); Herald will not serve it. Run `{doctor}` for a full report, then restore the latest backup (docs/operations.md#backup-and-restore)",
         path.display(),
         problems.join("; "),
     ))

@@ -230,6 +230,20 @@ async fn failures_answer_as_apprise_api_does() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // An empty key is no key, however it is given.
+    for auth in ["Bearer ".to_string(), basic("", ""), basic("u", "")] {
+        let (status, p) = notify(
+            &h,
+            "/notify/alerts",
+            Some(auth.clone()),
+            FORM,
+            "body=x".into(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth}: {p}");
+    }
+    let (status, p) = notify(&h, "/notify/hrld_", None, FORM, "body=x".into()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{p}");
     let reader = h.token("dash", &["read"]).await;
     let (status, _) = notify(
         &h,

@@ -75,6 +75,9 @@ fn an_empty_short_or_repetitive_admin_token_is_refused() {
         "hrld_short",
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         "abababababababababababababababababab",
+        // Long with enough different characters, but one short chunk repeated.
+        "01234567890123456789012345678901",
+        "password1234password1234password1234",
     ] {
         let c = Config {
             admin_token: Some(weak.into()),

@@ -489,3 +489,79 @@ async fn a_session_ends_when_the_admin_token_it_was_made_with_changes() {
     assert_eq!(d["status"], "dead", "nothing was replayed");
     h.stop().await;
 }
+
+/// What a session keeps of the fixed admin token is keyed with the master key: a copy of
+/// the database alone cannot test guesses of the token against it. The same token on two
+/// Heralds with different master keys leaves two different bindings, neither holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_session_keeps_only_a_fingerprint_keyed_with_the_master_key() {
+    use sha2::{Digest, Sha256};
+    let mut bindings = Vec::new();
+    for _ in 0..2 {
+        let h = TestHerald::start().await;
+        let ui = signed_in(&h, ADMIN_TOKEN).await;
+        let cookie = ui.cookie.clone().unwrap();
+        let id = cookie.strip_prefix("herald_session=").unwrap();
+        let store = h.herald.as_ref().unwrap().state.store.clone();
+        let session = store
+            .get_session(
+                &hex::encode(Sha256::digest(id.as_bytes())),
+                herald_core::clock::now_ms(),
+            )
+            .await
+            .unwrap()
+            .expect("the session is stored");
+        let binding = session.token_id.expect("bound to its token");
+        assert!(!binding.contains(ADMIN_TOKEN), "{binding}");
+        bindings.push(binding);
+        h.stop().await;
+    }
+    assert_ne!(
+        bindings[0], bindings[1],
+        "the fingerprint depends on the master key, not on the token alone"
+    );
+}
+
+/// A session made with a stored admin token dies with it: once the token is revoked the
+/// old cookie is sent to sign-in and its DLQ replay does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_the_stored_token_it_was_made_with_is_revoked() {
+    let (h, _rx, _message_id, delivery) = dead_letter().await;
+    let (status, created) = h
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "oncall", "scopes": ["admin"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let ui = signed_in(&h, created["token"].as_str().unwrap()).await;
+    let confirm = ui
+        .get(&format!(
+            "/ui/dlq/confirm?action=replay&queue=hook&id={delivery}"
+        ))
+        .await;
+    let csrf = confirm.csrf().expect("a CSRF token");
+
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = h
+        .call(Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let replay = ui
+        .post(
+            "/ui/dlq/replay",
+            &[("csrf", &csrf), ("queue", "hook"), ("id", &delivery)],
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{}", replay.body);
+    let page = ui.get("/ui/dlq").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/ui/signin"));
+    assert_eq!(
+        h.delivery(&delivery).await["status"],
+        "dead",
+        "nothing replayed"
+    );
+    h.stop().await;
+}

@@ -396,8 +396,9 @@ pub struct ErrorGroupQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub id_hash: String,
-    /// What it is bound to: the id of the API token it was opened with, or `env:<digest>`
-    /// of the fixed admin token (`None`: a session from before sessions were bound, void).
+    /// What it is bound to: the id of the API token it was opened with, or `env:<hmac>`
+    /// of the fixed admin token keyed with the master key (`None`: a session from before
+    /// sessions were bound, void).
     pub token_id: Option<String>,
     pub name: String,
     pub scopes: Vec<String>,

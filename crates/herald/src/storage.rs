@@ -30,8 +30,13 @@ pub async fn doctor(args: ServeArgs, json: bool) -> Result<ExitCode, String> {
     }
     let healthy = report.iter().all(|c| c.ok);
     if json {
-        let doc =
-            serde_json::json!({"ok": healthy, "database": location.describe(), "checks": report});
+        let hint = (!healthy).then_some(DAMAGED_HINT);
+        let doc = serde_json::json!({
+            "ok": healthy,
+            "database": location.describe(),
+            "checks": report,
+            "hint": hint,
+        });
         println!("{doc:#}");
     } else {
         for c in &report {
@@ -41,10 +46,7 @@ pub async fn doctor(args: ServeArgs, json: bool) -> Result<ExitCode, String> {
         if healthy {
             println!("{}: no problems found", location.describe());
         } else {
-            eprintln!(
-                "{}: damaged. Stop Herald, keep a copy of the damaged files, and restore the                  latest backup (docs/operations.md#backup-and-restore); an audit chain broken                  at a seq means that entry was changed or destroyed",
-                location.describe()
-            );
+            eprintln!("{}: {DAMAGED_HINT}", location.describe());
         }
     }
     Ok(if healthy {
@@ -53,6 +55,11 @@ pub async fn doctor(args: ServeArgs, json: bool) -> Result<ExitCode, String> {
         ExitCode::FAILURE
     })
 }
+
+/// What to do when `herald doctor` found something wrong.
+const DAMAGED_HINT: &str = "something is wrong. Stop Herald, keep a copy of the damaged files (with \
+     their -wal and -shm), and restore the latest backup (docs/operations.md#backup-and-restore); \
+     an audit chain broken at a seq means that entry was changed or destroyed after it was written";
 
 /// The audit signing key's public half, read without changing anything: `None` when no
 /// master key is at hand or the store has no signing key yet.

@@ -483,3 +483,34 @@ fn the_version_names_the_release_the_commit_and_the_build_date() {
         "{line}"
     );
 }
+
+/// `HERALD_ADMIN_TOKEN=` (set but empty) is not taken for unset: `herald serve` refuses to
+/// start and names the variable, as it does for a short or repetitive token.
+#[test]
+fn serve_refuses_an_empty_or_weak_admin_token_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    for token in ["", "hrld_short", "password1234password1234password1234"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("HERALD_ADMIN_TOKEN", token)
+            .env_remove("HERALD_CONFIG")
+            .env_remove("HERALD_DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run herald");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("herald serve started with HERALD_ADMIN_TOKEN={token:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{token:?}: {err}");
+        assert!(err.contains("HERALD_ADMIN_TOKEN"), "{token:?}: {err}");
+    }
+}

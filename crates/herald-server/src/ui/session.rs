@@ -2,8 +2,9 @@
 //! its SHA-256) in the database with the caller it stands for, its CSRF token and its
 //! expiry — so every node of a cluster knows it, and no load balancer stickiness is needed.
 //! The browser holds only the id, in an `HttpOnly; SameSite=Strict; Path=/ui` cookie; the
-//! API token itself never leaves the sign-in request. Sessions end on sign-out, on expiry
-//! and when the token is revoked.
+//! API token itself never leaves the sign-in request. Sessions end on sign-out, on expiry,
+//! and when the token they were made with stops opening Herald: a stored token revoked, or
+//! the fixed admin token changed.
 
 use super::UiError;
 use crate::auth::{Caller, Scope};
@@ -44,13 +45,15 @@ fn key(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
-/// What a session made with the fixed admin token keeps of that token: a domain-separated
-/// digest (the token itself is never stored), so the session ends when the token changes.
-fn env_binding(token: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"herald dashboard session v1\0");
-    h.update(token.as_bytes());
-    format!("{ENV_BINDING}{}", hex::encode(h.finalize()))
+/// What a session made with the fixed admin token keeps of that token: an HMAC-SHA256
+/// keyed with the master key (the token itself is never stored, and a copy of the database
+/// alone cannot test guesses against it), so the session ends when the token changes — or
+/// when the master key is rotated.
+fn env_binding(state: &AppState, token: &str) -> String {
+    let mac = state
+        .secrets
+        .mac("herald dashboard session v2", token.as_bytes());
+    format!("{ENV_BINDING}{}", hex::encode(mac))
 }
 
 /// Prefix of [`env_binding`] in a session's `token_id`.
@@ -58,13 +61,16 @@ const ENV_BINDING: &str = "env:";
 
 /// Starts a session; returns its id (the cookie value). A session is bound to the token
 /// it was made with: a stored token by its id (revoking it ends the session), the fixed
-/// admin token by its digest (changing it ends the session).
+/// admin token by its keyed fingerprint (changing it ends the session).
 pub async fn create(state: &AppState, caller: Caller) -> Result<String, UiError> {
     let id = random(43);
     let now = herald_core::clock::now_ms();
     let binding = match &caller.token_id {
         Some(token_id) => token_id.clone(),
-        None => env_binding(state.config.admin_token.as_deref().unwrap_or_default()),
+        None => env_binding(
+            state,
+            state.config.admin_token.as_deref().unwrap_or_default(),
+        ),
     };
     state
         .store
@@ -112,11 +118,9 @@ async fn still_bound(state: &AppState, s: &Session) -> Result<bool, UiError> {
             .await?
             .is_some_and(|t| t.revoked_at.is_none())),
         // Made with the fixed admin token: the one configured now must be the same.
-        (None, Some(binding)) => Ok(state
-            .config
-            .admin_token
-            .as_deref()
-            .is_some_and(|t| !t.is_empty() && env_binding(t) == *binding)),
+        (None, Some(binding)) => Ok(state.config.admin_token.as_deref().is_some_and(|t| {
+            !t.is_empty() && bool::from(env_binding(state, t).as_bytes().ct_eq(binding.as_bytes()))
+        })),
         // No binding (a session from before sessions were bound): void.
         (None, None) => Ok(false),
     }
