@@ -15,7 +15,11 @@ passed=0
 failed=0
 for target in $(cargo fuzz list); do
     mkdir -p "corpus/$target"
-    if cargo fuzz run -s none -O -a "$target" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    # The template budget target proves memory stays bounded: a tight limit, and programs
+    # of up to 64 steps from the first run on.
+    extra=(-rss_limit_mb=2048)
+    [ "$target" = template_budget ] && extra=(-rss_limit_mb=512 -max_len=64 -len_control=0)
+    if cargo fuzz run -s none -O -a "$target" -- -max_total_time="$seconds" -timeout=10 "${extra[@]}" \
         >"target/fuzz-$target.log" 2>&1; then
         runs=$(grep -oE '^Done [0-9]+ runs' "target/fuzz-$target.log" | grep -oE '[0-9]+' || echo "?")
         echo "fuzz $target: $runs runs, no crash"

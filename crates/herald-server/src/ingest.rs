@@ -342,6 +342,14 @@ pub(crate) fn route(state: &AppState, message: &Message) -> Result<Vec<String>, 
             match state.channels.templates.eval_bool(filter, &ctx) {
                 Ok(true) => {}
                 Ok(false) => continue,
+                // A filter that runs past its byte or time budget on this message refuses
+                // the message, rather than silently routing it nowhere.
+                Err(e) if e.over_budget => {
+                    return Err(ApiError::Unprocessable(format!(
+                        "the filter of destination {} stopped on this message: {e}; nothing was accepted (simplify the filter)",
+                        d.name
+                    )));
+                }
                 Err(e) => {
                     tracing::warn!(destination = %d.name, error = %e, "filter failed; message not routed there");
                     continue;

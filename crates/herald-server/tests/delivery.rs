@@ -559,3 +559,85 @@ async fn references_cannot_reach_herald_s_own_secrets() {
         Some("Bearer allowed-token-value")
     );
 }
+
+/// Template budgets end to end. What exceeds them whatever the message cannot be saved; what
+/// exceeds them on one message's data fails that attempt (body template) or that request
+/// (filter, 422) — naming the budget, never the data — and the next message goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_and_filters_that_exceed_their_budget_fail_alone() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    let nine = format!("'x'{}|length > 0", "|replace('x', 'xxxxxxxxxx')".repeat(9));
+    let doubling = "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|tojson }}";
+    for (spec, field) in [
+        (
+            json!({"kind": "webhook", "url": rx.url("/"), "filter": nine}),
+            "filter",
+        ),
+        (
+            json!({"kind": "http", "url": rx.url("/"), "body_template": doubling}),
+            "body_template",
+        ),
+    ] {
+        let (status, body) = h
+            .call(Method::PUT, "/api/v1/destinations/greedy", Some(spec))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+        assert!(body.to_string().contains("byte budget"), "{body}");
+    }
+
+    // Depends on the data: `text` replaced into itself.
+    h.put_destination(
+        "echo",
+        json!({"kind": "http", "url": rx.url("/echo"),
+               "body_template": "{{ (text|replace('x', text))|tojson }}", "retry": fast_retry()}),
+    )
+    .await;
+    let secret_text = format!("secret-{}", "x".repeat(20_000));
+    let greedy = h.send(json!({"text": secret_text, "to": ["echo"]})).await;
+    let d = h
+        .wait_status(&TestHerald::first_delivery(&greedy), "dead", WAIT)
+        .await;
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "permanent: {d}");
+    assert_eq!(d["attempts"][0]["outcome"], "permanent");
+    let error = d["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("byte budget"), "{d}");
+    assert!(
+        !d.to_string().contains("secret-x"),
+        "no data in the attempt"
+    );
+    let fine = h.send(json!({"text": "axb", "to": ["echo"]})).await;
+    h.wait_status(&TestHerald::first_delivery(&fine), "delivered", WAIT)
+        .await;
+    assert_eq!(rx.received().last().unwrap().json(), json!("aaxbb"));
+
+    h.put_destination(
+        "picky",
+        json!({"kind": "webhook", "url": rx.url("/picky"),
+               "filter": "(text|replace('x', text))|length > 3"}),
+    )
+    .await;
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/v1/messages",
+            Some(json!({"text": secret_text})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("picky") && detail.contains("budget"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("secret-x"), "{body}");
+    let routed = h.send(json!({"text": "axb"})).await;
+    let names: Vec<_> = routed["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["destination"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"picky".to_string()), "{routed}");
+}
