@@ -14,6 +14,8 @@
 //! `delivered`, `dead`, `failed_over` and `discarded` are terminal; only `dead` can be
 //! replayed (back to `pending` with a fresh attempt budget, history kept) or discarded.
 
+use crate::destination::{FallbackSpec, FallbackWhen};
+use crate::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
@@ -92,6 +94,135 @@ impl AttemptOutcome {
         [Self::Delivered, Self::Retry, Self::Permanent]
             .into_iter()
             .find(|o| o.as_str() == s)
+    }
+}
+
+/// The state a delivery moves to after an attempt (or a hand-over without one): the
+/// arrows leaving `in_flight` in the diagram above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextState {
+    Delivered,
+    /// Back to `pending`, due at `at` (epoch ms).
+    Retry {
+        at: i64,
+    },
+    Dead,
+    /// Handed to a fallback: this delivery ends `failed_over` and a new pending delivery to
+    /// `fallback` (with `fallback_of` set) is created under `new_delivery_id`.
+    FailedOver {
+        fallback: String,
+        new_delivery_id: String,
+    },
+}
+
+impl NextState {
+    /// The status the delivery is stored with.
+    pub fn status(&self) -> DeliveryStatus {
+        match self {
+            NextState::Delivered => DeliveryStatus::Delivered,
+            NextState::Retry { .. } => DeliveryStatus::Pending,
+            NextState::Dead => DeliveryStatus::Dead,
+            NextState::FailedOver { .. } => DeliveryStatus::FailedOver,
+        }
+    }
+
+    /// The status it ends with, when this ends it.
+    pub fn finished(&self) -> Option<DeliveryStatus> {
+        Some(self.status()).filter(|s| s.is_terminal())
+    }
+
+    /// The audit action recording the transition.
+    pub fn audit_action(&self) -> &'static str {
+        match self {
+            NextState::Delivered => "delivery.delivered",
+            NextState::Retry { .. } => "delivery.retry_scheduled",
+            NextState::Dead => "delivery.dead",
+            NextState::FailedOver { .. } => "delivery.failed_over",
+        }
+    }
+}
+
+/// What a destination's configuration says about failed attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryRules<'a> {
+    pub retry: &'a RetryPolicy,
+    pub fallback: Option<&'a FallbackSpec>,
+    /// The longest `Retry-After` honoured (a longer one is cut to this).
+    pub max_retry_after: Duration,
+}
+
+/// What follows one attempt: the delivery's next state, and what happens to the
+/// destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub next: NextState,
+    /// Hold back every delivery of the destination until then (epoch ms): a 429.
+    pub pause_until: Option<i64>,
+    /// Disable the destination for this reason: the receiver is gone for good.
+    pub disable_destination: Option<String>,
+}
+
+/// The delivery state machine's one decision, pure: given the attempt's verdict, the
+/// destination's rules, the attempts already spent from the budget (this one included),
+/// the jitter draw (`0..=1`, see [`RetryPolicy::delay_at`]) and the time the attempt
+/// ended, where the delivery goes. `new_delivery_id` names the fallback's delivery, and
+/// is only called when there is one.
+///
+/// - delivered → `delivered`;
+/// - retryable → a `when = "failure"` fallback takes it at once; otherwise `pending`
+///   after the policy's delay (or the receiver's `Retry-After`, up to
+///   `max_retry_after`, when longer) while the budget lasts; then the fallback, else
+///   `dead`. A `Retry-After` with "pause" holds the whole destination back as long;
+/// - permanent → the fallback, else `dead`; "gone" also disables the destination.
+pub fn decide_next(
+    verdict: &Verdict,
+    rules: &DeliveryRules<'_>,
+    attempts_used: u32,
+    jitter: f64,
+    now: i64,
+    new_delivery_id: impl FnOnce() -> String,
+) -> Decision {
+    let fail_over = |f: &FallbackSpec, id: String| NextState::FailedOver {
+        fallback: f.destination.clone(),
+        new_delivery_id: id,
+    };
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    match verdict {
+        Verdict::Delivered => Decision {
+            next: NextState::Delivered,
+            pause_until: None,
+            disable_destination: None,
+        },
+        &Verdict::Retry {
+            after,
+            pause_destination,
+        } => {
+            let after = after.map(|a| a.min(rules.max_retry_after));
+            let next = match (rules.fallback, rules.retry.delay_at(attempts_used, jitter)) {
+                (Some(f), _) if f.when == FallbackWhen::Failure => fail_over(f, new_delivery_id()),
+                (_, Some(backoff)) => NextState::Retry {
+                    at: now.saturating_add(ms(backoff.max(after.unwrap_or_default()))),
+                },
+                (Some(f), None) => fail_over(f, new_delivery_id()),
+                (None, None) => NextState::Dead,
+            };
+            Decision {
+                next,
+                pause_until: after
+                    .filter(|_| pause_destination)
+                    .map(|a| now.saturating_add(ms(a))),
+                disable_destination: None,
+            }
+        }
+        Verdict::Permanent {
+            disable_destination,
+        } => Decision {
+            next: rules
+                .fallback
+                .map_or(NextState::Dead, |f| fail_over(f, new_delivery_id())),
+            pause_until: None,
+            disable_destination: disable_destination.clone(),
+        },
     }
 }
 
@@ -194,6 +325,173 @@ pub fn truncate_chars(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every verdict × budget (left, spent) × fallback (none, `when = "dead"`,
+    /// `when = "failure"`), written out row by row. `R5000`: pending, due 5 000 ms after
+    /// the attempt; `X`: dead; `F`: failed over; `D`: delivered. Then the pause (ms after
+    /// the attempt) and whether the destination is disabled.
+    #[test]
+    fn decide_next_follows_the_table() {
+        let verdicts = |name: &str| match name {
+            "delivered" => Verdict::Delivered,
+            "retry" => Verdict::retry(),
+            // A 429 with Retry-After 60 s: longer than the policy's 5 s.
+            "429 60s" => Verdict::Retry {
+                after: Some(Duration::from_secs(60)),
+                pause_destination: true,
+            },
+            // Retry-After shorter than the policy's delay, without a pause.
+            "after 1s" => Verdict::Retry {
+                after: Some(Duration::from_secs(1)),
+                pause_destination: false,
+            },
+            // Ten hours asked, one hour honoured.
+            "429 10h" => Verdict::Retry {
+                after: Some(Duration::from_secs(36_000)),
+                pause_destination: true,
+            },
+            "permanent" => Verdict::permanent(),
+            "gone" => Verdict::Permanent {
+                disable_destination: Some("410 Gone".into()),
+            },
+            other => panic!("{other}"),
+        };
+        /// verdict, budget, fallback, next state, pause, disabled.
+        type Row = (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            Option<i64>,
+            bool,
+        );
+        #[rustfmt::skip]
+        let table: &[Row] = &[
+            ("delivered", "left",  "none",    "D", None, false),
+            ("delivered", "left",  "dead",    "D", None, false),
+            ("delivered", "left",  "failure", "D", None, false),
+            ("delivered", "spent", "none",    "D", None, false),
+            ("delivered", "spent", "dead",    "D", None, false),
+            ("delivered", "spent", "failure", "D", None, false),
+            ("retry",     "left",  "none",    "R5000", None, false),
+            ("retry",     "left",  "dead",    "R5000", None, false),
+            ("retry",     "left",  "failure", "F", None, false),
+            ("retry",     "spent", "none",    "X", None, false),
+            ("retry",     "spent", "dead",    "F", None, false),
+            ("retry",     "spent", "failure", "F", None, false),
+            ("429 60s",   "left",  "none",    "R60000", Some(60_000), false),
+            ("429 60s",   "left",  "dead",    "R60000", Some(60_000), false),
+            ("429 60s",   "left",  "failure", "F", Some(60_000), false),
+            ("429 60s",   "spent", "none",    "X", Some(60_000), false),
+            ("429 60s",   "spent", "dead",    "F", Some(60_000), false),
+            ("429 60s",   "spent", "failure", "F", Some(60_000), false),
+            ("after 1s",  "left",  "none",    "R5000", None, false),
+            ("after 1s",  "left",  "dead",    "R5000", None, false),
+            ("after 1s",  "left",  "failure", "F", None, false),
+            ("after 1s",  "spent", "none",    "X", None, false),
+            ("after 1s",  "spent", "dead",    "F", None, false),
+            ("after 1s",  "spent", "failure", "F", None, false),
+            ("429 10h",   "left",  "none",    "R3600000", Some(3_600_000), false),
+            ("429 10h",   "left",  "dead",    "R3600000", Some(3_600_000), false),
+            ("429 10h",   "left",  "failure", "F", Some(3_600_000), false),
+            ("429 10h",   "spent", "none",    "X", Some(3_600_000), false),
+            ("429 10h",   "spent", "dead",    "F", Some(3_600_000), false),
+            ("429 10h",   "spent", "failure", "F", Some(3_600_000), false),
+            ("permanent", "left",  "none",    "X", None, false),
+            ("permanent", "left",  "dead",    "F", None, false),
+            ("permanent", "left",  "failure", "F", None, false),
+            ("permanent", "spent", "none",    "X", None, false),
+            ("permanent", "spent", "dead",    "F", None, false),
+            ("permanent", "spent", "failure", "F", None, false),
+            ("gone",      "left",  "none",    "X", None, true),
+            ("gone",      "left",  "dead",    "F", None, true),
+            ("gone",      "left",  "failure", "F", None, true),
+            ("gone",      "spent", "none",    "X", None, true),
+            ("gone",      "spent", "dead",    "F", None, true),
+            ("gone",      "spent", "failure", "F", None, true),
+        ];
+        let policy = RetryPolicy::default();
+        let now = 1_000_000;
+        for &(verdict, budget, fallback, want, pause, disabled) in table {
+            let spec = |when| FallbackSpec {
+                destination: "backup".into(),
+                when,
+            };
+            let fallback_spec = match fallback {
+                "none" => None,
+                "dead" => Some(spec(FallbackWhen::Dead)),
+                _ => Some(spec(FallbackWhen::Failure)),
+            };
+            let rules = DeliveryRules {
+                retry: &policy,
+                fallback: fallback_spec.as_ref(),
+                max_retry_after: Duration::from_secs(3600),
+            };
+            let used = if budget == "left" {
+                1
+            } else {
+                policy.max_attempts()
+            };
+            let d = decide_next(&verdicts(verdict), &rules, used, 0.5, now, || {
+                "dl_new".into()
+            });
+            let got = match &d.next {
+                NextState::Delivered => "D".to_string(),
+                NextState::Retry { at } => format!("R{}", at - now),
+                NextState::Dead => "X".to_string(),
+                NextState::FailedOver {
+                    fallback,
+                    new_delivery_id,
+                } => {
+                    assert_eq!(
+                        (fallback.as_str(), new_delivery_id.as_str()),
+                        ("backup", "dl_new")
+                    );
+                    "F".to_string()
+                }
+            };
+            let row = format!("{verdict} / {budget} / {fallback}");
+            assert_eq!(got, want, "{row}");
+            assert_eq!(d.pause_until.map(|p| p - now), pause, "{row}");
+            assert_eq!(d.disable_destination.is_some(), disabled, "{row}");
+        }
+    }
+
+    #[test]
+    fn next_states_name_their_status_and_audit_action() {
+        let failed_over = NextState::FailedOver {
+            fallback: "b".into(),
+            new_delivery_id: "dl_1".into(),
+        };
+        for (next, status, finished, action) in [
+            (
+                NextState::Delivered,
+                "delivered",
+                true,
+                "delivery.delivered",
+            ),
+            (
+                NextState::Retry { at: 1 },
+                "pending",
+                false,
+                "delivery.retry_scheduled",
+            ),
+            (NextState::Dead, "dead", true, "delivery.dead"),
+            (failed_over, "failed_over", true, "delivery.failed_over"),
+        ] {
+            assert_eq!(next.status().as_str(), status);
+            assert_eq!(next.finished().is_some(), finished);
+            assert_eq!(next.audit_action(), action);
+        }
+    }
+
+    #[test]
+    fn the_jitter_draw_spans_twenty_per_cent_either_way() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.delay_at(1, 0.5), Some(Duration::from_secs(5)));
+        assert_eq!(p.delay_at(1, 0.0), Some(Duration::from_secs(4)));
+        assert_eq!(p.delay_at(1, 1.0), Some(Duration::from_secs(6)));
+    }
 
     #[test]
     fn statuses_round_trip() {

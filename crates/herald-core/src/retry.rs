@@ -156,12 +156,17 @@ impl RetryPolicy {
 
     /// The wait after attempt `attempts_made` failed, with ±20 % jitter unless disabled.
     pub fn delay(&self, attempts_made: u32) -> Option<Duration> {
+        self.delay_at(attempts_made, rand::thread_rng().gen_range(0.0..=1.0))
+    }
+
+    /// [`delay`](Self::delay) with the jitter drawn by the caller: `unit` in `0..=1` maps
+    /// to a factor of 0.8..=1.2 (0.5: the base delay exactly).
+    pub fn delay_at(&self, attempts_made: u32, unit: f64) -> Option<Duration> {
         let base = self.base_delay(attempts_made)?;
         if !self.jitter || base.is_zero() {
             return Some(base);
         }
-        let factor = rand::thread_rng().gen_range(0.8..=1.2);
-        Some(base.mul_f64(factor))
+        Some(base.mul_f64(0.8 + 0.4 * unit.clamp(0.0, 1.0)))
     }
 }
 

@@ -33,7 +33,7 @@ use herald_channels::Attempt;
 use herald_core::breaker::Permit;
 use herald_core::clock::now_ms;
 use herald_core::delivery::DeliveryStatus;
-use herald_core::delivery::{SendReport, Verdict};
+use herald_core::delivery::{Decision, DeliveryRules, SendReport, Verdict, decide_next};
 use herald_core::destination::FallbackWhen;
 use herald_core::message::{Message, MessageBody, MessageInput, Severity};
 use herald_store::{
@@ -955,43 +955,24 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, mut slot
         let waited = (started_at - c.message.created_at).max(0) as f64 / 1000.0;
         metrics::histogram!("herald_first_attempt_delay_seconds").record(waited);
     }
-    let max_wait = state.config.max_retry_after.0;
-    let used = number.saturating_sub(c.delivery.budget_base);
-    let fallback = dest.spec.fallback.as_ref();
-    let fail_over = |f: &herald_core::destination::FallbackSpec| NextState::FailedOver {
-        fallback: f.destination.clone(),
-        new_delivery_id: herald_core::ids::new_id(herald_core::ids::DELIVERY),
+    let retry = dest.spec.retry_policy();
+    let rules = DeliveryRules {
+        retry: &retry,
+        fallback: dest.spec.fallback.as_ref(),
+        max_retry_after: state.config.max_retry_after.0,
     };
-    let (next, pause_until) = match &report.verdict {
-        Verdict::Delivered => (NextState::Delivered, None),
-        &Verdict::Retry {
-            after,
-            pause_destination,
-        } => {
-            let after = after.map(|a| a.min(max_wait));
-            let pause = if pause_destination {
-                after.map(|a| finished_at + a.as_millis() as i64)
-            } else {
-                None
-            };
-            let next = match (fallback, dest.spec.retry_policy().delay(used)) {
-                (Some(f), _) if f.when == FallbackWhen::Failure => fail_over(f),
-                (_, Some(backoff)) => NextState::Retry {
-                    at: finished_at + backoff.max(after.unwrap_or_default()).as_millis() as i64,
-                },
-                (Some(f), None) => fail_over(f),
-                (None, None) => NextState::Dead,
-            };
-            (next, pause)
-        }
-        Verdict::Permanent { .. } => (fallback.map(fail_over).unwrap_or(NextState::Dead), None),
-    };
-    let disable = match &report.verdict {
-        Verdict::Permanent {
-            disable_destination: Some(reason),
-        } => Some(reason.clone()),
-        _ => None,
-    };
+    let Decision {
+        next,
+        pause_until,
+        disable_destination: disable,
+    } = decide_next(
+        &report.verdict,
+        &rules,
+        number.saturating_sub(c.delivery.budget_base),
+        rand::random::<f64>(),
+        finished_at,
+        || herald_core::ids::new_id(herald_core::ids::DELIVERY),
+    );
     let breaker = dest.spec.breaker().map(|config| BreakerEvent {
         config,
         failure: matches!(report.verdict, Verdict::Retry { .. }),
@@ -1095,14 +1076,8 @@ async fn record(state: &AppState, finish: FinishAttempt, until: i64) {
         );
         return;
     }
-    let finished = match finish.next {
-        NextState::Delivered => Some("delivered"),
-        NextState::Dead => Some("dead"),
-        NextState::FailedOver { .. } => Some("failed_over"),
-        NextState::Retry { .. } => None,
-    };
-    if let Some(status) = finished {
-        metrics::counter!("herald_deliveries_finished_total", "destination" => destination.clone(), "status" => status).increment(1);
+    if let Some(status) = finish.next.finished() {
+        metrics::counter!("herald_deliveries_finished_total", "destination" => destination.clone(), "status" => status.as_str()).increment(1);
     }
     if matches!(finish.next, NextState::FailedOver { .. }) {
         state.dispatcher.wake();

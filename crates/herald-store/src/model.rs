@@ -192,21 +192,9 @@ pub struct ClaimResult {
     pub rate_limited: Vec<String>,
 }
 
-/// The state a delivery moves to after an attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NextState {
-    Delivered,
-    Retry {
-        at: i64,
-    },
-    Dead,
-    /// Handed to a fallback: this delivery ends `failed_over` and a new pending delivery to
-    /// `fallback` (with `fallback_of` set) is created.
-    FailedOver {
-        fallback: String,
-        new_delivery_id: String,
-    },
-}
+/// The state a delivery moves to after an attempt: decided in core
+/// ([`herald_core::delivery::decide_next`]), beside the state diagram.
+pub use herald_core::delivery::NextState;
 
 /// What an attempt tells the destination's circuit breaker. The store applies it to the
 /// stored state inside the attempt's transaction, so failures seen by every node count.

@@ -1607,12 +1607,12 @@ async fn claim_head(
 }
 
 async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
-    let (status, next_at, dead_at) = match &f.next {
-        NextState::Delivered => ("delivered", None, None),
-        NextState::Retry { at } => ("pending", Some(*at), None),
-        NextState::Dead => ("dead", None, Some(f.now)),
-        NextState::FailedOver { .. } => ("failed_over", None, None),
+    let status = f.next.status().as_str();
+    let next_at = match &f.next {
+        NextState::Retry { at } => Some(*at),
+        _ => None,
     };
+    let dead_at = (f.next == NextState::Dead).then_some(f.now);
     let a = f.attempt.as_ref();
     let row = sqlx::query(
         "UPDATE deliveries SET status = $1, attempt_count = attempt_count + $2, next_attempt_at = $3, lease_until = NULL, lease_token = NULL,
@@ -1645,14 +1645,13 @@ async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<FinishOutcome> {
     if let Some(a) = a {
         insert_attempts(w, &[(f, a, number)]).await?;
     }
-    let (action, fallback) = match &f.next {
-        NextState::Delivered => ("delivery.delivered", None),
-        NextState::Retry { .. } => ("delivery.retry_scheduled", None),
-        NextState::Dead => ("delivery.dead", None),
+    let action = f.next.audit_action();
+    let fallback = match &f.next {
         NextState::FailedOver {
             fallback,
             new_delivery_id,
-        } => ("delivery.failed_over", Some((fallback, new_delivery_id))),
+        } => Some((fallback, new_delivery_id)),
+        _ => None,
     };
     if let Some((fallback, new_id)) = fallback {
         sqlx::query(
@@ -1989,7 +1988,7 @@ async fn record_successes(
             &new_audit(
                 f.now,
                 "dispatcher",
-                "delivery.delivered",
+                NextState::Delivered.audit_action(),
                 &f.delivery_id,
                 detail,
             ),
