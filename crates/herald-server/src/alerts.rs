@@ -98,7 +98,7 @@ pub async fn record(
     let message_id = outcome.alert.as_ref().map(|(_, id)| id.clone());
     if let Some((d, _)) = &outcome.alert {
         metrics::counter!("herald_error_alerts_total", "reason" => d.reason.as_str()).increment(1);
-        state.dispatcher.wake();
+        state.dispatch.dispatcher.wake();
     }
     Ok(Reported {
         group: outcome.group.id,

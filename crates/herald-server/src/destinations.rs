@@ -265,7 +265,7 @@ pub async fn put(
     let stored = state.store.get_destination(name).await?.unwrap_or(row);
     let entry = DestinationEntry::from_row(stored, &state.secrets).map_err(ApiError::Internal)?;
     let entry = state.destinations.insert(entry);
-    state.dispatcher.wake();
+    state.dispatch.dispatcher.wake();
     Ok(PutOutcome {
         created,
         entry,
@@ -331,7 +331,7 @@ pub async fn enable(state: &AppState, name: &str, actor: &str) -> Result<bool, A
             .destinations
             .insert(DestinationEntry::from_row(row, &state.secrets).map_err(ApiError::Internal)?);
     }
-    state.dispatcher.wake();
+    state.dispatch.dispatcher.wake();
     Ok(true)
 }
 

@@ -26,16 +26,20 @@
 //!   transaction while the queue has room ahead ([`Dispatcher::lease_at_accept`]), and goes
 //!   to the ready queue when that commit answers: no claim round between accept and first
 //!   attempt.
+//! * It knows nothing of the server around it: it takes a [`DispatchContext`] (the store,
+//!   the destination cache, the channels and its settings) and reports what the server
+//!   must act on — a destination it disabled — as [`DispatchEvent`]s on a channel.
 
+use crate::destinations::DestinationCache;
 use crate::destinations::DestinationEntry;
-use crate::state::AppState;
 use herald_channels::Attempt;
+use herald_channels::Channels;
 use herald_core::breaker::Permit;
 use herald_core::clock::now_ms;
 use herald_core::delivery::DeliveryStatus;
 use herald_core::delivery::{Decision, DeliveryRules, SendReport, Verdict, decide_next};
 use herald_core::destination::FallbackWhen;
-use herald_core::message::{Message, MessageBody, MessageInput, Severity};
+use herald_core::message::{Message, MessageBody};
 use herald_store::{
     AcceptLease, AcceptOutcome, AttemptRecord, BreakerEvent, ClaimRequest, ClaimedDelivery,
     DeliveryRecord, FinishAttempt, MessageRecord, NextState, QueueClaim,
@@ -51,16 +55,45 @@ use tracing::Instrument;
 
 /// Longest sleep between claims (expired leases are found at least this often).
 const POLL: Duration = Duration::from_secs(1);
-/// How often destinations are re-read from the store (changes made by other nodes).
-const RELOAD: Duration = Duration::from_secs(10);
 /// Most deliveries one destination leases ahead of its free capacity. Each one held costs
 /// its parsed message: with 4 096 a million-message backlog took Herald past 100 MB RSS.
 const MAX_AHEAD: u32 = 2048;
 /// A delivery from the ready queue is started only with at least this much lease left
 /// beyond the destination's timeout; otherwise it goes back to the store.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
-/// Event type of the message Herald sends when it disables a destination.
-pub const DISABLED_EVENT: &str = "herald.destination.disabled";
+/// Everything the dispatcher works with, and nothing else of the server.
+#[derive(Clone)]
+pub struct DispatchContext {
+    pub store: Arc<dyn Store>,
+    pub destinations: Arc<DestinationCache>,
+    pub channels: Channels,
+    pub settings: DispatchSettings,
+    pub dispatcher: Dispatcher,
+    /// What the server must act on; see [`DispatchEvent`].
+    pub events: mpsc::UnboundedSender<DispatchEvent>,
+}
+
+/// The dispatcher's part of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchSettings {
+    /// Attempts in flight on this node, in all.
+    pub concurrency: u32,
+    /// Attempts in flight per destination, unless it sets `max_in_flight`.
+    pub destination_concurrency: u32,
+    /// How long a claimed delivery is leased (at least the destination's timeout + 10 s).
+    pub lease: Duration,
+    /// The longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
+}
+
+/// What the dispatcher tells the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchEvent {
+    /// The dispatcher disabled a destination (a 410, a deleted webhook, sustained
+    /// failure): someone should hear about it
+    /// ([`DISABLED_EVENT`](crate::operational::DISABLED_EVENT)).
+    DestinationDisabled { destination: String, reason: String },
+}
 
 #[derive(Clone, Default)]
 pub struct Dispatcher {
@@ -185,19 +218,19 @@ impl Dispatcher {
     }
 
     /// Runs the claim loop until [`Dispatcher::shutdown`].
-    pub fn spawn(&self, state: AppState) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(&self, ctx: DispatchContext) -> tokio::task::JoinHandle<()> {
         let (tx, rx) = mpsc::unbounded_channel();
         if self.inner.recorder.set(tx).is_ok() {
-            tokio::spawn(run_recorder(state.store.clone(), rx));
+            tokio::spawn(run_recorder(ctx.store.clone(), rx));
         }
         let this = self.clone();
-        tokio::spawn(async move { this.run(state).await })
+        tokio::spawn(async move { this.run(ctx).await })
     }
 
     /// Records an attempt's outcome, batched with others finishing at the same time.
     async fn store_finish(
         &self,
-        state: &AppState,
+        ctx: &DispatchContext,
         f: FinishAttempt,
     ) -> Result<FinishOutcome, String> {
         if let Some(tx) = self.inner.recorder.get() {
@@ -208,26 +241,21 @@ impl Dispatcher {
                     .map_err(|_| "the recorder stopped".to_string())?;
             }
         }
-        state
-            .store
-            .finish_attempt(f)
-            .await
-            .map_err(|e| e.to_string())
+        ctx.store.finish_attempt(f).await.map_err(|e| e.to_string())
     }
 
-    async fn run(self, state: AppState) {
+    async fn run(self, ctx: DispatchContext) {
         let mut rotate = 0usize;
         // Claims fail while the store is down: logged when that starts and when it ends.
         let mut failing_since: Option<Instant> = None;
-        let mut last_reload = Instant::now();
         // Other nodes' news (Postgres NOTIFY); polling covers what it misses.
-        let remote = state.store.remote_signals();
+        let remote = ctx.store.remote_signals();
         while !self.inner.stopping.load(Ordering::Relaxed) {
             let now = now_ms();
-            let (req, modes, mut wake_at) = self.plan(&state, now, rotate);
+            let (req, modes, mut wake_at) = self.plan(&ctx, now, rotate);
             rotate = rotate.wrapping_add(1);
             let asked = Instant::now();
-            let claimed = state.store.claim(req).await;
+            let claimed = ctx.store.claim(req).await;
             self.observe(None, asked.elapsed());
             match claimed {
                 Ok(res) => {
@@ -238,7 +266,7 @@ impl Dispatcher {
                         );
                     }
                     for ds in &res.destinations {
-                        if let Some(d) = state.destinations.get(&ds.name) {
+                        if let Some(d) = ctx.destinations.get(&ds.name) {
                             d.observe(ds);
                         }
                     }
@@ -251,7 +279,7 @@ impl Dispatcher {
                             "took back deliveries whose lease expired"
                         );
                     }
-                    self.dispatch(&state, res.claimed, &modes, now).await;
+                    self.dispatch(&ctx, res.claimed, &modes, now).await;
                     if let Some(due) = res.next_due_at.filter(|d| *d > now) {
                         wake_at = wake_at.min(due);
                     }
@@ -272,33 +300,10 @@ impl Dispatcher {
                     None => std::future::pending().await,
                 }
             };
-            let remote_destinations = async {
-                match &remote {
-                    Some(r) => r.config.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let mut reload_now = false;
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = remote_work => {}
-                _ = remote_destinations => reload_now = true,
                 _ = tokio::time::sleep(sleep) => {}
-            }
-            if reload_now {
-                // A token revoked on another node stops working here at once.
-                state.auth.forget_all();
-            }
-            if reload_now || last_reload.elapsed() >= RELOAD {
-                last_reload = Instant::now();
-                if let Err(e) = state
-                    .destinations
-                    .reload(state.store.as_ref(), &state.secrets)
-                    .await
-                {
-                    tracing::error!(error = %e, "reloading destinations failed");
-                }
-                state.auth.flush_last_used(state.store.as_ref()).await;
             }
         }
     }
@@ -306,12 +311,12 @@ impl Dispatcher {
     /// Decides how many deliveries each destination may take now, and when to look again.
     fn plan(
         &self,
-        state: &AppState,
+        ctx: &DispatchContext,
         now: i64,
         rotate: usize,
     ) -> (ClaimRequest, HashMap<String, Mode>, i64) {
-        let destinations = state.destinations.all();
-        let mut room = state.config.concurrency.saturating_sub(self.in_flight());
+        let destinations = ctx.destinations.all();
+        let mut room = ctx.settings.concurrency.saturating_sub(self.in_flight());
         let mut queues = Vec::with_capacity(destinations.len());
         let mut modes = HashMap::with_capacity(destinations.len());
         let mut wake_at = now + POLL.as_millis() as i64;
@@ -328,7 +333,7 @@ impl Dispatcher {
             }
             let running = sched.busy.get(&d.name).copied().unwrap_or(0);
             let queued = sched.queued(&d.name);
-            let limit = self.limit(state, d);
+            let limit = self.limit(ctx, d);
             let free_now = limit.saturating_sub(running).min(room);
             let mut capacity = free_now;
             let idle = running == 0 && queued == 0;
@@ -365,7 +370,7 @@ impl Dispatcher {
                 // The slots that free before the next claim returns find a delivery waiting.
                 capacity = sched.lease_room(&d.name, limit);
             }
-            let lease = lease(state, d);
+            let lease = lease(ctx, d);
             queues.push(QueueClaim {
                 destination: d.name.clone(),
                 capacity,
@@ -390,7 +395,7 @@ impl Dispatcher {
     /// Opens half-open probes (one for the whole cluster) and starts a task per claim.
     async fn dispatch(
         &self,
-        state: &AppState,
+        ctx: &DispatchContext,
         claimed: Vec<ClaimedDelivery>,
         modes: &HashMap<String, Mode>,
         now: i64,
@@ -401,16 +406,16 @@ impl Dispatcher {
             if modes.get(name) != Some(&Mode::Probe) || refused.iter().any(|r| r == name) {
                 continue;
             }
-            let Some(d) = state.destinations.get(name) else {
+            let Some(d) = ctx.destinations.get(name) else {
                 continue;
             };
-            let deadline = now + lease(state, &d).as_millis() as i64;
-            match state.store.start_probe(name, deadline, now).await {
+            let deadline = now + lease(ctx, &d).as_millis() as i64;
+            match ctx.store.start_probe(name, deadline, now).await {
                 Ok(Some(stored)) => d.set_breaker(Some(&stored)),
                 Ok(None) => {
                     // Another node holds the probe: take on the stored state, so this node
                     // waits for its outcome instead of asking again.
-                    if let Ok(Some(row)) = state.store.get_destination(name).await {
+                    if let Ok(Some(row)) = ctx.store.get_destination(name).await {
                         d.set_breaker(row.breaker.as_deref());
                     }
                     refused.push(name.to_string());
@@ -428,7 +433,7 @@ impl Dispatcher {
             // The claim just refreshed the shared breaker state: if another node's probe
             // closed it meanwhile, these deliveries are attempted normally, not failed over.
             let closed_again = matches!(modes.get(name), Some(Mode::FailOver(_)))
-                && state.destinations.get(name).is_some_and(|d| {
+                && ctx.destinations.get(name).is_some_and(|d| {
                     d.breaker.lock().expect("breaker lock").permit(now) == Permit::Any
                 });
             if refused.iter().any(|r| r == name) || closed_again {
@@ -440,17 +445,17 @@ impl Dispatcher {
                 .get(&c.delivery.destination)
                 .cloned()
                 .unwrap_or(Mode::Send);
-            let dest = state.destinations.get(name);
+            let dest = ctx.destinations.get(name);
             let queue = mode == Mode::Send && dest.as_deref().is_some_and(prefetchable);
             if let (true, Some(d)) = (queue, dest) {
-                let lease_until = now + lease(state, &d).as_millis() as i64;
+                let lease_until = now + lease(ctx, &d).as_millis() as i64;
                 ready.push(Ready {
                     claim: c,
                     lease_until,
                 });
             } else {
                 let slot = Slot::take(self, name);
-                self.start(state.clone(), c, mode, slot);
+                self.start(ctx.clone(), c, mode, slot);
             }
         }
         if !ready.is_empty() {
@@ -463,8 +468,8 @@ impl Dispatcher {
                     .push_back(r);
             }
         }
-        give_back_leases(state, give_back, now).await;
-        self.pump(state).await;
+        give_back_leases(ctx, give_back, now).await;
+        self.pump(ctx).await;
     }
 
     /// Leases a batch's fresh deliveries to this node in the accept's own transaction, as
@@ -476,7 +481,7 @@ impl Dispatcher {
     /// Hand the result to [`Dispatcher::accept_committed`] once the accept has answered.
     pub fn lease_at_accept(
         &self,
-        state: &AppState,
+        ctx: &DispatchContext,
         batch: &mut [herald_store::NewMessage],
         now: i64,
     ) -> AcceptLeases {
@@ -485,16 +490,16 @@ impl Dispatcher {
             items: Vec::new(),
             all: true,
         };
-        let single = state.store.single_node() && !self.inner.stopping.load(Ordering::Relaxed);
+        let single = ctx.store.single_node() && !self.inner.stopping.load(Ordering::Relaxed);
         let mut token: Option<String> = None;
         let mut sched = self.inner.sched.lock().expect("dispatcher lock");
         for (i, m) in batch.iter_mut().enumerate() {
             for d in &mut m.deliveries {
-                let dest = state
+                let dest = ctx
                     .destinations
                     .get(&d.destination)
                     .filter(|e| single && prefetchable(e) && sendable(e, now))
-                    .filter(|e| sched.lease_room(&e.name, self.limit(state, e)) > 0);
+                    .filter(|e| sched.lease_room(&e.name, self.limit(ctx, e)) > 0);
                 let Some(dest) = dest else {
                     leases.all = false;
                     continue;
@@ -502,7 +507,7 @@ impl Dispatcher {
                 let token = token
                     .get_or_insert_with(|| herald_core::ids::new_id("lease"))
                     .clone();
-                let until = now + lease(state, &dest).as_millis() as i64;
+                let until = now + lease(ctx, &dest).as_millis() as i64;
                 *sched.leasing.entry(dest.name.clone()).or_default() += 1;
                 d.lease = Some(AcceptLease {
                     token: token.clone(),
@@ -548,7 +553,7 @@ impl Dispatcher {
     /// `outcomes`: `None` when the accept failed (nothing was stored).
     pub async fn accept_committed(
         &self,
-        state: &AppState,
+        ctx: &DispatchContext,
         mut leases: AcceptLeases,
         outcomes: Option<&[AcceptOutcome]>,
     ) {
@@ -578,8 +583,8 @@ impl Dispatcher {
             }
         }
         metrics::counter!("herald_deliveries_leased_at_accept_total").increment(started);
-        give_back_leases(state, give_back, now_ms()).await;
-        self.pump(state).await;
+        give_back_leases(ctx, give_back, now_ms()).await;
+        self.pump(ctx).await;
     }
 
     /// Folds a claim round's time (`None`) or a destination's attempt time into its
@@ -601,24 +606,24 @@ impl Dispatcher {
     }
 
     /// The most attempts a destination may have running at once.
-    fn limit(&self, state: &AppState, d: &DestinationEntry) -> u32 {
+    fn limit(&self, ctx: &DispatchContext, d: &DestinationEntry) -> u32 {
         d.spec
             .max_in_flight
-            .unwrap_or(state.config.destination_concurrency)
+            .unwrap_or(ctx.settings.destination_concurrency)
     }
 
     /// Starts deliveries from the ready queues into the free slots, destinations in turn.
     /// A queue whose destination can no longer be attempted (disabled, paused, tripped,
     /// deleted, or changed to ordered or rate-limited) goes back to the store whole, and so
     /// does a delivery whose lease would end before its attempt could time out.
-    async fn pump(&self, state: &AppState) {
+    async fn pump(&self, ctx: &DispatchContext) {
         // While the store cannot commit, an attempt's outcome could not be recorded: what is
         // leased waits (the next successful claim round pumps again).
-        if self.inner.stopping.load(Ordering::Relaxed) || !state.store.health().is_up() {
+        if self.inner.stopping.load(Ordering::Relaxed) || !ctx.store.health().is_up() {
             return;
         }
         let now = now_ms();
-        let concurrency = state.config.concurrency;
+        let concurrency = ctx.settings.concurrency;
         let mut starts = Vec::new();
         let mut give_back = Vec::new();
         {
@@ -638,7 +643,7 @@ impl Dispatcher {
             let n = names.len();
             for i in 0..n {
                 let name = &names[(i + turn) % n];
-                let dest = state
+                let dest = ctx
                     .destinations
                     .get(name)
                     .filter(|d| prefetchable(d) && sendable(d, now));
@@ -647,7 +652,7 @@ impl Dispatcher {
                     give_back.extend(q.into_iter().map(|r| r.claim));
                     continue;
                 };
-                let limit = self.limit(state, &dest);
+                let limit = self.limit(ctx, &dest);
                 let latest_start = now + (dest.spec.timeout() + LEASE_MARGIN).as_millis() as i64;
                 loop {
                     let running = sched.busy.get(name).copied().unwrap_or(0);
@@ -669,16 +674,16 @@ impl Dispatcher {
             sched.ready.retain(|_, q| !q.is_empty());
         }
         for (c, slot) in starts {
-            self.start(state.clone(), c, Mode::Send, slot);
+            self.start(ctx.clone(), c, Mode::Send, slot);
         }
         let leases = give_back
             .into_iter()
             .map(|c| (c.delivery.id, c.lease_token))
             .collect();
-        give_back_leases(state, leases, now).await;
+        give_back_leases(ctx, leases, now).await;
     }
 
-    fn start(&self, state: AppState, c: ClaimedDelivery, mode: Mode, slot: Slot) {
+    fn start(&self, ctx: DispatchContext, c: ClaimedDelivery, mode: Mode, slot: Slot) {
         let dest = c.delivery.destination.clone();
         let id = c.delivery.id.clone();
         let lease = c.lease_token.clone();
@@ -691,9 +696,9 @@ impl Dispatcher {
         let handle = tokio::spawn(
             async move {
                 match mode {
-                    Mode::FailOver(fallback) => fail_over_unattempted(&state, c, fallback).await,
+                    Mode::FailOver(fallback) => fail_over_unattempted(&ctx, c, fallback).await,
                     Mode::Send | Mode::Probe => {
-                        run_attempt(&state, c, mode == Mode::Probe, slot).await
+                        run_attempt(&ctx, c, mode == Mode::Probe, slot).await
                     }
                 }
                 this.finished(&task_id);
@@ -719,7 +724,7 @@ impl Dispatcher {
 
     /// Stops claiming, lets running attempts finish for up to `grace`, then aborts the rest
     /// and gives their leases back so no delivery waits for a lease to expire.
-    pub async fn shutdown(&self, state: &AppState, grace: Duration) {
+    pub async fn shutdown(&self, ctx: &DispatchContext, grace: Duration) {
         self.inner.stopping.store(true, Ordering::Relaxed);
         self.wake();
         let waiting: Vec<(String, String)> = {
@@ -731,7 +736,7 @@ impl Dispatcher {
                 .map(|r| (r.claim.delivery.id, r.claim.lease_token))
                 .collect()
         };
-        give_back_leases(state, waiting, now_ms()).await;
+        give_back_leases(ctx, waiting, now_ms()).await;
         let deadline = Instant::now() + grace;
         while self.running() > 0 && Instant::now() < deadline {
             let _ =
@@ -758,7 +763,7 @@ impl Dispatcher {
                 (id, lease)
             })
             .collect();
-        if let Err(e) = state.store.release(leases, now_ms()).await {
+        if let Err(e) = ctx.store.release(leases, now_ms()).await {
             tracing::error!(error = %e, "shutdown: releasing leases failed; they expire on their own");
         }
     }
@@ -827,11 +832,9 @@ fn prefetchable(d: &DestinationEntry) -> bool {
 
 /// How long a claim of this destination's deliveries is leased: at least its timeout
 /// plus 10 s.
-fn lease(state: &AppState, d: &DestinationEntry) -> Duration {
-    state
-        .config
+fn lease(ctx: &DispatchContext, d: &DestinationEntry) -> Duration {
+    ctx.settings
         .lease
-        .0
         .max(d.spec.timeout() + Duration::from_secs(10))
 }
 
@@ -844,11 +847,11 @@ fn sendable(d: &DestinationEntry, now: i64) -> bool {
 }
 
 /// Puts leased deliveries back to pending (their leases would otherwise run out).
-async fn give_back_leases(state: &AppState, leases: Vec<(String, String)>, now: i64) {
+async fn give_back_leases(ctx: &DispatchContext, leases: Vec<(String, String)>, now: i64) {
     if leases.is_empty() {
         return;
     }
-    if let Err(e) = state.store.release(leases, now).await {
+    if let Err(e) = ctx.store.release(leases, now).await {
         tracing::warn!(error = %e, "giving back deliveries failed; their leases expire on their own");
     }
 }
@@ -898,15 +901,15 @@ enum Mode {
     FailOver(String),
 }
 
-async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, mut slot: Slot) {
+async fn run_attempt(ctx: &DispatchContext, c: ClaimedDelivery, probe: bool, mut slot: Slot) {
     let now = now_ms();
-    let usable = state
+    let usable = ctx
         .destinations
         .get(&c.delivery.destination)
         .filter(|d| sendable(d, now) || (probe && d.enabled() && !d.is_paused(now)));
     let Some(dest) = usable else {
         // Deleted, disabled, paused or tripped since the claim: give the delivery back untouched.
-        let _ = state
+        let _ = ctx
             .store
             .release(vec![(c.delivery.id.clone(), c.lease_token.clone())], now)
             .await;
@@ -924,8 +927,7 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, mut slot
                 created_at: c.message.created_at,
                 body,
             };
-            state
-                .channels
+            ctx.channels
                 .send(&Attempt {
                     message: &message,
                     destination: &dest.name,
@@ -943,9 +945,9 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, mut slot
     let took = t0.elapsed();
     let duration_ms = took.as_millis() as i64;
     slot.answered();
-    state.dispatcher.observe(Some(&dest.name), took);
+    ctx.dispatcher.observe(Some(&dest.name), took);
     // The freed slot goes to the next delivery waiting, without a claim round.
-    state.dispatcher.pump(state).await;
+    ctx.dispatcher.pump(ctx).await;
     let finished_at = now_ms();
     let outcome = report.verdict.outcome().as_str();
     metrics::counter!("herald_attempts_total", "destination" => dest.name.clone(), "outcome" => outcome).increment(1);
@@ -959,7 +961,7 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, mut slot
     let rules = DeliveryRules {
         retry: &retry,
         fallback: dest.spec.fallback.as_ref(),
-        max_retry_after: state.config.max_retry_after.0,
+        max_retry_after: ctx.settings.max_retry_after,
     };
     let Decision {
         next,
@@ -1003,13 +1005,13 @@ async fn run_attempt(state: &AppState, c: ClaimedDelivery, probe: bool, mut slot
     if let Some(p) = pause_until {
         dest.pause_until(p);
     }
-    let record_until = started_at + lease(state, &dest).as_millis() as i64;
-    record(state, finish, record_until).await;
+    let record_until = started_at + lease(ctx, &dest).as_millis() as i64;
+    record(ctx, finish, record_until).await;
     drop(slot);
 }
 
 /// While the breaker is open, a `when = "failure"` fallback takes the delivery at once.
-async fn fail_over_unattempted(state: &AppState, c: ClaimedDelivery, fallback: String) {
+async fn fail_over_unattempted(ctx: &DispatchContext, c: ClaimedDelivery, fallback: String) {
     let now = now_ms();
     let finish = FinishAttempt {
         delivery_id: c.delivery.id.clone(),
@@ -1027,21 +1029,21 @@ async fn fail_over_unattempted(state: &AppState, c: ClaimedDelivery, fallback: S
         now,
     };
     tracing::Span::current().record("outcome", "failed_over");
-    let record_until = now + state.config.lease.0.as_millis() as i64;
-    record(state, finish, record_until).await;
+    let record_until = now + ctx.settings.lease.as_millis() as i64;
+    record(ctx, finish, record_until).await;
 }
 
 /// Stores the transition, then applies what it changed to the destination: disabled →
 /// cache updated and an operational message sent. While the store is down it keeps trying,
 /// with backoff, until the lease ends (`until`, epoch ms): a record lost means the attempt
 /// is made again, a duplicate; one kept means the store's recovery costs nothing.
-async fn record(state: &AppState, finish: FinishAttempt, until: i64) {
+async fn record(ctx: &DispatchContext, finish: FinishAttempt, until: i64) {
     let destination = finish.destination.clone();
     let mut wait = Duration::from_millis(100);
     let mut tries = 0u32;
     let outcome = loop {
         tries += 1;
-        match state.dispatcher.store_finish(state, finish.clone()).await {
+        match ctx.dispatcher.store_finish(ctx, finish.clone()).await {
             Ok(o) => {
                 if tries > 1 {
                     tracing::info!(tries, "attempt recorded once the store answered again");
@@ -1062,7 +1064,7 @@ async fn record(state: &AppState, finish: FinishAttempt, until: i64) {
         }
     };
     if let Some(stored) = &outcome.breaker
-        && let Some(d) = state.destinations.get(&destination)
+        && let Some(d) = ctx.destinations.get(&destination)
     {
         d.set_breaker(Some(stored));
     }
@@ -1080,46 +1082,16 @@ async fn record(state: &AppState, finish: FinishAttempt, until: i64) {
         metrics::counter!("herald_deliveries_finished_total", "destination" => destination.clone(), "status" => status.as_str()).increment(1);
     }
     if matches!(finish.next, NextState::FailedOver { .. }) {
-        state.dispatcher.wake();
+        ctx.dispatcher.wake();
     }
     if let Some(reason) = outcome.disabled {
         tracing::warn!(destination = %destination, %reason, "destination disabled");
-        if let Some(d) = state.destinations.get(&destination) {
+        if let Some(d) = ctx.destinations.get(&destination) {
             d.disable(reason.clone());
         }
-        announce_disabled(state, &destination, &reason).await;
-    }
-}
-
-/// Sends the operational message `herald.destination.disabled`, routed like any other.
-async fn announce_disabled(state: &AppState, destination: &str, reason: &str) {
-    let input = MessageInput {
-        event_type: Some(DISABLED_EVENT.to_string()),
-        title: Some(format!("Herald disabled the destination \"{destination}\"")),
-        text: Some(format!(
-            "Deliveries to \"{destination}\" are stopped: {reason}. Fix the receiver, then re-enable it with POST /api/v1/destinations/{destination}/enable."
-        )),
-        severity: Some(Severity::Error),
-        payload: Some(serde_json::Map::from_iter([
-            (
-                "destination".to_string(),
-                serde_json::Value::from(destination),
-            ),
-            ("reason".to_string(), serde_json::Value::from(reason)),
-        ])),
-        ..Default::default()
-    };
-    let sub = crate::ingest::Submission {
-        input,
-        header_key: None,
-    };
-    let herald = crate::ingest::Submitter::system("herald");
-    match crate::ingest::submit(state, vec![sub], &herald).await {
-        Ok(r) => {
-            if let Some(Err(e)) = r.into_iter().next() {
-                tracing::error!(error = %e, "could not send the destination-disabled message");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "could not send the destination-disabled message"),
+        let _ = ctx.events.send(DispatchEvent::DestinationDisabled {
+            destination: destination.clone(),
+            reason,
+        });
     }
 }

@@ -115,20 +115,23 @@ pub async fn submit(
         }
     }
     if !batch.is_empty() {
-        let leases = state.dispatcher.lease_at_accept(state, &mut batch, now);
+        let leases = state
+            .dispatch
+            .dispatcher
+            .lease_at_accept(&state.dispatch, &mut batch, now);
         let wake = !leases.all;
         let outcomes = if leases.is_empty() {
             state.store.accept_messages(batch).await?
         } else {
             // A task of its own, so that what was leased reaches the ready queue even if
             // the client hangs up while the commit is under way.
-            let state = state.clone();
+            let dispatch = state.dispatch.clone();
             tokio::spawn(async move {
-                let outcomes = state.store.accept_messages(batch).await;
+                let outcomes = dispatch.store.accept_messages(batch).await;
                 let stored = outcomes.as_deref().ok();
-                state
+                dispatch
                     .dispatcher
-                    .accept_committed(&state, leases, stored)
+                    .accept_committed(&dispatch, leases, stored)
                     .await;
                 outcomes
             })
@@ -165,7 +168,7 @@ pub async fn submit(
             });
         }
         if any_new && wake {
-            state.dispatcher.wake();
+            state.dispatch.dispatcher.wake();
         }
         let accepted = results
             .iter()

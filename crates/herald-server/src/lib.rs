@@ -22,6 +22,7 @@ pub mod dispatcher;
 pub mod ingest;
 pub mod keys;
 pub mod listener;
+pub mod operational;
 pub mod state;
 pub mod telemetry;
 pub mod ui;
@@ -31,7 +32,7 @@ pub use herald_channels::client::install_crypto_provider;
 use auth::{Authenticator, Scope, new_token};
 use config::{Config, Database};
 use destinations::DestinationCache;
-use dispatcher::Dispatcher;
+use dispatcher::{DispatchContext, DispatchSettings, Dispatcher};
 use herald_channels::Channels;
 use herald_core::crypto::SecretBox;
 use herald_core::netpolicy::NetPolicy;
@@ -57,6 +58,7 @@ pub struct Herald {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     dispatcher: JoinHandle<()>,
+    watcher: JoinHandle<()>,
     upkeep: JoinHandle<()>,
 }
 
@@ -176,12 +178,28 @@ pub async fn start(config: Config) -> Result<Herald, String> {
     let (store, secrets) = open_store(&config).await?;
     let signer = keys::load_signer(store.as_ref(), &secrets).await?;
 
+    let channels = Channels::new(policy, config.secret_policy()).map_err(|e| e.to_string())?;
+    let destinations = Arc::new(DestinationCache::default());
+    let (events, dispatcher_events) = tokio::sync::mpsc::unbounded_channel();
+    let dispatch = DispatchContext {
+        store: store.clone(),
+        destinations: destinations.clone(),
+        channels: channels.clone(),
+        settings: DispatchSettings {
+            concurrency: config.concurrency,
+            destination_concurrency: config.destination_concurrency,
+            lease: config.lease.0,
+            max_retry_after: config.max_retry_after.0,
+        },
+        dispatcher: Dispatcher::new(),
+        events,
+    };
     let state = AppState {
         store: store.clone(),
         secrets: Arc::new(secrets),
-        channels: Channels::new(policy, config.secret_policy()).map_err(|e| e.to_string())?,
-        destinations: Arc::new(DestinationCache::default()),
-        dispatcher: Dispatcher::new(),
+        channels,
+        destinations,
+        dispatch,
         auth: Arc::new(Authenticator::new(config.admin_token.clone())),
         signer: Arc::new(signer),
         config: config.clone(),
@@ -206,7 +224,9 @@ pub async fn start(config: Config) -> Result<Herald, String> {
         max_connections: config.http.max_connections,
     };
     let server = tokio::spawn(listener::serve(listener, app, limits, stopped.clone()));
-    let dispatcher = state.dispatcher.spawn(state.clone());
+    let dispatcher = state.dispatch.dispatcher.spawn(state.dispatch.clone());
+    tokio::spawn(operational::run(state.clone(), dispatcher_events));
+    let watcher = tokio::spawn(watch_config(state.clone(), stopped.clone()));
     let upkeep = tokio::spawn(upkeep(state.clone(), stopped));
     telemetry::spawn_metrics_upkeep();
     tracing::info!(%addr, "herald is serving");
@@ -217,6 +237,7 @@ pub async fn start(config: Config) -> Result<Herald, String> {
         stop,
         server,
         dispatcher,
+        watcher,
         upkeep,
     })
 }
@@ -240,6 +261,38 @@ async fn bootstrap_admin(state: &AppState) -> Result<Option<String>, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(Some(t.token))
+}
+
+/// How often destinations are re-read from the store (changes made by other nodes).
+const RELOAD: Duration = Duration::from_secs(10);
+
+/// Keeps this node's copies of shared configuration fresh: destinations re-read every
+/// [`RELOAD`] and at once when another node says they changed (Postgres `NOTIFY`, which also
+/// makes revoked tokens stop working here at once); token use recorded on the way.
+async fn watch_config(state: AppState, mut stopped: watch::Receiver<bool>) {
+    let remote = state.store.remote_signals();
+    loop {
+        let remote_change = async {
+            match &remote {
+                Some(r) => r.config.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = remote_change => state.auth.forget_all(),
+            _ = tokio::time::sleep(RELOAD) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = state
+            .destinations
+            .reload(state.store.as_ref(), &state.secrets)
+            .await
+        {
+            tracing::error!(error = %e, "reloading destinations failed");
+        }
+        state.dispatch.dispatcher.wake();
+        state.auth.flush_last_used(state.store.as_ref()).await;
+    }
 }
 
 async fn upkeep(state: AppState, mut stopped: watch::Receiver<bool>) {
@@ -287,10 +340,12 @@ impl Herald {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         self.state
+            .dispatch
             .dispatcher
-            .shutdown(&self.state, self.state.config.shutdown_grace.0)
+            .shutdown(&self.state.dispatch, self.state.config.shutdown_grace.0)
             .await;
         let _ = self.dispatcher.await;
+        let _ = self.watcher.await;
         let _ = self.upkeep.await;
         self.state
             .auth

@@ -3,7 +3,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::destinations::DestinationCache;
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::DispatchContext;
 use herald_channels::Channels;
 use herald_core::audit::CheckpointSigner;
 use herald_core::crypto::SecretBox;
@@ -16,7 +16,8 @@ pub struct AppState {
     pub secrets: Arc<SecretBox>,
     pub channels: Channels,
     pub destinations: Arc<DestinationCache>,
-    pub dispatcher: Dispatcher,
+    /// The dispatcher and what it works with (the same store, cache and channels).
+    pub dispatch: DispatchContext,
     pub auth: Arc<Authenticator>,
     /// Signs audit checkpoints.
     pub signer: Arc<CheckpointSigner>,

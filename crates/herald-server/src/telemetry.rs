@@ -118,7 +118,7 @@ pub async fn metrics(
             0.0
         });
     }
-    metrics::gauge!("herald_attempts_in_flight").set(state.dispatcher.in_flight() as f64);
+    metrics::gauge!("herald_attempts_in_flight").set(state.dispatch.dispatcher.in_flight() as f64);
     let mut resp = prometheus().render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

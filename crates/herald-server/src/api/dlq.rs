@@ -76,7 +76,7 @@ pub async fn replay_one(
         .replay_dead(&queue, &id, &caller.actor(), now_ms())
         .await?;
     change_result(change, &queue, &id)?;
-    state.dispatcher.wake();
+    state.dispatch.dispatcher.wake();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "status": "pending"})),
@@ -133,7 +133,7 @@ pub async fn replay_all(
             now_ms(),
         )
         .await?;
-    state.dispatcher.wake();
+    state.dispatch.dispatcher.wake();
     Ok((StatusCode::ACCEPTED, Json(Replayed { replayed: n })))
 }
 

@@ -210,7 +210,7 @@ pub async fn replay(
             t,
         )?
     };
-    state.dispatcher.wake();
+    state.dispatch.dispatcher.wake();
     Ok(done("replayed", &t.queue, n))
 }
 
