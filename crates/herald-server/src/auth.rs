@@ -3,10 +3,6 @@
 //! hashes in constant time. Scopes: `send`, `read`, `admin` (admin implies the others).
 
 use crate::api::problem::ApiError;
-use crate::state::AppState;
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use herald_store::{Store, TokenRecord};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
@@ -221,32 +217,6 @@ impl Authenticator {
         {
             tracing::warn!(error = %e, "could not record token use");
         }
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into())
-        })?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into())
-            })?;
-        state
-            .auth
-            .authenticate(state.store.as_ref(), token.trim())
-            .await
     }
 }
 

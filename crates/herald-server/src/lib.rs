@@ -1,7 +1,7 @@
 //! # herald-server
 //!
 //! The running Herald: the v1 HTTP API ([`api`]), authentication ([`auth`]), ingest
-//! ([`ingest`]), the dispatcher ([`dispatcher`]) and the glue that starts and stops them.
+//! ([`ingest`]), the dispatcher ([`dispatch`]) and the glue that starts and stops them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), String> {
@@ -17,8 +17,9 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod destination_cache;
 pub mod destinations;
-pub mod dispatcher;
+pub mod dispatch;
 pub mod ingest;
 pub mod keys;
 pub mod listener;
@@ -31,8 +32,8 @@ pub use herald_channels::client::install_crypto_provider;
 
 use auth::{Authenticator, Scope, new_token};
 use config::{Config, Database};
-use destinations::DestinationCache;
-use dispatcher::{DispatchContext, DispatchSettings, Dispatcher};
+use destination_cache::DestinationCache;
+use dispatch::{DispatchContext, DispatchSettings, Dispatcher};
 use herald_channels::Channels;
 use herald_core::crypto::SecretBox;
 use herald_core::netpolicy::NetPolicy;

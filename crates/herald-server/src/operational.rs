@@ -1,7 +1,7 @@
 //! Operational messages: what Herald itself has to say (a destination it disabled), sent
 //! through ingest like any message, to the destinations that asked for `herald.*` events.
 
-use crate::dispatcher::DispatchEvent;
+use crate::dispatch::DispatchEvent;
 use crate::state::AppState;
 use herald_core::message::{MessageInput, Severity};
 use tokio::sync::mpsc;

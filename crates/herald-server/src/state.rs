@@ -2,8 +2,8 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::destinations::DestinationCache;
-use crate::dispatcher::DispatchContext;
+use crate::destination_cache::DestinationCache;
+use crate::dispatch::DispatchContext;
 use herald_channels::Channels;
 use herald_core::audit::CheckpointSigner;
 use herald_core::crypto::SecretBox;

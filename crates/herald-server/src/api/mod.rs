@@ -3,6 +3,7 @@
 
 pub mod apprise;
 pub mod audit;
+pub mod caller;
 pub mod deliveries;
 pub mod destinations;
 pub mod dlq;

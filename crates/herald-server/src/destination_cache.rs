@@ -1,0 +1,193 @@
+//! The destination cache: every destination decrypted in memory with its live dispatch
+//! state, for routing and dispatching. It knows nothing of the server around it.
+
+use herald_core::breaker::Breaker;
+use herald_core::crypto::SecretBox;
+use herald_core::destination::DestinationSpec;
+use herald_store::{DestinationRow, DestinationState, Store};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A destination ready to use, with its live dispatch state.
+#[derive(Debug)]
+pub struct DestinationEntry {
+    pub name: String,
+    pub spec: DestinationSpec,
+    /// The circuit breaker as last read from or written to the store (the stored state is
+    /// the truth, shared by every node; this copy is refreshed at every claim).
+    pub breaker: Mutex<Breaker>,
+    enabled: AtomicBool,
+    disabled_reason: RwLock<Option<String>>,
+    /// Epoch ms until which no attempt is made (Retry-After); 0 when not paused.
+    paused_until: AtomicI64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl DestinationEntry {
+    pub(crate) fn from_row(row: DestinationRow, secrets: &SecretBox) -> Result<Self, String> {
+        let plain = secrets
+            .open(&row.sealed_spec)
+            .map_err(|e| format!("destination {}: {e}", row.name))?;
+        let spec: DestinationSpec = serde_json::from_slice(&plain)
+            .map_err(|e| format!("destination {}: stored settings unreadable: {e}", row.name))?;
+        let breaker = row
+            .breaker
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        Ok(DestinationEntry {
+            name: row.name,
+            spec,
+            breaker: Mutex::new(breaker),
+            enabled: AtomicBool::new(row.enabled),
+            disabled_reason: RwLock::new(row.disabled_reason),
+            paused_until: AtomicI64::new(row.paused_until.unwrap_or(0)),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn disabled_reason(&self) -> Option<String> {
+        self.disabled_reason
+            .read()
+            .expect("destination lock")
+            .clone()
+    }
+
+    pub fn paused_until(&self) -> Option<i64> {
+        Some(self.paused_until.load(Ordering::Relaxed)).filter(|p| *p > 0)
+    }
+
+    pub fn is_paused(&self, now: i64) -> bool {
+        self.paused_until.load(Ordering::Relaxed) > now
+    }
+
+    pub fn pause_until(&self, until: i64) {
+        self.paused_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Takes on the shared state the store holds (what other nodes decided).
+    pub fn observe(&self, state: &DestinationState) {
+        if state.enabled != self.enabled() {
+            self.enabled.store(state.enabled, Ordering::Relaxed);
+            *self.disabled_reason.write().expect("destination lock") =
+                state.disabled_reason.clone();
+        }
+        if let Some(p) = state.paused_until {
+            self.pause_until(p);
+        }
+        self.set_breaker(state.breaker.as_deref());
+    }
+
+    /// Replaces the breaker copy with a stored state (JSON); `None` is closed.
+    pub fn set_breaker(&self, stored: Option<&str>) {
+        let b = stored
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        *self.breaker.lock().expect("breaker lock") = b;
+    }
+
+    pub fn disable(&self, reason: String) {
+        self.enabled.store(false, Ordering::Relaxed);
+        *self.disabled_reason.write().expect("destination lock") = Some(reason);
+    }
+
+    /// The spec as shown on read, `enabled` as it is now: how much of it depends on who
+    /// reads ([`Exposure`]).
+    pub fn public_spec(&self, exposure: Exposure) -> DestinationSpec {
+        let mut s = match exposure {
+            Exposure::Nothing => self.spec.masked_all(),
+            Exposure::Settings => self.spec.masked(),
+            Exposure::Secrets => self.spec.clone(),
+        };
+        s.name = Some(self.name.clone());
+        s.enabled = self.enabled();
+        s
+    }
+}
+
+/// How much of a destination a reader sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// `read` tokens: no secret, and nothing that could be one (header values, URL paths,
+    /// queries and user-info).
+    Nothing,
+    /// Admins: the settings, inline secrets masked.
+    Settings,
+    /// Admins who asked with `?reveal=true` (audited): the stored secrets themselves.
+    Secrets,
+}
+
+impl Exposure {
+    /// What `caller` sees of destinations, without asking to reveal.
+    pub fn for_caller(caller: &crate::auth::Caller) -> Self {
+        if caller.can(crate::auth::Scope::Admin) {
+            Exposure::Settings
+        } else {
+            Exposure::Nothing
+        }
+    }
+}
+
+/// Every destination, decrypted, by name.
+#[derive(Default)]
+pub struct DestinationCache {
+    map: RwLock<HashMap<String, Arc<DestinationEntry>>>,
+}
+
+impl DestinationCache {
+    /// Replaces the cache with what the store holds.
+    pub async fn reload(&self, store: &dyn Store, secrets: &SecretBox) -> Result<(), String> {
+        let rows = store.list_destinations().await.map_err(|e| e.to_string())?;
+        let mut map = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let e = DestinationEntry::from_row(row, secrets)?;
+            map.insert(e.name.clone(), Arc::new(e));
+        }
+        *self.map.write().expect("destination cache lock") = map;
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<DestinationEntry>> {
+        self.map
+            .read()
+            .expect("destination cache lock")
+            .get(name)
+            .cloned()
+    }
+
+    /// All destinations, sorted by name.
+    pub fn all(&self) -> Vec<Arc<DestinationEntry>> {
+        let mut v: Vec<_> = self
+            .map
+            .read()
+            .expect("destination cache lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub(crate) fn insert(&self, e: DestinationEntry) -> Arc<DestinationEntry> {
+        let e = Arc::new(e);
+        self.map
+            .write()
+            .expect("destination cache lock")
+            .insert(e.name.clone(), e.clone());
+        e
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        self.map
+            .write()
+            .expect("destination cache lock")
+            .remove(name);
+    }
+}
