@@ -164,9 +164,9 @@ pub struct Decision {
 
 /// The delivery state machine's one decision, pure: given the attempt's verdict, the
 /// destination's rules, the attempts already spent from the budget (this one included),
-/// the jitter draw (`0..=1`, see [`RetryPolicy::delay_at`]) and the time the attempt
-/// ended, where the delivery goes. `new_delivery_id` names the fallback's delivery, and
-/// is only called when there is one.
+/// the jitter draw (`0..=1`, see [`RetryPolicy::delay_at`]; drawn only for a retry) and
+/// the time the attempt ended, where the delivery goes. `new_delivery_id` names the
+/// fallback's delivery, and is only called when there is one.
 ///
 /// - delivered → `delivered`;
 /// - retryable → a `when = "failure"` fallback takes it at once; otherwise `pending`
@@ -178,7 +178,7 @@ pub fn decide_next(
     verdict: &Verdict,
     rules: &DeliveryRules<'_>,
     attempts_used: u32,
-    jitter: f64,
+    jitter: impl FnOnce() -> f64,
     now: i64,
     new_delivery_id: impl FnOnce() -> String,
 ) -> Decision {
@@ -198,7 +198,10 @@ pub fn decide_next(
             pause_destination,
         } => {
             let after = after.map(|a| a.min(rules.max_retry_after));
-            let next = match (rules.fallback, rules.retry.delay_at(attempts_used, jitter)) {
+            let next = match (
+                rules.fallback,
+                rules.retry.delay_at(attempts_used, jitter()),
+            ) {
                 (Some(f), _) if f.when == FallbackWhen::Failure => fail_over(f, new_delivery_id()),
                 (_, Some(backoff)) => NextState::Retry {
                     at: now.saturating_add(ms(backoff.max(after.unwrap_or_default()))),
@@ -432,9 +435,14 @@ mod tests {
             } else {
                 policy.max_attempts()
             };
-            let d = decide_next(&verdicts(verdict), &rules, used, 0.5, now, || {
-                "dl_new".into()
-            });
+            let d = decide_next(
+                &verdicts(verdict),
+                &rules,
+                used,
+                || 0.5,
+                now,
+                || "dl_new".into(),
+            );
             let got = match &d.next {
                 NextState::Delivered => "D".to_string(),
                 NextState::Retry { at } => format!("R{}", at - now),

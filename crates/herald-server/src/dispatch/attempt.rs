@@ -77,7 +77,7 @@ pub(super) async fn run_attempt(
         &report.verdict,
         &rules,
         number.saturating_sub(c.delivery.budget_base),
-        rand::random::<f64>(),
+        rand::random::<f64>,
         finished_at,
         || herald_core::ids::new_id(herald_core::ids::DELIVERY),
     );
