@@ -182,9 +182,14 @@ await step("a delivery is found by its message id and shows its attempt timeline
   await page.waitForURL(`${BASE}/ui/deliveries`);
   await page.fill("input[name=id]", alert.message);
   await page.click("form.search button[type=submit]");
+  // The unfiltered list shown before the search holds this delivery too: wait for the
+  // search's own results (htmx swaps #results and pushes the URL) before counting.
+  await page.waitForURL((u) => u.searchParams.get("id") === alert.message, { timeout: WAIT_MS });
+  const rows = page.locator("#results tbody tr");
+  await until("the results to narrow to the searched message", async () => (await rows.count()) === 1);
   const link = page.locator(`#results a:has-text("${alert.delivery}")`);
   await link.waitFor({ timeout: WAIT_MS });
-  assert((await page.locator("#results tbody tr").count()) === 1, "exactly the one delivery");
+  assert((await rows.count()) === 1, `exactly the one delivery: ${JSON.stringify(await rows.allInnerTexts())}`);
   await shot("04-search-by-message-id");
   await link.click();
   await page.waitForURL(`${BASE}/ui/deliveries/${alert.delivery}`);
