@@ -313,7 +313,7 @@ mod tests {
 
     fn message(title: &str, text: &str, payload: Value) -> Message {
         Message {
-            id: "msg_1".into(),
+            id: herald_core::ids::MessageId::stored("msg_1".into()),
             event_type: "job.done".into(),
             idempotency_key: None,
             created_at: 0,

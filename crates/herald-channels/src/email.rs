@@ -35,7 +35,7 @@ use crate::render::{
     title_of, truncate,
 };
 use crate::{Attempt, Channels};
-use herald_core::delivery::{SendReport, Verdict, excerpt};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict, excerpt};
 use herald_core::destination::{EmailSpec, SmtpSecurity, parse_smtp_url};
 use herald_core::error_report::ErrorAlert;
 use herald_core::message::Message;
@@ -238,7 +238,7 @@ fn error_html(message: &Message, a: &ErrorAlert) -> String {
 }
 
 fn config_error(error: impl Into<String>) -> SendReport {
-    SendReport::failed(Verdict::permanent(), "config", error)
+    SendReport::failed(Verdict::permanent(), ErrorClass::Config, error)
 }
 
 /// The email for this attempt.
@@ -356,7 +356,7 @@ async fn allowed_address(
     let blocked = |reason: &str| {
         SendReport::failed(
             Verdict::permanent(),
-            "ssrf_blocked",
+            ErrorClass::SsrfBlocked,
             format!(
                 "blocked by the SSRF policy: {host} is a {reason} (exempt networks with HERALD_ALLOW_NETWORKS)"
             ),
@@ -370,14 +370,14 @@ async fn allowed_address(
         Ok(Err(err)) => {
             return Err(SendReport::failed(
                 Verdict::retry(),
-                "connect",
+                ErrorClass::Connect,
                 format!("cannot resolve {host}: {err}"),
             ));
         }
         Err(_) => {
             return Err(SendReport::failed(
                 Verdict::retry(),
-                "timeout",
+                ErrorClass::Timeout,
                 format!("resolving {host} timed out"),
             ));
         }
@@ -412,7 +412,7 @@ pub async fn send(ch: &Channels, e: &EmailSpec, a: &Attempt<'_>) -> SendReport {
             SmtpSecurity::None => Tls::None,
             SmtpSecurity::StartTls | SmtpSecurity::ImplicitTls => {
                 let params = TlsParameters::new(url.host.clone()).map_err(|err| {
-                    SendReport::failed(Verdict::permanent(), "tls", err.to_string())
+                    SendReport::failed(Verdict::permanent(), ErrorClass::Tls, err.to_string())
                 })?;
                 if url.security == SmtpSecurity::ImplicitTls {
                     Tls::Wrapper(params)
@@ -453,7 +453,7 @@ pub async fn send(ch: &Channels, e: &EmailSpec, a: &Attempt<'_>) -> SendReport {
             ch.smtp.evict(a.destination);
             SendReport::failed(
                 Verdict::retry(),
-                "timeout",
+                ErrorClass::Timeout,
                 format!(
                     "no complete SMTP answer within {timeout:?} (if the server accepted the message, the retry sends it again)"
                 ),
@@ -466,19 +466,19 @@ pub async fn send(ch: &Channels, e: &EmailSpec, a: &Attempt<'_>) -> SendReport {
 pub fn classify(err: &lettre::transport::smtp::Error) -> SendReport {
     let code = err.status().map(u16::from);
     let (verdict, class) = if err.is_transient() {
-        (Verdict::retry(), "smtp_reply")
+        (Verdict::retry(), ErrorClass::SmtpReply)
     } else if err.is_permanent() {
-        (Verdict::permanent(), "smtp_reply")
+        (Verdict::permanent(), ErrorClass::SmtpReply)
     } else if err.is_timeout() {
-        (Verdict::retry(), "timeout")
+        (Verdict::retry(), ErrorClass::Timeout)
     } else if err.is_tls() || caused_by_tls(err) {
-        (Verdict::permanent(), "tls")
+        (Verdict::permanent(), ErrorClass::Tls)
     } else if err.is_client() {
-        (Verdict::permanent(), "config")
+        (Verdict::permanent(), ErrorClass::Config)
     } else if err.to_string().starts_with("Connection error") {
-        (Verdict::retry(), "connect")
+        (Verdict::retry(), ErrorClass::Connect)
     } else {
-        (Verdict::retry(), "network")
+        (Verdict::retry(), ErrorClass::Network)
     };
     let mut report = SendReport::failed(verdict, class, err.to_string());
     report.status_code = code;
@@ -513,7 +513,7 @@ mod tests {
 
     fn message(title: Option<&str>, text: Option<&str>) -> Message {
         Message {
-            id: "msg_1".into(),
+            id: herald_core::ids::MessageId::stored("msg_1".into()),
             event_type: "report.ready".into(),
             idempotency_key: None,
             created_at: 0,

@@ -4,7 +4,7 @@
 //! several-request attempt does not repeat them.
 
 use herald_core::attachment::human_size;
-use herald_core::delivery::{MAX_EXCERPT, SendReport, Verdict, truncate_chars};
+use herald_core::delivery::{ErrorClass, MAX_EXCERPT, SendReport, Verdict, truncate_chars};
 use herald_core::message::{Attachment, Message};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -58,7 +58,7 @@ pub fn files(message: &Message) -> Result<Vec<File<'_>>, SendReport> {
         .map(|(index, meta)| {
             meta.bytes()
                 .map(|bytes| File { index, meta, bytes })
-                .map_err(|e| SendReport::failed(Verdict::permanent(), "attachment", e))
+                .map_err(|e| SendReport::failed(Verdict::permanent(), ErrorClass::Attachment, e))
         })
         .collect()
 }
@@ -79,10 +79,7 @@ impl Default for Multipart {
 impl Multipart {
     pub fn new() -> Self {
         Multipart {
-            boundary: format!(
-                "herald-{}",
-                herald_core::ids::new_id("b").trim_start_matches("b_")
-            ),
+            boundary: format!("herald-{}", herald_core::ids::unique_hex()),
             body: Vec::new(),
         }
     }

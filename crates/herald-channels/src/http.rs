@@ -12,7 +12,7 @@
 
 use crate::response::{Outgoing, classify_http, send as send_http};
 use crate::{Attempt, Channels};
-use herald_core::delivery::{SendReport, Verdict};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict};
 use herald_core::destination::HttpSpec;
 use herald_core::template::context;
 
@@ -22,7 +22,7 @@ pub async fn send(ch: &Channels, h: &HttpSpec, a: &Attempt<'_>) -> SendReport {
             let ctx = context(a.message, a.destination, "http", a.number);
             match ch.templates.render_json(t, &ctx) {
                 Ok(v) => v.to_string().into_bytes(),
-                Err(e) => return SendReport::failed(Verdict::permanent(), "template", e),
+                Err(e) => return SendReport::failed(Verdict::permanent(), ErrorClass::Template, e),
             }
         }
         None => {
@@ -41,7 +41,7 @@ pub async fn send(ch: &Channels, h: &HttpSpec, a: &Attempt<'_>) -> SendReport {
             "content-type".into(),
             "application/json; charset=utf-8".into(),
         ),
-        ("idempotency-key".into(), a.message.id.clone()),
+        ("idempotency-key".into(), a.message.id.to_string()),
     ];
     headers.extend(h.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     let method = match h.method.as_deref().unwrap_or("POST") {

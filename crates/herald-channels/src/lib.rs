@@ -34,7 +34,7 @@ pub mod teams;
 pub mod telegram;
 pub mod webhook;
 
-use herald_core::delivery::{SendReport, Verdict};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict};
 use herald_core::destination::{DestinationSpec, KindSpec};
 use herald_core::message::Message;
 use herald_core::netpolicy::NetPolicy;
@@ -111,7 +111,7 @@ impl Channels {
         let kind = match secrets::resolve_kind(&a.spec.kind, &self.secrets) {
             Ok(k) => k,
             // The operator can fix a missing variable or file; keep the message meanwhile.
-            Err(e) => return SendReport::failed(Verdict::retry(), "secret_ref", e),
+            Err(e) => return SendReport::failed(Verdict::retry(), ErrorClass::SecretRef, e),
         };
         // An attempt of several requests (files) gets the destination's timeout in all, so
         // it always ends inside its lease (the timeout + 10 s).
@@ -120,7 +120,7 @@ impl Channels {
             Ok(r) => r,
             Err(_) => SendReport::failed(
                 Verdict::retry(),
-                "timeout",
+                ErrorClass::Timeout,
                 format!(
                     "the attempt's requests did not finish within {budget:?} (the destination's timeout + {ATTEMPT_GRACE:?}); raise `timeout` for large files — requests already done are not repeated by the retry"
                 ),

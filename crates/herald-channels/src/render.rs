@@ -9,7 +9,7 @@
 //! may lose its tail, never a byte).
 
 use crate::{Attempt, Channels};
-use herald_core::delivery::{SendReport, Verdict};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict};
 use herald_core::error_report::{EVENT_TYPE as ERROR_EVENT, ErrorAlert};
 use herald_core::message::{Message, Severity};
 use herald_core::template::context;
@@ -278,7 +278,7 @@ pub fn override_str<'m>(
 
 /// A per-message override that cannot be sent as given: permanent, the message is wrong.
 pub fn override_error(error: String) -> SendReport {
-    SendReport::failed(Verdict::permanent(), "override", error)
+    SendReport::failed(Verdict::permanent(), ErrorClass::Override, error)
 }
 
 /// Renders the destination's `template` to text.
@@ -291,7 +291,7 @@ pub fn template_text(
     let ctx = context(a.message, a.destination, kind, a.number);
     ch.templates
         .render(template, &ctx)
-        .map_err(|e| SendReport::failed(Verdict::permanent(), "template", e))
+        .map_err(|e| SendReport::failed(Verdict::permanent(), ErrorClass::Template, e))
 }
 
 /// Renders the destination's `template` to a JSON object (a request body).
@@ -306,10 +306,14 @@ pub fn template_json(
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(SendReport::failed(
             Verdict::permanent(),
-            "template",
+            ErrorClass::Template,
             "the template must render a JSON object",
         )),
-        Err(e) => Err(SendReport::failed(Verdict::permanent(), "template", e)),
+        Err(e) => Err(SendReport::failed(
+            Verdict::permanent(),
+            ErrorClass::Template,
+            e,
+        )),
     }
 }
 
@@ -341,7 +345,7 @@ pub(crate) fn huge_error_alert() -> Message {
         report,
     };
     Message {
-        id: "msg_1".into(),
+        id: herald_core::ids::MessageId::stored("msg_1".into()),
         event_type: "error.reported".into(),
         idempotency_key: None,
         created_at: 0,

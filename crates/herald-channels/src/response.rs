@@ -4,7 +4,7 @@
 use crate::Channels;
 use crate::client::{UrlProblem, ssrf_cause};
 use herald_core::classify::{StatusClass, classify_status};
-use herald_core::delivery::{SendReport, Verdict, excerpt};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict, excerpt};
 use herald_core::retry_after::parse_retry_after;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use std::time::{Duration, SystemTime};
@@ -38,11 +38,16 @@ impl HttpAnswer {
             .and_then(|v| parse_retry_after(v, SystemTime::now()))
     }
 
-    fn report(&self, verdict: Verdict, class: Option<&str>, error: Option<String>) -> SendReport {
+    fn report(
+        &self,
+        verdict: Verdict,
+        class: Option<ErrorClass>,
+        error: Option<String>,
+    ) -> SendReport {
         SendReport {
             verdict,
             status_code: Some(self.status),
-            error_class: class.map(str::to_string),
+            error_class: class,
             error,
             response_excerpt: excerpt(&self.body),
         }
@@ -58,7 +63,7 @@ impl HttpAnswer {
                 after,
                 pause_destination: pause,
             },
-            Some("http_status"),
+            Some(ErrorClass::HttpStatus),
             Some(error),
         )
     }
@@ -68,7 +73,7 @@ impl HttpAnswer {
             Verdict::Permanent {
                 disable_destination: disable,
             },
-            Some("http_status"),
+            Some(ErrorClass::HttpStatus),
             Some(error),
         )
     }
@@ -129,12 +134,16 @@ pub async fn send(ch: &Channels, out: Outgoing<'_>) -> Result<HttpAnswer, SendRe
     let url = match ch.http.check_url(out.url) {
         Ok(u) => u,
         Err(UrlProblem::Invalid(e)) => {
-            return Err(SendReport::failed(Verdict::permanent(), "config", e));
+            return Err(SendReport::failed(
+                Verdict::permanent(),
+                ErrorClass::Config,
+                e,
+            ));
         }
         Err(UrlProblem::Blocked(b)) => {
             return Err(SendReport::failed(
                 Verdict::permanent(),
-                "ssrf_blocked",
+                ErrorClass::SsrfBlocked,
                 b.to_string(),
             ));
         }
@@ -145,14 +154,14 @@ pub async fn send(ch: &Channels, out: Outgoing<'_>) -> Result<HttpAnswer, SendRe
         let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
             SendReport::failed(
                 Verdict::permanent(),
-                "config",
+                ErrorClass::Config,
                 format!("invalid header name {k:?}"),
             )
         })?;
         let value = HeaderValue::from_str(v).map_err(|_| {
             SendReport::failed(
                 Verdict::permanent(),
-                "config",
+                ErrorClass::Config,
                 format!("invalid value for header {k}"),
             )
         })?;
@@ -243,16 +252,20 @@ fn looks_random(segment: &str) -> bool {
 /// Classifies a transport-level failure.
 pub fn transport_report(e: reqwest::Error) -> SendReport {
     if let Some(blocked) = ssrf_cause(&e) {
-        return SendReport::failed(Verdict::permanent(), "ssrf_blocked", blocked.to_string());
+        return SendReport::failed(
+            Verdict::permanent(),
+            ErrorClass::SsrfBlocked,
+            blocked.to_string(),
+        );
     }
     let (class, verdict) = if e.is_timeout() {
-        ("timeout", Verdict::retry())
+        (ErrorClass::Timeout, Verdict::retry())
     } else if e.is_connect() {
-        ("connect", Verdict::retry())
+        (ErrorClass::Connect, Verdict::retry())
     } else if e.is_builder() {
-        ("config", Verdict::permanent())
+        (ErrorClass::Config, Verdict::permanent())
     } else {
-        ("network", Verdict::retry())
+        (ErrorClass::Network, Verdict::retry())
     };
     SendReport::failed(verdict, class, describe(&e))
 }

@@ -41,7 +41,7 @@ use crate::render::{
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
 use herald_core::attachment::human_size;
-use herald_core::delivery::{SendReport, Verdict};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict};
 use herald_core::destination::SlackSpec;
 use herald_core::error_report::ErrorAlert;
 use herald_core::message::Message;
@@ -272,7 +272,11 @@ fn body(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> Result<Map<String, Val
         let body = template_json(ch, t, a, "slack")?;
         if let Some(blocks) = body.get("blocks") {
             check_blocks(blocks).map_err(|e| {
-                SendReport::failed(Verdict::permanent(), "template", format!("blocks: {e}"))
+                SendReport::failed(
+                    Verdict::permanent(),
+                    ErrorClass::Template,
+                    format!("blocks: {e}"),
+                )
             })?;
         }
         return Ok(body);
@@ -346,7 +350,7 @@ pub async fn send(ch: &Channels, s: &SlackSpec, a: &Attempt<'_>) -> SendReport {
         }
         _ => SendReport::failed(
             Verdict::permanent(),
-            "config",
+            ErrorClass::Config,
             "a Slack destination needs `url`, or `token` and `channel`",
         ),
     }
@@ -551,7 +555,7 @@ async fn share_files(
                     None => {
                         return SendReport::failed(
                             Verdict::permanent(),
-                            "provider_error",
+                            ErrorClass::ProviderError,
                             "chat.postMessage answered without the channel id the files need",
                         );
                     }
@@ -597,7 +601,11 @@ async fn share_files(
                 }
             ),
         ),
-        Err(report) if matches!(report.error_class.as_deref(), Some("timeout" | "network")) => {
+        Err(report)
+            if report
+                .error_class
+                .is_some_and(ErrorClass::may_have_reached_provider) =>
+        {
             with_note(
                 report,
                 "Slack may have shared the files already; the retry can share them twice",
@@ -680,7 +688,7 @@ mod tests {
 
     fn message(title: Option<&str>, text: Option<&str>, payload: Value) -> Message {
         Message {
-            id: "msg_1".into(),
+            id: herald_core::ids::MessageId::stored("msg_1".into()),
             event_type: "pipeline.failed".into(),
             idempotency_key: None,
             created_at: 0,

@@ -22,7 +22,7 @@ use crate::render::{override_str, overrides, template_text, text_of, title_of, t
 use crate::response::{HttpAnswer, Outgoing, classify_http, send as send_http, with_detail};
 use crate::{Attempt, Channels};
 use base64::Engine;
-use herald_core::delivery::{SendReport, Verdict};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict};
 use herald_core::destination::SmsSpec;
 use herald_core::message::Message;
 use serde_json::Value;
@@ -61,7 +61,7 @@ pub async fn send(ch: &Channels, s: &SmsSpec, a: &Attempt<'_>) -> SendReport {
     if s.account_sid.is_empty() || !s.account_sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return SendReport::failed(
             Verdict::permanent(),
-            "config",
+            ErrorClass::Config,
             "account_sid must be letters and digits (AC…)",
         );
     }
@@ -147,7 +147,10 @@ fn with_file_line(text: String, listed: &[&str]) -> String {
 /// Adds the duplicate-SMS risk to a transport failure that may have happened after Twilio
 /// got the request.
 fn warn_duplicate(mut report: SendReport) -> SendReport {
-    if matches!(report.error_class.as_deref(), Some("timeout" | "network")) {
+    if report
+        .error_class
+        .is_some_and(ErrorClass::may_have_reached_provider)
+    {
         report.error = Some(format!(
             "{}; Twilio may have sent the SMS already, and without an idempotency key the retry can send it twice",
             report.error.as_deref().unwrap_or("no answer")
@@ -192,7 +195,7 @@ mod tests {
 
     fn message(title: Option<&str>, text: &str) -> Message {
         Message {
-            id: "msg_1".into(),
+            id: herald_core::ids::MessageId::stored("msg_1".into()),
             event_type: "otp".into(),
             idempotency_key: None,
             created_at: 0,

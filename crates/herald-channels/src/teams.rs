@@ -290,7 +290,7 @@ mod tests {
 
     fn message(text: &str) -> Message {
         Message {
-            id: "msg_1".into(),
+            id: herald_core::ids::MessageId::stored("msg_1".into()),
             event_type: "deploy.failed".into(),
             idempotency_key: None,
             created_at: 0,

@@ -37,7 +37,7 @@ use crate::response::{
     HttpAnswer, Outgoing, classify_http, seconds, send as send_http, with_detail,
 };
 use crate::{Attempt, Channels};
-use herald_core::delivery::{SendReport, Verdict};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict};
 use herald_core::destination::{ChatId, TelegramSpec};
 use herald_core::message::Message;
 use serde_json::{Map, Value, json};
@@ -152,7 +152,7 @@ async fn send_inner(ch: &Channels, t: &TelegramSpec, a: &Attempt<'_>) -> SendRep
     {
         return SendReport::failed(
             Verdict::permanent(),
-            "config",
+            ErrorClass::Config,
             "the bot token has characters a Telegram token never has",
         );
     }
@@ -392,7 +392,7 @@ mod tests {
 
     fn message(title: Option<&str>, text: &str, payload: Value) -> Message {
         Message {
-            id: "msg_1".into(),
+            id: herald_core::ids::MessageId::stored("msg_1".into()),
             event_type: "etl.done".into(),
             idempotency_key: None,
             created_at: 0,
@@ -438,7 +438,7 @@ mod tests {
         let r = SendReport {
             verdict: Verdict::permanent(),
             status_code: Some(404),
-            error_class: Some("http_status".into()),
+            error_class: Some(ErrorClass::HttpStatus),
             error: Some("Cannot POST /bot123:abc/sendMessage".into()),
             response_excerpt: "path /bot123:abc/sendMessage".into(),
         };

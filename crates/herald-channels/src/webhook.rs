@@ -9,7 +9,7 @@
 use crate::response::{Outgoing, classify_http, send as send_http};
 use crate::{Attempt, Channels};
 use herald_core::clock::rfc3339;
-use herald_core::delivery::{SendReport, Verdict};
+use herald_core::delivery::{ErrorClass, SendReport, Verdict};
 use herald_core::destination::{Signing, WebhookSpec};
 use herald_core::message::Message;
 use herald_core::signature::{SigningKey, signature_header};
@@ -47,14 +47,14 @@ pub async fn send(ch: &Channels, w: &WebhookSpec, a: &Attempt<'_>) -> SendReport
         Some(Err(e)) => {
             return SendReport::failed(
                 Verdict::permanent(),
-                "config",
+                ErrorClass::Config,
                 format!("webhook secret: {e}"),
             );
         }
         _ => {
             return SendReport::failed(
                 Verdict::permanent(),
-                "config",
+                ErrorClass::Config,
                 "the webhook has no signing secret",
             );
         }
@@ -69,11 +69,11 @@ pub async fn send(ch: &Channels, w: &WebhookSpec, a: &Attempt<'_>) -> SendReport
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     headers.push(("content-type".into(), "application/json".into()));
-    headers.push(("webhook-id".into(), a.message.id.clone()));
+    headers.push(("webhook-id".into(), a.message.id.to_string()));
     headers.push(("webhook-timestamp".into(), timestamp.to_string()));
     headers.push((
         "webhook-signature".into(),
-        signature_header(&keys, &a.message.id, timestamp, &payload),
+        signature_header(&keys, a.message.id.as_str(), timestamp, &payload),
     ));
     if w.signing == Some(Signing::HexSha256) {
         headers.push((

@@ -162,6 +162,14 @@ impl Transition {
 }
 
 impl Breaker {
+    /// A breaker as the store keeps it (JSON; `None` when it never tripped). An unreadable
+    /// state counts as closed: the next attempt rewrites it.
+    pub fn from_stored(stored: Option<&str>) -> Breaker {
+        stored
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default()
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Breaker::Closed { .. } => "closed",

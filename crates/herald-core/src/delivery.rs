@@ -15,6 +15,7 @@
 //! replayed (back to `pending` with a fresh attempt budget, history kept) or discarded.
 
 use crate::destination::{FallbackSpec, FallbackWhen};
+use crate::ids::DeliveryId;
 use crate::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -111,7 +112,7 @@ pub enum NextState {
     /// `fallback` (with `fallback_of` set) is created under `new_delivery_id`.
     FailedOver {
         fallback: String,
-        new_delivery_id: String,
+        new_delivery_id: DeliveryId,
     },
 }
 
@@ -180,9 +181,9 @@ pub fn decide_next(
     attempts_used: u32,
     jitter: impl FnOnce() -> f64,
     now: i64,
-    new_delivery_id: impl FnOnce() -> String,
+    new_delivery_id: impl FnOnce() -> DeliveryId,
 ) -> Decision {
-    let fail_over = |f: &FallbackSpec, id: String| NextState::FailedOver {
+    let fail_over = |f: &FallbackSpec, id: DeliveryId| NextState::FailedOver {
         fallback: f.destination.clone(),
         new_delivery_id: id,
     };
@@ -269,14 +270,104 @@ impl Verdict {
     }
 }
 
+/// What kind of failure an attempt met, as the API and the store name it (`timeout`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The provider answered with an HTTP status that is not a success.
+    HttpStatus,
+    /// The provider answered 2xx but its body says it failed (Slack's `ok: false`, …).
+    ProviderError,
+    /// The SMTP server answered with an error reply.
+    SmtpReply,
+    /// No answer within the destination's timeout.
+    Timeout,
+    /// No connection could be made (refused, unresolvable).
+    Connect,
+    /// The connection broke after it was made.
+    Network,
+    /// The TLS handshake failed (a certificate, or a server that does not speak TLS).
+    Tls,
+    /// The SSRF guard refused the address.
+    SsrfBlocked,
+    /// The destination's settings cannot work (a missing field, an invalid header).
+    Config,
+    /// A template did not render.
+    Template,
+    /// A message's per-channel override is not valid for this channel.
+    Override,
+    /// A secret reference could not be resolved.
+    SecretRef,
+    /// An attachment could not be sent.
+    Attachment,
+    /// The stored message could not be read.
+    Corrupt,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 14] = [
+        ErrorClass::HttpStatus,
+        ErrorClass::ProviderError,
+        ErrorClass::SmtpReply,
+        ErrorClass::Timeout,
+        ErrorClass::Connect,
+        ErrorClass::Network,
+        ErrorClass::Tls,
+        ErrorClass::SsrfBlocked,
+        ErrorClass::Config,
+        ErrorClass::Template,
+        ErrorClass::Override,
+        ErrorClass::SecretRef,
+        ErrorClass::Attachment,
+        ErrorClass::Corrupt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::HttpStatus => "http_status",
+            ErrorClass::ProviderError => "provider_error",
+            ErrorClass::SmtpReply => "smtp_reply",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Network => "network",
+            ErrorClass::Tls => "tls",
+            ErrorClass::SsrfBlocked => "ssrf_blocked",
+            ErrorClass::Config => "config",
+            ErrorClass::Template => "template",
+            ErrorClass::Override => "override",
+            ErrorClass::SecretRef => "secret_ref",
+            ErrorClass::Attachment => "attachment",
+            ErrorClass::Corrupt => "corrupt",
+        }
+    }
+
+    /// The class stored as `s`, if this version knows it.
+    pub fn parse(s: &str) -> Option<ErrorClass> {
+        ErrorClass::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether the provider may already have received the request although no answer came
+    /// back: the request was sent (or partly sent) when the wait or the connection ended,
+    /// so a retry can deliver it twice. A refused connection, a blocked address or any
+    /// answer at all means it was not (or that the provider said what it did).
+    pub fn may_have_reached_provider(self) -> bool {
+        matches!(self, ErrorClass::Timeout | ErrorClass::Network)
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a channel reports about one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendReport {
     pub verdict: Verdict,
     pub status_code: Option<u16>,
-    /// A short machine-readable class: `http_status`, `timeout`, `connect`, `ssrf_blocked`,
-    /// `provider_error`, `template`, `config`, `secret_ref`…
-    pub error_class: Option<String>,
+    /// What kind of failure, when the attempt failed.
+    pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
     /// At most [`MAX_EXCERPT`] bytes of the answer; never a secret.
     pub response_excerpt: String,
@@ -293,11 +384,11 @@ impl SendReport {
         }
     }
 
-    pub fn failed(verdict: Verdict, class: &str, error: impl Into<String>) -> Self {
+    pub fn failed(verdict: Verdict, class: ErrorClass, error: impl Into<String>) -> Self {
         SendReport {
             verdict,
             status_code: None,
-            error_class: Some(class.to_string()),
+            error_class: Some(class),
             error: Some(error.into()),
             response_excerpt: String::new(),
         }
@@ -441,7 +532,7 @@ mod tests {
                 used,
                 || 0.5,
                 now,
-                || "dl_new".into(),
+                || DeliveryId::stored("dl_new".into()),
             );
             let got = match &d.next {
                 NextState::Delivered => "D".to_string(),
@@ -469,7 +560,7 @@ mod tests {
     fn next_states_name_their_status_and_audit_action() {
         let failed_over = NextState::FailedOver {
             fallback: "b".into(),
-            new_delivery_id: "dl_1".into(),
+            new_delivery_id: DeliveryId::stored("dl_1".into()),
         };
         for (next, status, finished, action) in [
             (

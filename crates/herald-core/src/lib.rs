@@ -40,6 +40,7 @@ pub mod rate_limit;
 pub mod redact;
 pub mod retry;
 pub mod retry_after;
+pub mod scope;
 pub mod secret_ref;
 pub mod sentry;
 pub mod signature;

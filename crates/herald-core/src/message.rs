@@ -1,6 +1,7 @@
 //! Messages: what a client submits, validated into what Herald stores and delivers.
 
 use crate::error::ValidationErrors;
+use crate::ids::MessageId;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -108,7 +109,7 @@ pub struct MessageBody {
 /// A validated, identified message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    pub id: String,
+    pub id: MessageId,
     pub event_type: String,
     pub idempotency_key: Option<String>,
     pub created_at: i64,

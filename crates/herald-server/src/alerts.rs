@@ -3,21 +3,17 @@
 //! (see `herald_core::error_report` for the rules). The alert is an ordinary message: routed
 //! by `to` or by `events` + `filter`, delivered, retried and audited like any other.
 
-use crate::api::problem::ApiError;
-use crate::ingest;
+use crate::ingest::{self, IngestError};
 use crate::state::AppState;
 use herald_core::clock::rfc3339;
 use herald_core::duration::format_duration;
 use herald_core::error_report::{EVENT_TYPE, ErrorAlert, ErrorReport, group};
-use herald_core::ids;
+use herald_core::ids::{DeliveryId, ErrorGroupId, MessageId};
 use herald_core::message::{Message, MessageBody, Severity};
 use herald_store::{ErrorOccurrence, NewDelivery, NewMessage};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-
-/// Prefix of error group ids.
-pub const GROUP: &str = "grp";
 
 /// The 202 body of `POST /api/v1/errors`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -37,8 +33,8 @@ pub async fn report(
     state: &AppState,
     report: ErrorReport,
     actor: &str,
-) -> Result<Reported, ApiError> {
-    let report = report.validate().map_err(ApiError::Validation)?;
+) -> Result<Reported, IngestError> {
+    let report = report.validate().map_err(IngestError::Invalid)?;
     record(state, report, actor).await
 }
 
@@ -47,15 +43,15 @@ pub async fn record(
     state: &AppState,
     report: ErrorReport,
     actor: &str,
-) -> Result<Reported, ApiError> {
+) -> Result<Reported, IngestError> {
     if let Some(to) = &report.to {
         ingest::check_to(state, to)?;
     }
     let g = group(&report);
     let now = herald_core::clock::now_ms();
-    let event = serde_json::to_string(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let event = serde_json::to_string(&report).map_err(|e| IngestError::Internal(e.to_string()))?;
     let occ = ErrorOccurrence {
-        new_id: ids::new_id(GROUP),
+        new_id: ErrorGroupId::new(),
         key: g.key.clone(),
         service: report.service().to_string(),
         fingerprint: g.fingerprint.clone(),
@@ -104,7 +100,7 @@ pub async fn record(
         group: outcome.group.id,
         new_group: outcome.new_group,
         alerted: message_id.is_some(),
-        message_id,
+        message_id: message_id.map(MessageId::into_string),
     })
 }
 
@@ -120,7 +116,7 @@ fn alert_message(
         _ => return Err("an alert serializes to an object".into()),
     };
     let message = Message {
-        id: ids::new_id(ids::MESSAGE),
+        id: MessageId::new(),
         event_type: EVENT_TYPE.to_string(),
         idempotency_key: None,
         created_at: now,
@@ -153,7 +149,7 @@ fn alert_message(
         deliveries: destinations
             .into_iter()
             .map(|d| NewDelivery {
-                id: ids::new_id(ids::DELIVERY),
+                id: DeliveryId::new(),
                 destination: d,
                 lease: None,
             })

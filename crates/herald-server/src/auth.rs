@@ -2,17 +2,14 @@
 //! SHA-256 of the secret is stored; verification looks the token up by id and compares the
 //! hashes in constant time. Scopes: `send`, `read`, `admin` (admin implies the others).
 
-use crate::api::problem::ApiError;
-use herald_store::{Store, TokenRecord};
+use herald_store::{Store, StoreError, TokenRecord};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-use utoipa::ToSchema;
 
 const PREFIX: &str = "hrld_";
 const ID_LEN: usize = 12;
@@ -21,32 +18,7 @@ const SECRET_LEN: usize = 32;
 /// another node takes effect within this time; on this node at once).
 const CACHE_TTL: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Submit messages and error reports.
-    Send,
-    /// Read messages, deliveries, destinations, the DLQ and the audit log.
-    Read,
-    /// Everything, including destinations, DLQ changes and tokens.
-    Admin,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Send => "send",
-            Scope::Read => "read",
-            Scope::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Scope> {
-        [Scope::Send, Scope::Read, Scope::Admin]
-            .into_iter()
-            .find(|x| x.as_str() == s)
-    }
-}
+pub use herald_core::scope::Scope;
 
 /// Who is calling, after authentication.
 #[derive(Debug, Clone)]
@@ -61,14 +33,11 @@ impl Caller {
         self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
     }
 
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+    pub fn require(&self, scope: Scope) -> Result<(), AuthError> {
         if self.can(scope) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "this token lacks the `{}` scope",
-                scope.as_str()
-            )))
+            Err(AuthError::MissingScope(scope))
         }
     }
 
@@ -79,6 +48,19 @@ impl Caller {
             None => format!("token:{}", self.name),
         }
     }
+}
+
+/// Why a caller was turned away.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token given")]
+    NoToken,
+    #[error("the token is not valid")]
+    Invalid,
+    #[error("this token lacks the `{}` scope", .0.as_str())]
+    MissingScope(Scope),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A newly made token: the full secret is shown once.
@@ -109,7 +91,7 @@ pub fn new_token(name: &str, scopes: &[Scope], now: i64) -> NewToken {
             id,
             name: name.to_string(),
             hash: hash_secret(&secret),
-            scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+            scopes: scopes.to_vec(),
             created_at: now,
             last_used_at: None,
             revoked_at: None,
@@ -142,9 +124,9 @@ impl Authenticator {
 
     /// The one token check every route uses (API, dashboard sign-in, Sentry and Apprise
     /// keys). An empty key is refused before anything is compared.
-    pub async fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Caller, ApiError> {
+    pub async fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Caller, AuthError> {
         if token.is_empty() {
-            return Err(ApiError::Unauthorized("no token given".into()));
+            return Err(AuthError::NoToken);
         }
         if let Some(admin) = self.admin_token.as_ref().filter(|a| !a.is_empty())
             && bool::from(admin.as_bytes().ct_eq(token.as_bytes()))
@@ -155,8 +137,7 @@ impl Authenticator {
                 scopes: vec![Scope::Admin],
             });
         }
-        let invalid = || ApiError::Unauthorized("the token is not valid".into());
-        let (id, secret) = split_token(token).ok_or_else(invalid)?;
+        let (id, secret) = split_token(token).ok_or(AuthError::Invalid)?;
         let cached = self
             .cache
             .lock()
@@ -167,7 +148,7 @@ impl Authenticator {
         let record = match cached {
             Some(r) => r,
             None => {
-                let r = store.get_token(id).await?.ok_or_else(invalid)?;
+                let r = store.get_token(id).await?.ok_or(AuthError::Invalid)?;
                 self.cache
                     .lock()
                     .expect("auth cache lock")
@@ -179,7 +160,7 @@ impl Authenticator {
         if !bool::from(presented.as_bytes().ct_eq(record.hash.as_bytes()))
             || record.revoked_at.is_some()
         {
-            return Err(invalid());
+            return Err(AuthError::Invalid);
         }
         self.last_used
             .lock()
@@ -188,11 +169,7 @@ impl Authenticator {
         Ok(Caller {
             token_id: Some(record.id),
             name: record.name,
-            scopes: record
-                .scopes
-                .iter()
-                .filter_map(|s| Scope::parse(s))
-                .collect(),
+            scopes: record.scopes,
         })
     }
 

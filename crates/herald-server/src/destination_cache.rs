@@ -32,11 +32,7 @@ impl DestinationEntry {
             .map_err(|e| format!("destination {}: {e}", row.name))?;
         let spec: DestinationSpec = serde_json::from_slice(&plain)
             .map_err(|e| format!("destination {}: stored settings unreadable: {e}", row.name))?;
-        let breaker = row
-            .breaker
-            .as_deref()
-            .and_then(|b| serde_json::from_str(b).ok())
-            .unwrap_or_default();
+        let breaker = Breaker::from_stored(row.breaker.as_deref());
         Ok(DestinationEntry {
             name: row.name,
             spec,
@@ -87,10 +83,7 @@ impl DestinationEntry {
 
     /// Replaces the breaker copy with a stored state (JSON); `None` is closed.
     pub fn set_breaker(&self, stored: Option<&str>) {
-        let b = stored
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        *self.breaker.lock().expect("breaker lock") = b;
+        *self.breaker.lock().expect("breaker lock") = Breaker::from_stored(stored);
     }
 
     pub fn disable(&self, reason: String) {

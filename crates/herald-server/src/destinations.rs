@@ -1,12 +1,34 @@
 //! Destinations as the server holds them: validated, sealed at rest, and cached decrypted
 //! in memory ([`crate::destination_cache`]) for routing and dispatching.
 
-use crate::api::problem::ApiError;
 pub use crate::destination_cache::{DestinationCache, DestinationEntry, Exposure};
 use crate::state::AppState;
+use herald_core::ValidationErrors;
+use herald_core::breaker::Breaker;
+use herald_core::clock::{now_ms, rfc3339};
 use herald_core::destination::{DestinationSpec, KindSpec};
 use herald_store::{DestinationRow, StoreError};
+use serde::Serialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// Why a destination could not be saved or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    /// The settings break a rule, field by field.
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DestinationError {
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        DestinationError::Invalid(ValidationErrors::single(field, message))
+    }
+}
 
 /// The result of a put.
 pub struct PutOutcome {
@@ -45,12 +67,12 @@ pub async fn put(
     name: &str,
     mut spec: DestinationSpec,
     actor: &str,
-) -> Result<PutOutcome, ApiError> {
+) -> Result<PutOutcome, DestinationError> {
     spec.validate(name, &state.channels.templates)
-        .map_err(ApiError::Validation)?;
+        .map_err(DestinationError::Invalid)?;
     check_fallback(state, name, &spec)?;
     herald_channels::secrets::check_kind(&spec.kind, &state.channels.secrets)
-        .map_err(|(field, why)| ApiError::field(&field, why))?;
+        .map_err(|(field, why)| DestinationError::field(&field, why))?;
     let warnings = blocked_addresses(state, name, &spec);
     let generated_secret = spec.complete();
     spec.name = None;
@@ -60,7 +82,7 @@ pub async fn put(
         .get(name)
         .map(|e| e.created_at)
         .unwrap_or(now);
-    let json = serde_json::to_vec(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let json = serde_json::to_vec(&spec).map_err(|e| DestinationError::Internal(e.to_string()))?;
     let row = DestinationRow {
         name: name.to_string(),
         kind: spec.kind.name().to_string(),
@@ -77,7 +99,8 @@ pub async fn put(
     let created = state.store.put_destination(row.clone(), actor).await?;
     // Re-read: the row keeps its live state (pause, breaker) across a replace.
     let stored = state.store.get_destination(name).await?.unwrap_or(row);
-    let entry = DestinationEntry::from_row(stored, &state.secrets).map_err(ApiError::Internal)?;
+    let entry =
+        DestinationEntry::from_row(stored, &state.secrets).map_err(DestinationError::Internal)?;
     let entry = state.destinations.insert(entry);
     state.dispatch.dispatcher.wake();
     Ok(PutOutcome {
@@ -89,7 +112,11 @@ pub async fn put(
 }
 
 /// The fallback must exist and the chain it starts must not come back to `name`.
-fn check_fallback(state: &AppState, name: &str, spec: &DestinationSpec) -> Result<(), ApiError> {
+fn check_fallback(
+    state: &AppState,
+    name: &str,
+    spec: &DestinationSpec,
+) -> Result<(), DestinationError> {
     let Some(f) = &spec.fallback else {
         return Ok(());
     };
@@ -98,13 +125,13 @@ fn check_fallback(state: &AppState, name: &str, spec: &DestinationSpec) -> Resul
     while let Some(d) = next {
         if chain.contains(&d) {
             chain.push(d);
-            return Err(ApiError::field(
+            return Err(DestinationError::field(
                 "fallback.destination",
                 format!("fallback cycle: {}", chain.join(" → ")),
             ));
         }
         let entry = state.destinations.get(&d).ok_or_else(|| {
-            ApiError::field(
+            DestinationError::field(
                 "fallback.destination",
                 format!("no destination {d:?} (create the fallback first)"),
             )
@@ -132,7 +159,7 @@ pub fn fallback_referrers(state: &AppState, name: &str) -> Vec<String> {
 }
 
 /// Re-enables a destination and refreshes its cached state.
-pub async fn enable(state: &AppState, name: &str, actor: &str) -> Result<bool, ApiError> {
+pub async fn enable(state: &AppState, name: &str, actor: &str) -> Result<bool, DestinationError> {
     if !state
         .store
         .enable_destination(name, actor, herald_core::clock::now_ms())
@@ -141,9 +168,9 @@ pub async fn enable(state: &AppState, name: &str, actor: &str) -> Result<bool, A
         return Ok(false);
     }
     if let Some(row) = state.store.get_destination(name).await? {
-        state
-            .destinations
-            .insert(DestinationEntry::from_row(row, &state.secrets).map_err(ApiError::Internal)?);
+        state.destinations.insert(
+            DestinationEntry::from_row(row, &state.secrets).map_err(DestinationError::Internal)?,
+        );
     }
     state.dispatch.dispatcher.wake();
     Ok(true)
@@ -198,9 +225,90 @@ pub async fn apply_config(state: &AppState) -> Result<(), String> {
         put(state, name, spec, "config")
             .await
             .map_err(|e| match e {
-                ApiError::Validation(v) => format!("destination {name}: {}", v.summary()),
+                DestinationError::Invalid(v) => format!("destination {name}: {}", v.summary()),
                 other => format!("destination {name}: {other}"),
             })?;
     }
     Ok(())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CircuitView {
+    /// `closed`, `open`, `half_open`, or `disabled` when the destination has no breaker.
+    pub state: String,
+    pub consecutive_failures: u32,
+    pub opened_at: Option<String>,
+    pub next_probe_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DestinationHealth {
+    pub name: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub circuit: CircuitView,
+    pub paused_until: Option<String>,
+    pub rate_limit: Option<String>,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+    /// Share of attempts in the last hour that delivered (null without attempts).
+    pub success_rate_1h: Option<f64>,
+    pub attempts_1h: u64,
+}
+
+fn circuit(e: &DestinationEntry) -> CircuitView {
+    if e.spec.breaker().is_none() {
+        return CircuitView {
+            state: "disabled".into(),
+            consecutive_failures: 0,
+            opened_at: None,
+            next_probe_at: None,
+        };
+    }
+    let b = e.breaker.lock().expect("breaker lock").clone();
+    let (opened_at, next_probe_at) = match b {
+        Breaker::Closed { .. } => (None, None),
+        Breaker::Open {
+            opened_at,
+            next_probe_at,
+            ..
+        } => (Some(opened_at), Some(next_probe_at)),
+        Breaker::HalfOpen { opened_at, .. } => (Some(opened_at), None),
+    };
+    CircuitView {
+        state: b.name().into(),
+        consecutive_failures: b.consecutive_failures(),
+        opened_at: opened_at.map(rfc3339),
+        next_probe_at: next_probe_at.map(rfc3339),
+    }
+}
+
+/// What the health endpoint and the dashboard show for one destination.
+pub async fn health_of(
+    state: &AppState,
+    e: &DestinationEntry,
+) -> Result<DestinationHealth, StoreError> {
+    let counts = state.store.queue_counts(&e.name).await?;
+    let stats = state
+        .store
+        .attempt_stats(&e.name, now_ms() - 3_600_000)
+        .await?;
+    Ok(DestinationHealth {
+        name: e.name.clone(),
+        enabled: e.enabled(),
+        disabled_reason: e.disabled_reason(),
+        circuit: circuit(e),
+        paused_until: e.paused_until().filter(|p| *p > now_ms()).map(rfc3339),
+        rate_limit: e.spec.rate_limit.as_ref().map(|r| {
+            serde_json::to_value(r)
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        }),
+        pending: counts.pending,
+        in_flight: counts.in_flight,
+        dead: counts.dead,
+        success_rate_1h: (stats.total > 0).then(|| stats.delivered as f64 / stats.total as f64),
+        attempts_1h: stats.total,
+    })
 }

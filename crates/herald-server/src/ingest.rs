@@ -2,18 +2,18 @@
 //! durable commit (message, deliveries, idempotency record, audit entry) → hand the leased
 //! deliveries to the dispatcher, wake it for the rest → 202.
 
-use crate::api::problem::ApiError;
 use crate::state::AppState;
 use base64::Engine;
 use herald_core::ValidationErrors;
 use herald_core::audit::canonical_json;
-use herald_core::ids;
+use herald_core::ids::{DeliveryId, MessageId};
 use herald_core::message::{AttachmentLimits, Message, MessageBody, MessageInput, check_file};
 use herald_core::template::context;
-use herald_store::{AcceptOutcome, IdempotencyRecord, NewDelivery, NewMessage};
+use herald_store::{AcceptOutcome, IdempotencyRecord, NewDelivery, NewMessage, StoreError};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// The 202 body of `POST /api/v1/messages`.
@@ -29,6 +29,32 @@ pub struct DeliveryRef {
     pub id: String,
     pub destination: String,
     pub status: String,
+}
+
+/// Why a message (or an error report) was not accepted. The API turns it into a problem
+/// document (`api::problem`); nothing here knows HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The input breaks a rule, field by field.
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("this Idempotency-Key was already used with a different request body")]
+    KeyConflict,
+    /// A destination's filter ran past its byte or time budget on this message.
+    #[error(
+        "the filter of destination {destination} stopped on this message: {reason}; nothing was accepted (simplify the filter)"
+    )]
+    FilterOverBudget { destination: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        IngestError::Invalid(ValidationErrors::single(field, message))
+    }
 }
 
 /// The answer for one submitted message.
@@ -83,10 +109,11 @@ pub async fn submit(
     state: &AppState,
     subs: Vec<Submission>,
     who: &Submitter,
-) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+) -> Result<Vec<Result<Accepted, IngestError>>, IngestError> {
     let now = herald_core::clock::now_ms();
-    let mut results: Vec<Option<Result<Accepted, ApiError>>> = Vec::with_capacity(subs.len());
+    let mut results: Vec<Option<Result<Accepted, IngestError>>> = Vec::with_capacity(subs.len());
     let mut batch = Vec::new();
+    let mut parsed = Vec::new();
     let mut slots = Vec::new();
     // In a cluster a destination may have been created on another node a moment ago.
     if state.store.remote_signals().is_some()
@@ -106,19 +133,21 @@ pub async fn submit(
     }
     for sub in subs {
         match prepare(state, sub, now, who).await {
-            Ok((msg, body)) => {
+            Ok((msg, message, body)) => {
                 slots.push((results.len(), body));
                 results.push(None);
                 batch.push(msg);
+                parsed.push(message);
             }
             Err(e) => results.push(Some(Err(e))),
         }
     }
     if !batch.is_empty() {
-        let leases = state
-            .dispatch
-            .dispatcher
-            .lease_at_accept(&state.dispatch, &mut batch, now);
+        let leases =
+            state
+                .dispatch
+                .dispatcher
+                .lease_at_accept(&state.dispatch, &mut batch, &parsed, now);
         let wake = !leases.all;
         let outcomes = if leases.is_empty() {
             state.store.accept_messages(batch).await?
@@ -136,7 +165,7 @@ pub async fn submit(
                 outcomes
             })
             .await
-            .map_err(|e| ApiError::Internal(format!("accepting failed: {e}")))??
+            .map_err(|e| IngestError::Internal(format!("accepting failed: {e}")))??
         };
         let mut any_new = false;
         let mut replayed = 0u64;
@@ -157,14 +186,12 @@ pub async fn submit(
                             replayed: true,
                         })
                         .map_err(|e| {
-                            ApiError::Internal(format!(
+                            IngestError::Internal(format!(
                                 "stored idempotent response unreadable: {e}"
                             ))
                         })
                 }
-                AcceptOutcome::KeyConflict => Err(ApiError::Unprocessable(
-                    "this Idempotency-Key was already used with a different request body".into(),
-                )),
+                AcceptOutcome::KeyConflict => Err(IngestError::KeyConflict),
             });
         }
         if any_new && wake {
@@ -188,7 +215,7 @@ async fn prepare(
     sub: Submission,
     now: i64,
     who: &Submitter,
-) -> Result<(NewMessage, Value), ApiError> {
+) -> Result<(NewMessage, Arc<Message>, Value), IngestError> {
     let limits = AttachmentLimits {
         total: state.config.max_attachment_bytes,
         per_file: state.config.max_attachment_file_bytes,
@@ -196,14 +223,14 @@ async fn prepare(
     let (event_type, key, mut body) = sub
         .input
         .validate_with(sub.header_key.as_deref(), limits)
-        .map_err(ApiError::Validation)?;
+        .map_err(IngestError::Invalid)?;
     // What was asked, before `url` attachments are fetched: a repeat with the same key is
     // the same request even if the file behind the URL changed since. Only a keyed request
     // is ever compared, so only a keyed one is hashed.
     let request_hash = key.as_ref().map(|_| request_hash(&event_type, &body));
     fetch_attachments(state, &mut body, limits, who.sees_fetch_errors).await?;
     let message = Message {
-        id: ids::new_id(ids::MESSAGE),
+        id: MessageId::new(),
         event_type,
         idempotency_key: key,
         created_at: now,
@@ -213,27 +240,27 @@ async fn prepare(
     let deliveries: Vec<NewDelivery> = destinations
         .into_iter()
         .map(|d| NewDelivery {
-            id: ids::new_id(ids::DELIVERY),
+            id: DeliveryId::new(),
             destination: d,
             lease: None,
         })
         .collect();
     let accepted = MessageAccepted {
-        id: message.id.clone(),
+        id: message.id.to_string(),
         event_type: message.event_type.clone(),
         deliveries: deliveries
             .iter()
             .map(|d| DeliveryRef {
-                id: d.id.clone(),
+                id: d.id.to_string(),
                 destination: d.destination.clone(),
                 status: "pending".into(),
             })
             .collect(),
     };
     let response =
-        serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.to_string()))?;
+        serde_json::to_value(&accepted).map_err(|e| IngestError::Internal(e.to_string()))?;
     let body_json =
-        serde_json::to_string(&message.body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        serde_json::to_string(&message.body).map_err(|e| IngestError::Internal(e.to_string()))?;
     let idempotency =
         message
             .idempotency_key
@@ -248,14 +275,17 @@ async fn prepare(
             });
     Ok((
         NewMessage {
-            id: message.id,
-            event_type: message.event_type,
+            id: message.id.clone(),
+            event_type: message.event_type.clone(),
             body: body_json,
             created_at: now,
             deliveries,
             idempotency,
             actor: who.actor.clone(),
         },
+        // Kept parsed for the attempts of deliveries leased at accept (serialised once for
+        // the store, never parsed back in this process).
+        Arc::new(message),
         response,
     ))
 }
@@ -268,7 +298,7 @@ async fn fetch_attachments(
     body: &mut MessageBody,
     limits: AttachmentLimits,
     detailed: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), IngestError> {
     let mut total: usize = body.attachments.iter().map(|a| a.size()).sum();
     let mut errs = ValidationErrors::new();
     let timeout = state.config.attachment_fetch_timeout.0;
@@ -301,7 +331,7 @@ async fn fetch_attachments(
             }
         }
     }
-    errs.into_result().map_err(ApiError::Validation)
+    errs.into_result().map_err(IngestError::Invalid)
 }
 
 /// SHA-256 over the canonical form of what was asked, so key order and whitespace do not
@@ -312,7 +342,7 @@ fn request_hash(event_type: &str, body: &MessageBody) -> String {
 }
 
 /// A 422 naming the destinations in `to` that do not exist.
-pub(crate) fn check_to(state: &AppState, to: &[String]) -> Result<(), ApiError> {
+pub(crate) fn check_to(state: &AppState, to: &[String]) -> Result<(), IngestError> {
     let unknown: Vec<&str> = to
         .iter()
         .filter(|n| state.destinations.get(n).is_none())
@@ -321,7 +351,7 @@ pub(crate) fn check_to(state: &AppState, to: &[String]) -> Result<(), ApiError> 
     if unknown.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::field(
+        Err(IngestError::field(
             "to",
             format!("unknown destination(s): {}", unknown.join(", ")),
         ))
@@ -330,7 +360,7 @@ pub(crate) fn check_to(state: &AppState, to: &[String]) -> Result<(), ApiError> 
 
 /// The destinations a message goes to: its explicit `to`, or every enabled destination
 /// whose `events` and `filter` accept it.
-pub(crate) fn route(state: &AppState, message: &Message) -> Result<Vec<String>, ApiError> {
+pub(crate) fn route(state: &AppState, message: &Message) -> Result<Vec<String>, IngestError> {
     if let Some(to) = &message.body.to {
         check_to(state, to)?;
         return Ok(to.clone());
@@ -348,10 +378,10 @@ pub(crate) fn route(state: &AppState, message: &Message) -> Result<Vec<String>, 
                 // A filter that runs past its byte or time budget on this message refuses
                 // the message, rather than silently routing it nowhere.
                 Err(e) if e.over_budget => {
-                    return Err(ApiError::Unprocessable(format!(
-                        "the filter of destination {} stopped on this message: {e}; nothing was accepted (simplify the filter)",
-                        d.name
-                    )));
+                    return Err(IngestError::FilterOverBudget {
+                        destination: d.name.clone(),
+                        reason: e.to_string(),
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(destination = %d.name, error = %e, "filter failed; message not routed there");

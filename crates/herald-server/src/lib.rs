@@ -15,6 +15,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod destination_cache;
@@ -251,7 +252,7 @@ async fn bootstrap_admin(state: &AppState) -> Result<Option<String>, String> {
     let tokens = state.store.list_tokens().await.map_err(|e| e.to_string())?;
     if tokens
         .iter()
-        .any(|t| t.revoked_at.is_none() && t.scopes.iter().any(|s| s == "admin"))
+        .any(|t| t.revoked_at.is_none() && t.scopes.contains(&Scope::Admin))
     {
         return Ok(None);
     }
@@ -312,25 +313,7 @@ async fn upkeep(state: AppState, mut stopped: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
         }
-        checkpoint(&state).await;
-    }
-}
-
-/// Appends a signed audit checkpoint if anything happened since the last one.
-pub async fn checkpoint(state: &AppState) -> Option<i64> {
-    let signer = state.signer.clone();
-    let sign: herald_store::CheckpointFn =
-        Box::new(move |seq, hash| signer.checkpoint_detail(seq, hash));
-    match state
-        .store
-        .append_checkpoint(sign, herald_core::clock::now_ms())
-        .await
-    {
-        Ok(seq) => seq,
-        Err(e) => {
-            tracing::warn!(error = %e, "appending an audit checkpoint failed");
-            None
-        }
+        audit::checkpoint(&state).await;
     }
 }
 

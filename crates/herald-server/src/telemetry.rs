@@ -2,15 +2,11 @@
 //! docs/operations.md; the only label with open values is `destination`, bounded by the
 //! destinations an admin configures.
 
-use crate::api::problem::ApiError;
 use crate::state::AppState;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
 use herald_core::breaker::Breaker;
+use herald_store::StoreError;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
-use subtle::ConstantTimeEq;
 
 /// Latency buckets (seconds) for attempts and commits.
 const BUCKETS: &[f64] = &[
@@ -58,23 +54,9 @@ pub fn spawn_metrics_upkeep() {
     }
 }
 
-/// Renders every metric, with queue depths and breaker states read fresh.
-pub async fn metrics(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    if let Some(expected) = &state.config.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if given.is_empty() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-            return Err(ApiError::Unauthorized(
-                "metrics need `Authorization: Bearer <metrics_token>`".into(),
-            ));
-        }
-    }
+/// Renders every metric in Prometheus's text format, with queue depths and breaker states
+/// read fresh. (`api::health` serves it at `/metrics`, behind the metrics token.)
+pub async fn render(state: &AppState) -> Result<String, StoreError> {
     // While the store is down the queue gauges keep their last values: the scrape still
     // answers at once, and `herald_store_up` says why they are stale.
     let up = state.store.health().is_up();
@@ -99,7 +81,7 @@ pub async fn metrics(
                     .set(counts.dead as f64);
             }
             Some(Err(e)) if e.fault().is_some() => {}
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => return Err(e),
         }
         let state_code = match *d.breaker.lock().expect("breaker lock") {
             Breaker::Closed { .. } => 0.0,
@@ -119,10 +101,5 @@ pub async fn metrics(
         });
     }
     metrics::gauge!("herald_attempts_in_flight").set(state.dispatch.dispatcher.in_flight() as f64);
-    let mut resp = prometheus().render().into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    Ok(resp)
+    Ok(prometheus().render())
 }

@@ -28,6 +28,7 @@ pub mod sql;
 
 use async_trait::async_trait;
 use herald_core::audit::AuditEntry;
+use herald_core::ids::{DeliveryId, ErrorGroupId, LeaseToken, MessageId};
 pub use location::Location;
 pub use model::*;
 
@@ -196,10 +197,10 @@ pub trait Store: Send + Sync + 'static {
     /// Accepts messages with their deliveries, idempotency records and audit entries, all
     /// in one durable commit. Outcomes are in input order.
     async fn accept_messages(&self, batch: Vec<NewMessage>) -> Result<Vec<AcceptOutcome>>;
-    async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>>;
-    async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>>;
+    async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>>;
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>>;
     async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>>;
-    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRecord>>;
+    async fn list_attempts(&self, delivery_id: &DeliveryId) -> Result<Vec<AttemptRecord>>;
     async fn queue_counts(&self, destination: &str) -> Result<QueueCounts>;
 
     // ----- destinations ---------------------------------------------------------------
@@ -237,7 +238,7 @@ pub trait Store: Send + Sync + 'static {
     /// (outcomes in input order); an error fails them all, to be retried.
     async fn finish_attempts(&self, batch: Vec<FinishAttempt>) -> Result<Vec<FinishOutcome>>;
     /// Gives leased deliveries back (graceful shutdown) without counting an attempt.
-    async fn release(&self, leases: Vec<(String, String)>, now: i64) -> Result<()>;
+    async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>, now: i64) -> Result<()>;
 
     // ----- dead-letter queue ----------------------------------------------------------
 
@@ -262,12 +263,12 @@ pub trait Store: Send + Sync + 'static {
     /// alert at most once.
     async fn record_error(&self, occ: ErrorOccurrence, alert: AlertBuilder)
     -> Result<ErrorOutcome>;
-    async fn get_error_group(&self, id: &str) -> Result<Option<ErrorGroupRecord>>;
+    async fn get_error_group(&self, id: &ErrorGroupId) -> Result<Option<ErrorGroupRecord>>;
     async fn list_error_groups(&self, q: &ErrorGroupQuery) -> Result<Vec<ErrorGroupRecord>>;
     /// Resolves or reopens a group (audited); `None` if unknown.
     async fn set_error_group_status(
         &self,
-        id: &str,
+        id: &ErrorGroupId,
         status: herald_core::error_report::GroupStatus,
         actor: &str,
         now: i64,

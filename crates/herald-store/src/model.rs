@@ -1,15 +1,17 @@
 //! What goes in and out of a [`Store`](crate::Store): plain rows, no behaviour.
 
 use herald_core::breaker::BreakerConfig;
-use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
+use herald_core::delivery::{AttemptOutcome, DeliveryStatus, ErrorClass};
 use herald_core::error_report::{AlertDecision, AlertPolicy, GroupState, GroupStatus};
+use herald_core::ids::{DeliveryId, ErrorGroupId, LeaseToken, MessageId};
 use herald_core::rate_limit::RateLimit;
+use herald_core::scope::Scope;
 use serde_json::Value;
 
 /// A message to accept, with one delivery per routed destination.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    pub id: String,
+    pub id: MessageId,
     pub event_type: String,
     /// JSON of [`herald_core::message::MessageBody`].
     pub body: String,
@@ -22,7 +24,7 @@ pub struct NewMessage {
 
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
-    pub id: String,
+    pub id: DeliveryId,
     pub destination: String,
     /// Leased to this node in the accept's own transaction (stored `in_flight`), so its
     /// first attempt needs no claim round; `None`: stored `pending` for a claim. Only a
@@ -33,7 +35,7 @@ pub struct NewDelivery {
 /// The lease a delivery is stored with when it is leased at accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceptLease {
-    pub token: String,
+    pub token: LeaseToken,
     pub until: i64,
 }
 
@@ -66,7 +68,7 @@ pub enum AcceptOutcome {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageRecord {
-    pub id: String,
+    pub id: MessageId,
     pub event_type: String,
     pub idempotency_key: Option<String>,
     pub body: String,
@@ -75,8 +77,8 @@ pub struct MessageRecord {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {
-    pub id: String,
-    pub message_id: String,
+    pub id: DeliveryId,
+    pub message_id: MessageId,
     pub destination: String,
     pub status: DeliveryStatus,
     pub attempt_count: u32,
@@ -98,7 +100,7 @@ pub struct AttemptRecord {
     pub duration_ms: i64,
     pub outcome: AttemptOutcome,
     pub status_code: Option<u16>,
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
     pub response_excerpt: String,
 }
@@ -167,7 +169,7 @@ pub struct DestinationState {
 pub struct ClaimRequest {
     pub now: i64,
     /// Unique per claim call; a finish must present it.
-    pub lease_token: String,
+    pub lease_token: LeaseToken,
     pub queues: Vec<QueueClaim>,
 }
 
@@ -176,7 +178,7 @@ pub struct ClaimRequest {
 pub struct ClaimedDelivery {
     pub delivery: DeliveryRecord,
     pub message: MessageRecord,
-    pub lease_token: String,
+    pub lease_token: LeaseToken,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -207,8 +209,8 @@ pub struct BreakerEvent {
 
 #[derive(Debug, Clone)]
 pub struct FinishAttempt {
-    pub delivery_id: String,
-    pub lease_token: String,
+    pub delivery_id: DeliveryId,
+    pub lease_token: LeaseToken,
     pub destination: String,
     /// `None` when no attempt was made (failed over while the breaker is open).
     pub attempt: Option<AttemptRecord>,
@@ -255,9 +257,9 @@ pub struct LastFailure {
 /// A dead delivery as the DLQ shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadItem {
-    pub id: String,
+    pub id: DeliveryId,
     pub queue: String,
-    pub message_id: String,
+    pub message_id: MessageId,
     pub event_type: String,
     pub attempt_count: u32,
     pub last_error: Option<String>,
@@ -294,7 +296,7 @@ pub struct TokenRecord {
     pub id: String,
     pub name: String,
     pub hash: String,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
@@ -342,7 +344,7 @@ pub struct ErrorGroupRecord {
 #[derive(Debug, Clone)]
 pub struct ErrorOccurrence {
     /// The id the group gets if this report creates it.
-    pub new_id: String,
+    pub new_id: ErrorGroupId,
     pub key: String,
     pub service: String,
     pub fingerprint: String,
@@ -368,7 +370,7 @@ pub struct ErrorOutcome {
     pub group: ErrorGroupRecord,
     pub new_group: bool,
     /// The alert sent, if any, and its message id.
-    pub alert: Option<(AlertDecision, String)>,
+    pub alert: Option<(AlertDecision, MessageId)>,
 }
 
 /// Filters for listing error groups, newest group first.
@@ -389,7 +391,7 @@ pub struct SessionRecord {
     /// sessions were bound, void).
     pub token_id: Option<String>,
     pub name: String,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub csrf: String,
     pub created_at: i64,
     pub expires_at: i64,

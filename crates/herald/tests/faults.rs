@@ -532,12 +532,16 @@ async fn a_node_stopped_beyond_its_lease_is_taken_over_and_rejoins() {
     let rx = FakeReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "lease = \"12s\"\n");
+    // Each node names its sessions, so the test can see which one holds a lock.
+    let node_urls: Vec<String> = (0..2)
+        .map(|i| format!("{url}?application_name=herald-n{i}"))
+        .collect();
     let nodes: Vec<HeraldProcess> = (0..2)
         .map(|i| {
             HeraldProcess::spawn(
                 bin(),
                 &dir.path().join(format!("n{i}")),
-                &env(Some(&url), &cfg),
+                &env(Some(&node_urls[i]), &cfg),
             )
         })
         .collect();
@@ -549,7 +553,25 @@ async fn a_node_stopped_beyond_its_lease_is_taken_over_and_rejoins() {
     load.wait_acked(150, Duration::from_secs(30)).await;
 
     let before = load.seen();
-    nodes[0].signal("STOP");
+    // Stop node 0 at the worst instant: inside a transaction holding the audit chain's
+    // lock, which every node's commits take. (Stopped anywhere else, the other node only
+    // waits for the leases.) Postgres must end that frozen session for the cluster to go on.
+    let holds_audit_lock = "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'herald-n0' AND $1 = $1";
+    let mut tries = 0;
+    loop {
+        nodes[0].signal("STOP");
+        tries += 1;
+        if query_i64(&url, holds_audit_lock, 0).await > 0 {
+            break;
+        }
+        nodes[0].signal("CONT");
+        assert!(
+            tries < 2000,
+            "node 0 never held the audit lock when stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(3 + tries % 7)).await;
+    }
     let stopped = Instant::now();
     let leased = query_strings(&url, "SELECT id FROM deliveries WHERE status = 'in_flight'").await;
     assert!(saw_not_ready(&format!("{}/readyz", bases[0]), Duration::from_secs(3)).await);
@@ -575,7 +597,7 @@ async fn a_node_stopped_beyond_its_lease_is_taken_over_and_rejoins() {
     nodes[0].signal("CONT");
     let recover_s = wait_recovered(&bases, TOKEN, "hook", &rx, Duration::from_secs(20)).await;
     let during = format!(
-        "{}; stopped {:.1} s; the {} deliveries leased at the stop delivered {taken_over:.1} s after it",
+        "{}; stopped {:.1} s holding the audit lock (after {tries} tries); the {} deliveries leased at the stop delivered {taken_over:.1} s after it",
         seen_between(&before, &load.seen()),
         stopped.elapsed().as_secs_f64(),
         leased.len()

@@ -18,7 +18,7 @@
 use super::extract::read_json_body;
 use super::problem::{ApiError, ApiResult, Problem};
 use crate::auth::{Caller, Scope};
-use crate::ingest::{self, MessageAccepted, Submission};
+use crate::ingest::{self, IngestError, MessageAccepted, Submission};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -327,8 +327,8 @@ async fn notify_with_key(state: AppState, key: String, req: Request) -> ApiResul
         .pop()
         .ok_or_else(|| ApiError::Internal("no result for the submission".into()))?
         .map_err(|e| match e {
-            ApiError::Validation(v) => bad(v.summary()),
-            other => other,
+            IngestError::Invalid(v) => bad(v.summary()),
+            other => other.into(),
         })?;
     Ok((StatusCode::OK, Json(accepted.body)).into_response())
 }

@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
-use herald_core::audit::{AuditEntry, ChainVerifier, Verification};
+use herald_core::audit::{AuditEntry, Verification};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -57,13 +57,7 @@ pub async fn verify(
     caller: Caller,
 ) -> ApiResult<Json<Verification>> {
     caller.require(Scope::Read)?;
-    Ok(Json(verify_chain(&state).await?))
-}
-
-/// Walks the whole chain (the API and the dashboard share this).
-pub async fn verify_chain(state: &AppState) -> Result<Verification, herald_store::StoreError> {
-    let v = ChainVerifier::with_public_key(&state.signer.public_key());
-    herald_store::verify_audit(state.store.as_ref(), v).await
+    Ok(Json(crate::audit::verify_chain(&state).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -101,6 +95,6 @@ pub async fn checkpoint(
 ) -> ApiResult<Json<CheckpointResult>> {
     caller.require(Scope::Admin)?;
     Ok(Json(CheckpointResult {
-        seq: crate::checkpoint(&state).await,
+        seq: crate::audit::checkpoint(&state).await,
     }))
 }

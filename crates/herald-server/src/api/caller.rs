@@ -31,5 +31,6 @@ impl FromRequestParts<AppState> for Caller {
             .auth
             .authenticate(state.store.as_ref(), token.trim())
             .await
+            .map_err(ApiError::from)
     }
 }

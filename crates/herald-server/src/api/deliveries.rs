@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::Uri;
 use herald_core::delivery::DeliveryStatus;
-use herald_core::ids;
+use herald_core::ids::DeliveryId;
 use herald_store::DeliveryQuery;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -73,9 +73,9 @@ pub async fn get(
 ) -> ApiResult<Json<DeliveryView>> {
     caller.require(Scope::Read)?;
     let not_found = || ApiError::NotFound(format!("no delivery {id:?}"));
-    if !ids::is_valid(ids::DELIVERY, &id) {
+    let Some(id) = DeliveryId::parse(&id) else {
         return Err(not_found());
-    }
+    };
     let d = state.store.get_delivery(&id).await?.ok_or_else(not_found)?;
     let attempts = state.store.list_attempts(&id).await?;
     let mut view = DeliveryView::from(d);

@@ -4,17 +4,16 @@ use super::extract::{ApiJson, parse_query};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::AttemptView;
 use crate::auth::{Caller, Scope};
-use crate::destinations::{self, DestinationEntry, Exposure};
+use crate::destinations::{self, DestinationEntry, DestinationHealth, Exposure, health_of};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use herald_channels::Attempt;
-use herald_core::breaker::Breaker;
 use herald_core::clock::{now_ms, rfc3339};
 use herald_core::delivery::AttemptOutcome;
 use herald_core::destination::DestinationSpec;
-use herald_core::ids;
+use herald_core::ids::MessageId;
 use herald_core::message::{Message, MessageBody};
 use herald_store::NewAudit;
 use serde::{Deserialize, Serialize};
@@ -169,58 +168,6 @@ pub async fn delete(
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct CircuitView {
-    /// `closed`, `open`, `half_open`, or `disabled` when the destination has no breaker.
-    pub state: String,
-    pub consecutive_failures: u32,
-    pub opened_at: Option<String>,
-    pub next_probe_at: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DestinationHealth {
-    pub name: String,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
-    pub circuit: CircuitView,
-    pub paused_until: Option<String>,
-    pub rate_limit: Option<String>,
-    pub pending: u64,
-    pub in_flight: u64,
-    pub dead: u64,
-    /// Share of attempts in the last hour that delivered (null without attempts).
-    pub success_rate_1h: Option<f64>,
-    pub attempts_1h: u64,
-}
-
-fn circuit(e: &DestinationEntry) -> CircuitView {
-    if e.spec.breaker().is_none() {
-        return CircuitView {
-            state: "disabled".into(),
-            consecutive_failures: 0,
-            opened_at: None,
-            next_probe_at: None,
-        };
-    }
-    let b = e.breaker.lock().expect("breaker lock").clone();
-    let (opened_at, next_probe_at) = match b {
-        Breaker::Closed { .. } => (None, None),
-        Breaker::Open {
-            opened_at,
-            next_probe_at,
-            ..
-        } => (Some(opened_at), Some(next_probe_at)),
-        Breaker::HalfOpen { opened_at, .. } => (Some(opened_at), None),
-    };
-    CircuitView {
-        state: b.name().into(),
-        consecutive_failures: b.consecutive_failures(),
-        opened_at: opened_at.map(rfc3339),
-        next_probe_at: next_probe_at.map(rfc3339),
-    }
-}
-
 /// A destination's state: enabled, circuit, pause, queue and recent success rate.
 #[utoipa::path(get, path = "/api/v1/destinations/{name}/health", tag = "destinations", params(("name" = String, Path)),
     responses((status = 200, body = DestinationHealth), (status = 404, body = Problem)), security(("bearer" = [])))]
@@ -232,32 +179,6 @@ pub async fn health(
     caller.require(Scope::Read)?;
     let e = find(&state, &name)?;
     Ok(Json(health_of(&state, &e).await?))
-}
-
-/// What the health endpoint and the dashboard show for one destination.
-pub async fn health_of(state: &AppState, e: &DestinationEntry) -> ApiResult<DestinationHealth> {
-    let counts = state.store.queue_counts(&e.name).await?;
-    let stats = state
-        .store
-        .attempt_stats(&e.name, now_ms() - 3_600_000)
-        .await?;
-    Ok(DestinationHealth {
-        name: e.name.clone(),
-        enabled: e.enabled(),
-        disabled_reason: e.disabled_reason(),
-        circuit: circuit(e),
-        paused_until: e.paused_until().filter(|p| *p > now_ms()).map(rfc3339),
-        rate_limit: e.spec.rate_limit.as_ref().map(|r| {
-            serde_json::to_value(r)
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        }),
-        pending: counts.pending,
-        in_flight: counts.in_flight,
-        dead: counts.dead,
-        success_rate_1h: (stats.total > 0).then(|| stats.delivered as f64 / stats.total as f64),
-        attempts_1h: stats.total,
-    })
 }
 
 /// Re-enable a destination (after it was disabled for 410, a vanished webhook or sustained
@@ -296,7 +217,7 @@ pub async fn test(
     let e = find(&state, &name)?;
     let now = now_ms();
     let message = Message {
-        id: ids::new_id(ids::MESSAGE),
+        id: MessageId::new(),
         event_type: "herald.test".into(),
         idempotency_key: None,
         created_at: now,
@@ -344,7 +265,7 @@ pub async fn test(
     }
     Ok(Json(TestResult {
         destination: name,
-        message_id: message.id,
+        message_id: message.id.into_string(),
         attempt,
     }))
 }

@@ -3,7 +3,7 @@
 use super::extract::{ApiJson, parse_query};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::{Page, limit};
-use crate::alerts::{self, GROUP, Reported};
+use crate::alerts::{self, Reported};
 use crate::auth::{Caller, Scope};
 use crate::state::AppState;
 use axum::Json;
@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use herald_core::clock::{now_ms, rfc3339};
 use herald_core::error_report::{AlertReason, ErrorReport, GroupStatus};
-use herald_core::ids;
+use herald_core::ids::ErrorGroupId;
 use herald_store::{ErrorGroupQuery, ErrorGroupRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -149,12 +149,12 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ErrorGroupView>> {
     caller.require(Scope::Read)?;
-    if !ids::is_valid(GROUP, &id) {
+    let Some(group) = ErrorGroupId::parse(&id) else {
         return Err(not_found(&id));
-    }
+    };
     let g = state
         .store
-        .get_error_group(&id)
+        .get_error_group(&group)
         .await?
         .ok_or_else(|| not_found(&id))?;
     Ok(Json(ErrorGroupView::new(g, true)))
@@ -167,12 +167,12 @@ async fn set_status(
     status: GroupStatus,
 ) -> ApiResult<Json<ErrorGroupView>> {
     caller.require(Scope::Send)?;
-    if !ids::is_valid(GROUP, id) {
+    let Some(group) = ErrorGroupId::parse(id) else {
         return Err(not_found(id));
-    }
+    };
     let g = state
         .store
-        .set_error_group_status(id, status, &caller.actor(), now_ms())
+        .set_error_group_status(&group, status, &caller.actor(), now_ms())
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok(Json(ErrorGroupView::new(g, false)))

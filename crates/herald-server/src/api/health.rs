@@ -1,11 +1,13 @@
-//! Liveness and readiness.
+//! Liveness, readiness and the Prometheus scrape.
 
+use super::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 #[derive(Serialize, ToSchema)]
@@ -95,4 +97,29 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     );
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
+}
+
+/// Every metric (`crate::telemetry`), behind `metrics_token` when one is set.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(expected) = &state.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if given.is_empty() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(ApiError::Unauthorized(
+                "metrics need `Authorization: Bearer <metrics_token>`".into(),
+            ));
+        }
+    }
+    let mut resp = crate::telemetry::render(&state).await?.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
 }

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::attachment::content_disposition;
 use herald_core::clock::rfc3339;
-use herald_core::ids;
+use herald_core::ids::MessageId;
 use herald_core::message::{Attachment, MessageBody, MessageInput};
 use herald_store::DeliveryQuery;
 use serde::{Deserialize, Serialize};
@@ -133,7 +133,7 @@ pub async fn batch(
                 }
                 body
             }
-            Err(e) => problem_value(&e),
+            Err(e) => problem_value(&e.into()),
         };
     }
     Ok((StatusCode::ACCEPTED, Json(BatchResult { results })))
@@ -162,21 +162,21 @@ pub async fn get(
 ) -> ApiResult<Json<MessageView>> {
     caller.require(Scope::Read)?;
     let not_found = || ApiError::NotFound(format!("no message {id:?}"));
-    if !ids::is_valid(ids::MESSAGE, &id) {
+    let Some(id) = MessageId::parse(&id) else {
         return Err(not_found());
-    }
+    };
     let m = state.store.get_message(&id).await?.ok_or_else(not_found)?;
     let body: MessageBody = serde_json::from_str(&m.body)
         .map_err(|e| ApiError::Internal(format!("stored message unreadable: {e}")))?;
     let deliveries = state
         .store
         .list_deliveries(&DeliveryQuery {
-            message_id: Some(id.clone()),
+            message_id: Some(id.to_string()),
             limit: 1000,
             ..Default::default()
         })
         .await?;
-    let files = attachment_views(&m.id, &body.attachments);
+    let files = attachment_views(m.id.as_str(), &body.attachments);
     let mut body = serde_json::to_value(body).unwrap_or(Value::Null);
     if let Some(o) = body.as_object_mut()
         && o.contains_key("attachments")
@@ -184,7 +184,7 @@ pub async fn get(
         o.insert("attachments".into(), files);
     }
     Ok(Json(MessageView {
-        id: m.id,
+        id: m.id.into_string(),
         event_type: m.event_type,
         idempotency_key: m.idempotency_key,
         created_at: rfc3339(m.created_at),
@@ -221,10 +221,10 @@ pub async fn attachment(
 pub async fn attachment_response(state: &AppState, id: &str, n: &str) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound(format!("message {id:?} has no attachment {n:?}"));
     let index: usize = n.parse().map_err(|_| not_found())?;
-    if !ids::is_valid(ids::MESSAGE, id) {
+    let Some(id) = MessageId::parse(id) else {
         return Err(not_found());
-    }
-    let m = state.store.get_message(id).await?.ok_or_else(not_found)?;
+    };
+    let m = state.store.get_message(&id).await?.ok_or_else(not_found)?;
     let body: MessageBody = serde_json::from_str(&m.body)
         .map_err(|e| ApiError::Internal(format!("stored message unreadable: {e}")))?;
     let att = body.attachments.get(index).ok_or_else(not_found)?;

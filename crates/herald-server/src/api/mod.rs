@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi::spec))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::telemetry::metrics))
+        .route("/metrics", get(health::metrics))
         .merge(crate::ui::router())
         .fallback(not_found)
         .layer(axum::middleware::map_response(problems_everywhere))

@@ -1,5 +1,8 @@
 //! Every API error, mapped to RFC 9457 `application/problem+json` in one place.
 
+use crate::auth::AuthError;
+use crate::destinations::DestinationError;
+use crate::ingest::IngestError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::error::{FieldError, ValidationErrors};
@@ -132,6 +135,41 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             errors,
+        }
+    }
+}
+
+// The domain's errors, each mapped to its status here and nowhere else.
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(s) => ApiError::Store(s),
+            AuthError::MissingScope(_) => ApiError::Forbidden(e.to_string()),
+            AuthError::NoToken | AuthError::Invalid => ApiError::Unauthorized(e.to_string()),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Invalid(v) => ApiError::Validation(v),
+            IngestError::KeyConflict | IngestError::FilterOverBudget { .. } => {
+                ApiError::Unprocessable(e.to_string())
+            }
+            IngestError::Store(s) => ApiError::Store(s),
+            IngestError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<DestinationError> for ApiError {
+    fn from(e: DestinationError) -> Self {
+        match e {
+            DestinationError::Invalid(v) => ApiError::Validation(v),
+            DestinationError::Store(s) => ApiError::Store(s),
+            DestinationError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

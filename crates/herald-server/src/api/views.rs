@@ -1,7 +1,8 @@
 //! JSON shapes the API returns, built from store rows.
 
 use herald_core::clock::rfc3339;
-use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
+use herald_core::delivery::{AttemptOutcome, DeliveryStatus, ErrorClass};
+use herald_core::scope::Scope;
 use herald_store::{AttemptRecord, DeadItem, DeliveryRecord, TokenRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -40,7 +41,7 @@ pub struct AttemptView {
     pub duration_ms: i64,
     pub outcome: AttemptOutcome,
     pub status_code: Option<u16>,
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
     pub response_excerpt: String,
 }
@@ -85,8 +86,8 @@ impl From<DeliveryRecord> for DeliveryView {
     fn from(d: DeliveryRecord) -> Self {
         let pending = d.status == DeliveryStatus::Pending;
         DeliveryView {
-            id: d.id,
-            message_id: d.message_id,
+            id: d.id.into_string(),
+            message_id: d.message_id.into_string(),
             destination: d.destination,
             status: d.status,
             attempt_count: d.attempt_count,
@@ -117,9 +118,9 @@ pub struct DeadItemView {
 impl From<DeadItem> for DeadItemView {
     fn from(d: DeadItem) -> Self {
         DeadItemView {
-            id: d.id,
+            id: d.id.into_string(),
             queue: d.queue,
-            message_id: d.message_id,
+            message_id: d.message_id.into_string(),
             event_type: d.event_type,
             attempt_count: d.attempt_count,
             last_error: d.last_error,
@@ -133,7 +134,7 @@ impl From<DeadItem> for DeadItemView {
 pub struct TokenView {
     pub id: String,
     pub name: String,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,

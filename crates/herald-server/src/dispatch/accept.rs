@@ -33,6 +33,7 @@ impl Dispatcher {
         &self,
         ctx: &DispatchContext,
         batch: &mut [herald_store::NewMessage],
+        parsed: &[Arc<Message>],
         now: i64,
     ) -> AcceptLeases {
         let mut leases = AcceptLeases {
@@ -41,7 +42,7 @@ impl Dispatcher {
             all: true,
         };
         let single = ctx.store.single_node() && !self.inner.stopping.load(Ordering::Relaxed);
-        let mut token: Option<String> = None;
+        let mut token: Option<LeaseToken> = None;
         let mut sched = self.inner.sched.lock().expect("dispatcher lock");
         for (i, m) in batch.iter_mut().enumerate() {
             for d in &mut m.deliveries {
@@ -54,9 +55,7 @@ impl Dispatcher {
                     leases.all = false;
                     continue;
                 };
-                let token = token
-                    .get_or_insert_with(|| herald_core::ids::new_id("lease"))
-                    .clone();
+                let token = token.get_or_insert_with(LeaseToken::new).clone();
                 let until = now + lease(ctx, &dest).as_millis() as i64;
                 *sched.leasing.entry(dest.name.clone()).or_default() += 1;
                 d.lease = Some(AcceptLease {
@@ -91,6 +90,7 @@ impl Dispatcher {
                 let ready = Ready {
                     claim,
                     lease_until: until,
+                    message: parsed.get(i).cloned(),
                 };
                 leases.items.push((i, ready));
             }

@@ -1,10 +1,12 @@
 //! One attempt: send through the channel, decide the next state ([`decide_next`]), record.
 
 use super::*;
+use herald_core::delivery::ErrorClass;
 
 pub(super) async fn run_attempt(
     ctx: &DispatchContext,
     c: ClaimedDelivery,
+    parsed: Option<Arc<Message>>,
     probe: bool,
     mut slot: Slot,
 ) {
@@ -24,15 +26,20 @@ pub(super) async fn run_attempt(
     let number = c.delivery.attempt_count + 1;
     let started_at = now_ms();
     let t0 = Instant::now();
-    let report = match serde_json::from_str::<MessageBody>(&c.message.body) {
-        Ok(body) => {
-            let message = Message {
+    let message = match parsed {
+        Some(m) => Ok(m),
+        None => serde_json::from_str::<MessageBody>(&c.message.body).map(|body| {
+            Arc::new(Message {
                 id: c.message.id.clone(),
                 event_type: c.message.event_type.clone(),
                 idempotency_key: c.message.idempotency_key.clone(),
                 created_at: c.message.created_at,
                 body,
-            };
+            })
+        }),
+    };
+    let report = match message {
+        Ok(message) => {
             ctx.channels
                 .send(&Attempt {
                     message: &message,
@@ -44,7 +51,7 @@ pub(super) async fn run_attempt(
         }
         Err(e) => SendReport::failed(
             Verdict::permanent(),
-            "corrupt",
+            ErrorClass::Corrupt,
             format!("stored message unreadable: {e}"),
         ),
     };
@@ -79,7 +86,7 @@ pub(super) async fn run_attempt(
         number.saturating_sub(c.delivery.budget_base),
         rand::random::<f64>,
         finished_at,
-        || herald_core::ids::new_id(herald_core::ids::DELIVERY),
+        DeliveryId::new,
     );
     let breaker = dest.spec.breaker().map(|config| BreakerEvent {
         config,
@@ -130,7 +137,7 @@ pub(super) async fn fail_over_unattempted(
         attempt: None,
         next: NextState::FailedOver {
             fallback,
-            new_delivery_id: herald_core::ids::new_id(herald_core::ids::DELIVERY),
+            new_delivery_id: DeliveryId::new(),
         },
         breaker: None,
         disable_if_failing_since: None,

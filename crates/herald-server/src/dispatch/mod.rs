@@ -38,6 +38,7 @@ use herald_core::clock::now_ms;
 use herald_core::delivery::DeliveryStatus;
 use herald_core::delivery::{Decision, DeliveryRules, SendReport, Verdict, decide_next};
 use herald_core::destination::FallbackWhen;
+use herald_core::ids::{DeliveryId, LeaseToken};
 use herald_core::message::{Message, MessageBody};
 use herald_store::{
     AcceptLease, AcceptOutcome, AttemptRecord, BreakerEvent, ClaimRequest, ClaimedDelivery,
@@ -123,7 +124,7 @@ struct Inner {
     /// Where finished attempts go to be recorded together (see [`run_recorder`]).
     recorder: OnceLock<mpsc::UnboundedSender<(FinishAttempt, RecordReply)>>,
     /// Attempts running now: delivery id → (lease token, task).
-    running: Mutex<HashMap<String, (String, AbortHandle)>>,
+    running: Mutex<HashMap<DeliveryId, (LeaseToken, AbortHandle)>>,
 }
 
 /// Capacity in use and deliveries leased ahead, under one lock so that starting from the
@@ -151,6 +152,9 @@ struct Sched {
 struct Ready {
     claim: ClaimedDelivery,
     lease_until: i64,
+    /// The message as ingest parsed it, for a delivery leased at accept: its attempt reads
+    /// it from here instead of parsing the stored JSON again.
+    message: Option<Arc<Message>>,
 }
 
 /// Deliveries of one accept call leased to this node in the accept's own transaction:
@@ -258,7 +262,7 @@ impl Dispatcher {
     pub async fn shutdown(&self, ctx: &DispatchContext, grace: Duration) {
         self.inner.stopping.store(true, Ordering::Relaxed);
         self.wake();
-        let waiting: Vec<(String, String)> = {
+        let waiting: Vec<(DeliveryId, LeaseToken)> = {
             let mut sched = self.inner.sched.lock().expect("dispatcher lock");
             sched
                 .ready
@@ -273,7 +277,7 @@ impl Dispatcher {
             let _ =
                 tokio::time::timeout(Duration::from_millis(50), self.inner.idle.notified()).await;
         }
-        let left: Vec<(String, (String, AbortHandle))> = self
+        let left: Vec<(DeliveryId, (LeaseToken, AbortHandle))> = self
             .inner
             .running
             .lock()

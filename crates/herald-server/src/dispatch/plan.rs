@@ -113,7 +113,7 @@ impl Dispatcher {
         (
             ClaimRequest {
                 now,
-                lease_token: herald_core::ids::new_id("lease"),
+                lease_token: LeaseToken::new(),
                 queues,
             },
             modes,

@@ -64,10 +64,11 @@ impl Dispatcher {
                 ready.push(Ready {
                     claim: c,
                     lease_until,
+                    message: None,
                 });
             } else {
                 let slot = Slot::take(self, name);
-                self.start(ctx.clone(), c, mode, slot);
+                self.start(ctx.clone(), c, None, mode, slot);
             }
         }
         if !ready.is_empty() {
@@ -158,13 +159,13 @@ impl Dispatcher {
                         continue;
                     }
                     let slot = Slot::take_locked(self, &mut sched, name);
-                    starts.push((r.claim, slot));
+                    starts.push((r.claim, r.message, slot));
                 }
             }
             sched.ready.retain(|_, q| !q.is_empty());
         }
-        for (c, slot) in starts {
-            self.start(ctx.clone(), c, Mode::Send, slot);
+        for (c, message, slot) in starts {
+            self.start(ctx.clone(), c, message, Mode::Send, slot);
         }
         let leases = give_back
             .into_iter()
@@ -173,7 +174,14 @@ impl Dispatcher {
         give_back_leases(ctx, leases, now).await;
     }
 
-    pub(super) fn start(&self, ctx: DispatchContext, c: ClaimedDelivery, mode: Mode, slot: Slot) {
+    pub(super) fn start(
+        &self,
+        ctx: DispatchContext,
+        c: ClaimedDelivery,
+        message: Option<Arc<Message>>,
+        mode: Mode,
+        slot: Slot,
+    ) {
         let dest = c.delivery.destination.clone();
         let id = c.delivery.id.clone();
         let lease = c.lease_token.clone();
@@ -188,7 +196,7 @@ impl Dispatcher {
                 match mode {
                     Mode::FailOver(fallback) => fail_over_unattempted(&ctx, c, fallback).await,
                     Mode::Send | Mode::Probe => {
-                        run_attempt(&ctx, c, mode == Mode::Probe, slot).await
+                        run_attempt(&ctx, c, message, mode == Mode::Probe, slot).await
                     }
                 }
                 this.finished(&task_id);
@@ -198,7 +206,7 @@ impl Dispatcher {
         running.insert(id, (lease, handle.abort_handle()));
     }
 
-    pub(super) fn finished(&self, id: &str) {
+    pub(super) fn finished(&self, id: &DeliveryId) {
         self.inner
             .running
             .lock()
@@ -259,7 +267,7 @@ impl Drop for Slot {
 /// Puts leased deliveries back to pending (their leases would otherwise run out).
 pub(super) async fn give_back_leases(
     ctx: &DispatchContext,
-    leases: Vec<(String, String)>,
+    leases: Vec<(DeliveryId, LeaseToken)>,
     now: i64,
 ) {
     if leases.is_empty() {

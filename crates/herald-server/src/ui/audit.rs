@@ -4,7 +4,7 @@
 
 use super::session::UiUser;
 use super::{PAGE_SIZE, UiResult, render};
-use crate::api::audit::verify_chain;
+use crate::audit::verify_chain;
 use crate::state::AppState;
 use axum::extract::{Query, State};
 use minijinja::context;

@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use herald_core::clock::now_ms;
 use herald_core::delivery::DeliveryStatus;
-use herald_core::ids;
+use herald_core::delivery::ErrorClass;
+use herald_core::ids::{self, DeliveryId};
 use herald_store::{DeliveryQuery, DeliveryRecord};
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
@@ -101,7 +102,7 @@ pub async fn page(
         .map(|cursor| {
             // The same search, one page on (serde_urlencoded escapes every value).
             let next = Search {
-                cursor,
+                cursor: cursor.to_string(),
                 ..search.clone()
             };
             serde_urlencoded::to_string(&next).unwrap_or_default()
@@ -133,9 +134,9 @@ pub async fn detail(
     Path(id): Path<String>,
 ) -> UiResult {
     let not_found = || UiError::new(StatusCode::NOT_FOUND, format!("No delivery {id:?}."));
-    if !ids::is_valid(ids::DELIVERY, &id) {
+    let Some(id) = DeliveryId::parse(&id) else {
         return Err(not_found());
-    }
+    };
     let d = state.store.get_delivery(&id).await?.ok_or_else(not_found)?;
     let now = now_ms();
     let message = state.store.get_message(&d.message_id).await?;
@@ -168,7 +169,7 @@ pub async fn detail(
     let siblings = state
         .store
         .list_deliveries(&DeliveryQuery {
-            message_id: Some(d.message_id.clone()),
+            message_id: Some(d.message_id.to_string()),
             limit: 100,
             ..Default::default()
         })
@@ -194,7 +195,7 @@ pub async fn detail(
                 duration_ms => a.duration_ms,
                 outcome => a.outcome.as_str(),
                 status_code => a.status_code,
-                error_class => a.error_class.clone(),
+                error_class => a.error_class.map(ErrorClass::as_str),
                 error => a.error.clone(),
                 response_excerpt => a.response_excerpt.clone(),
             }).collect::<Vec<_>>(),

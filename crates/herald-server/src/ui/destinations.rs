@@ -2,7 +2,7 @@
 
 use super::session::UiUser;
 use super::{UiResult, ago, render, when};
-use crate::api::destinations::health_of;
+use crate::destinations::health_of;
 use crate::state::AppState;
 use axum::extract::State;
 use herald_core::clock::{now_ms, parse_rfc3339};

@@ -49,7 +49,7 @@ pub async fn page(
         .then(|| items.last().map(|i| i.id.clone()))
         .flatten()
         .map(|cursor| {
-            serde_urlencoded::to_string([("queue", p.queue.as_str()), ("cursor", &cursor)])
+            serde_urlencoded::to_string([("queue", p.queue.as_str()), ("cursor", cursor.as_str())])
                 .unwrap_or_default()
         });
     let notice = match p.done.as_str() {

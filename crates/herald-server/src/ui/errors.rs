@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect};
 use herald_core::clock::now_ms;
 use herald_core::error_report::GroupStatus;
+use herald_core::ids::ErrorGroupId;
 use herald_store::ErrorGroupQuery;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
@@ -133,10 +134,15 @@ pub async fn act(
         "unresolve" => (GroupStatus::Unresolved, "unresolved"),
         _ => return Err(UiError::new(StatusCode::BAD_REQUEST, "Unknown action.")),
     };
-    let changed = state
-        .store
-        .set_error_group_status(&f.id, status, &user.caller.actor(), now_ms())
-        .await?;
+    let changed = match ErrorGroupId::parse(&f.id) {
+        Some(group) => {
+            state
+                .store
+                .set_error_group_status(&group, status, &user.caller.actor(), now_ms())
+                .await?
+        }
+        None => None,
+    };
     if changed.is_none() {
         return Err(UiError::new(
             StatusCode::NOT_FOUND,

@@ -16,6 +16,9 @@ pub mod session;
 pub mod signin;
 
 use crate::api::problem::ApiError;
+use crate::auth::AuthError;
+use crate::destinations::DestinationError;
+use crate::ingest::IngestError;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path};
@@ -232,11 +235,17 @@ impl From<ApiError> for UiError {
     }
 }
 
-impl From<StoreError> for UiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::from(e).into()
-    }
+/// The domain's errors reach the dashboard with the status and wording the API gives them.
+macro_rules! via_api {
+    ($($error:ty),*) => {$(
+        impl From<$error> for UiError {
+            fn from(e: $error) -> Self {
+                ApiError::from(e).into()
+            }
+        }
+    )*};
 }
+via_api!(StoreError, AuthError, IngestError, DestinationError);
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {

@@ -78,11 +78,7 @@ pub async fn create(state: &AppState, caller: Caller) -> Result<String, UiError>
             id_hash: key(&id),
             token_id: Some(binding),
             name: caller.name.clone(),
-            scopes: caller
-                .scopes
-                .iter()
-                .map(|s| s.as_str().to_string())
-                .collect(),
+            scopes: caller.scopes.clone(),
             csrf: random(32),
             created_at: now,
             expires_at: now + SESSION_TTL.as_millis() as i64,
@@ -101,7 +97,7 @@ async fn get(state: &AppState, id: &str) -> Result<Option<Session>, UiError> {
             caller: Caller {
                 token_id: r.token_id.clone().filter(|t| !t.starts_with(ENV_BINDING)),
                 name: r.name,
-                scopes: r.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+                scopes: r.scopes,
             },
             binding: r.token_id,
             csrf: r.csrf,

@@ -2,7 +2,7 @@
 
 use super::session::{self, UiUser};
 use super::{UiError, UiResult, render_public};
-use crate::auth::Scope;
+use crate::auth::{AuthError, Scope};
 use crate::state::AppState;
 use axum::Form;
 use axum::extract::State;
@@ -46,7 +46,7 @@ pub async fn submit(
     }
     let caller = match state.auth.authenticate(state.store.as_ref(), token).await {
         Ok(c) => c,
-        Err(crate::api::problem::ApiError::Unauthorized(_)) => {
+        Err(AuthError::NoToken | AuthError::Invalid) => {
             return Ok(refuse(
                 StatusCode::UNAUTHORIZED,
                 "That token is not valid (wrong, or revoked).",

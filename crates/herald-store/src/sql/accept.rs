@@ -51,7 +51,7 @@ pub(super) async fn accept_batch(
         )));
         for m in chunk {
             q = q
-                .bind(&m.id)
+                .bind(m.id.as_str())
                 .bind(&m.event_type)
                 .bind(m.idempotency.as_ref().map(|i| &i.key))
                 .bind(&m.body)
@@ -74,8 +74,8 @@ pub(super) async fn accept_batch(
             // A shared store leaves every new delivery for a claim (see `single_node`).
             let lease = d.lease.as_ref().filter(|_| w.dialect == Dialect::Sqlite);
             q = q
-                .bind(&d.id)
-                .bind(&m.id)
+                .bind(d.id.as_str())
+                .bind(m.id.as_str())
                 .bind(&d.destination)
                 .bind(if lease.is_some() {
                     "in_flight"
@@ -105,7 +105,7 @@ pub(super) async fn accept_batch(
             q = q
                 .bind(&i.scoped_key)
                 .bind(&i.request_hash)
-                .bind(&m.id)
+                .bind(m.id.as_str())
                 .bind(&i.response)
                 .bind(m.created_at)
                 .bind(i.expires_at);
@@ -121,7 +121,13 @@ pub(super) async fn accept_batch(
                 .map(|d| d.destination.as_str())
                 .collect();
             let detail = json!({"event_type": m.event_type, "destinations": destinations});
-            new_audit(m.created_at, &m.actor, "message.accepted", &m.id, detail)
+            new_audit(
+                m.created_at,
+                &m.actor,
+                "message.accepted",
+                m.id.as_str(),
+                detail,
+            )
         })
         .collect();
     audit_many(w, &entries).await?;

@@ -10,7 +10,7 @@ pub(super) async fn create_token(store: &SqlStore, t: TokenRecord, actor: &str) 
                 .bind(&t.id)
                 .bind(&t.name)
                 .bind(&t.hash)
-                .bind(t.scopes.join(" "))
+                .bind(Scope::join(&t.scopes))
                 .bind(t.created_at)
                 .execute(&mut w.conn)
                 .await?;
@@ -92,7 +92,7 @@ pub(super) async fn create_session(store: &SqlStore, s: SessionRecord) -> Result
             .bind(&s.id_hash)
             .bind(&s.token_id)
             .bind(&s.name)
-            .bind(s.scopes.join(" "))
+            .bind(Scope::join(&s.scopes))
             .bind(&s.csrf)
             .bind(s.created_at)
             .bind(s.expires_at)
@@ -120,7 +120,7 @@ pub(super) async fn get_session(
             id_hash: r.try_get("id_hash")?,
             token_id: r.try_get("token_id")?,
             name: r.try_get("name")?,
-            scopes: scopes.split_whitespace().map(str::to_string).collect(),
+            scopes: Scope::parse_list(&scopes),
             csrf: r.try_get("csrf")?,
             created_at: r.try_get("created_at")?,
             expires_at: r.try_get("expires_at")?,

@@ -111,15 +111,7 @@ pub(super) async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<Claim
 }
 
 pub(super) fn breaker_closed(stored: Option<&str>) -> bool {
-    stored_breaker(stored).permit(i64::MIN) == Permit::Any
-}
-
-/// The stored breaker state; an unreadable one counts as closed (it is rewritten on the
-/// next attempt).
-pub(super) fn stored_breaker(stored: Option<&str>) -> Breaker {
-    stored
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default()
+    Breaker::from_stored(stored).permit(i64::MIN) == Permit::Any
 }
 
 /// Reads a destination's token bucket under its row lock (Postgres) and refills it to
@@ -176,7 +168,7 @@ pub(super) async fn claim_due(
         };
         claimed = sqlx::query_scalar(sql)
             .bind(req.now + q.lease_ms)
-            .bind(&req.lease_token)
+            .bind(req.lease_token.as_str())
             .bind(req.now)
             .bind(&q.destination)
             .bind(q.capacity as i64)
@@ -222,7 +214,7 @@ pub(super) async fn claim_head(
     // the same head only one leases it.
     let n = sqlx::query("UPDATE deliveries SET status = 'in_flight', lease_until = $1, lease_token = $2, updated_at = $3 WHERE id = $4 AND status = 'pending'")
         .bind(req.now + q.lease_ms)
-        .bind(&req.lease_token)
+        .bind(req.lease_token.as_str())
         .bind(req.now)
         .bind(&id)
         .execute(&mut w.conn)
@@ -239,7 +231,7 @@ pub(super) async fn claim(store: &SqlStore, req: ClaimRequest) -> Result<ClaimRe
 
 pub(super) async fn release(
     store: &SqlStore,
-    leases: Vec<(String, String)>,
+    leases: Vec<(DeliveryId, LeaseToken)>,
     now: i64,
 ) -> Result<()> {
     store.write(move |w| {
@@ -250,8 +242,8 @@ pub(super) async fn release(
                      WHERE id = $2 AND lease_token = $3 AND status = 'in_flight'",
                 )
                 .bind(now)
-                .bind(id)
-                .bind(token)
+                .bind(id.as_str())
+                .bind(token.as_str())
                 .execute(&mut w.conn)
                 .await?;
             }

@@ -69,7 +69,10 @@ pub(super) async fn list_attempts(
                 status_code: r
                     .try_get::<Option<i64>, _>("status_code")?
                     .map(|c| c as u16),
-                error_class: r.try_get("error_class")?,
+                error_class: r
+                    .try_get::<Option<String>, _>("error_class")?
+                    .as_deref()
+                    .and_then(ErrorClass::parse),
                 error: r.try_get("error")?,
                 response_excerpt: r.try_get("response_excerpt")?,
             })

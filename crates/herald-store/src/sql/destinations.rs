@@ -124,7 +124,7 @@ pub(super) async fn start_probe(
         .write(move |w| {
             Box::pin(async move {
                 let stored = locked_breaker(w, &name).await?;
-                let mut b = stored_breaker(stored.as_deref());
+                let mut b = Breaker::from_stored(stored.as_deref());
                 if b.permit(now) != Permit::Probe {
                     return Ok(None);
                 }

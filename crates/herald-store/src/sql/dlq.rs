@@ -69,9 +69,9 @@ pub(super) async fn list_dead(store: &SqlStore, q: &DlqQuery) -> Result<Vec<Dead
     rows.iter()
         .map(|r| {
             Ok(DeadItem {
-                id: r.try_get("id")?,
+                id: DeliveryId::stored(r.try_get("id")?),
                 queue: r.try_get("destination")?,
-                message_id: r.try_get("message_id")?,
+                message_id: MessageId::stored(r.try_get("message_id")?),
                 event_type: r.try_get("event_type")?,
                 attempt_count: r.try_get::<i64, _>("attempt_count")? as u32,
                 last_error: r.try_get("last_error")?,

@@ -51,7 +51,7 @@ pub(super) async fn record_error_in(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, $18, $19)
          ON CONFLICT (group_key) DO NOTHING",
     )
-    .bind(&occ.new_id)
+    .bind(occ.new_id.as_str())
     .bind(&occ.key)
     .bind(&occ.service)
     .bind(&occ.fingerprint)
@@ -111,7 +111,7 @@ pub(super) async fn record_error_in(
         let message = alert(&group, &d).map_err(StoreError::Corrupt)?;
         let id = message.id.clone();
         accept_batch(w, &[&message]).await?;
-        group.last_message_id = Some(id.clone());
+        group.last_message_id = Some(id.to_string());
         sent = Some((d, id));
     }
     let s = &group.state;

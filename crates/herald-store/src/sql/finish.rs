@@ -26,8 +26,8 @@ pub(super) async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<Finis
     .bind(a.and_then(|a| a.error.clone()))
     .bind(dead_at)
     .bind(f.now)
-    .bind(&f.delivery_id)
-    .bind(&f.lease_token)
+    .bind(f.delivery_id.as_str())
+    .bind(f.lease_token.as_str())
     .fetch_optional(&mut w.conn)
     .await?;
     let Some(row) = row else {
@@ -55,11 +55,11 @@ pub(super) async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<Finis
             "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, fallback_of, created_at, updated_at)
              VALUES ($1, $2, $3, 'pending', $4, $5, $4, $4)",
         )
-        .bind(new_id)
+        .bind(new_id.as_str())
         .bind(&message_id)
         .bind(fallback)
         .bind(f.now)
-        .bind(&f.delivery_id)
+        .bind(f.delivery_id.as_str())
         .execute(&mut w.conn)
         .await?;
         w.new_work = true;
@@ -67,7 +67,7 @@ pub(super) async fn finish_in(w: &mut Writer, f: &FinishAttempt) -> Result<Finis
     let detail = attempt_detail(f, number, &message_id, next_at, fallback);
     audit(
         w,
-        &new_audit(f.now, "dispatcher", action, &f.delivery_id, detail),
+        &new_audit(f.now, "dispatcher", action, f.delivery_id.as_str(), detail),
     )
     .await?;
 
@@ -162,7 +162,7 @@ pub(super) async fn apply_breaker(
     now: i64,
 ) -> Result<(String, Option<String>)> {
     let apply = |stored: Option<&str>| {
-        let mut b = stored_breaker(stored);
+        let mut b = Breaker::from_stored(stored);
         let before = b.clone();
         let transition = if event.failure {
             b.on_retryable_failure(&event.config, now)
@@ -227,7 +227,7 @@ pub(super) fn attempt_detail(
     number: i64,
     message_id: &str,
     next_at: Option<i64>,
-    fallback: Option<(&String, &String)>,
+    fallback: Option<(&String, &DeliveryId)>,
 ) -> Value {
     let a = f.attempt.as_ref();
     json!({
@@ -236,7 +236,7 @@ pub(super) fn attempt_detail(
         "attempt": a.map(|_| number),
         "outcome": a.map(|a| a.outcome.as_str()),
         "status_code": a.and_then(|a| a.status_code),
-        "error_class": a.and_then(|a| a.error_class.clone()),
+        "error_class": a.and_then(|a| a.error_class),
         "duration_ms": a.map(|a| a.duration_ms),
         "next_attempt_at": next_at.map(rfc3339),
         "fallback": fallback.map(|(d, id)| json!({"destination": d, "delivery_id": id})),
@@ -301,13 +301,13 @@ pub(super) async fn insert_attempts(
         )));
         for &(f, a, number) in chunk {
             q = q
-                .bind(&f.delivery_id)
+                .bind(f.delivery_id.as_str())
                 .bind(number)
                 .bind(a.started_at)
                 .bind(a.duration_ms)
                 .bind(a.outcome.as_str())
                 .bind(a.status_code.map(i64::from))
-                .bind(&a.error_class)
+                .bind(a.error_class.map(ErrorClass::as_str))
                 .bind(&a.error)
                 .bind(&a.response_excerpt)
                 .bind(&f.destination);
@@ -349,8 +349,8 @@ pub(super) async fn record_successes(
             let f = &batch[i];
             let a = f.attempt.as_ref();
             q = q
-                .bind(&f.delivery_id)
-                .bind(&f.lease_token)
+                .bind(f.delivery_id.as_str())
+                .bind(f.lease_token.as_str())
                 .bind(a.and_then(|a| a.status_code).map(i64::from))
                 .bind(a.and_then(|a| a.error.clone()))
                 .bind(f.now);
@@ -367,7 +367,7 @@ pub(super) async fn record_successes(
         .iter()
         .filter_map(|&i| {
             let f = &batch[i];
-            let (number, _) = stored.get(&f.delivery_id)?;
+            let (number, _) = stored.get(f.delivery_id.as_str())?;
             Some((i, f.attempt.as_ref()?, *number))
         })
         .collect();
@@ -381,7 +381,7 @@ pub(super) async fn record_successes(
     let mut destinations: Vec<(&str, i64, Option<&BreakerEvent>, Vec<usize>)> = Vec::new();
     for &(i, _, number) in &recorded {
         let f = &batch[i];
-        let message_id = &stored[&f.delivery_id].1;
+        let message_id = &stored[f.delivery_id.as_str()].1;
         let detail = attempt_detail(f, number, message_id, None, None);
         audit(
             w,
@@ -389,7 +389,7 @@ pub(super) async fn record_successes(
                 f.now,
                 "dispatcher",
                 NextState::Delivered.audit_action(),
-                &f.delivery_id,
+                f.delivery_id.as_str(),
                 detail,
             ),
         )

@@ -7,8 +7,8 @@ pub(super) const DELIVERY_COLS: &str = "d.id, d.message_id, d.destination, d.sta
 pub(super) fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord> {
     let status: String = r.try_get("status")?;
     Ok(DeliveryRecord {
-        id: r.try_get("id")?,
-        message_id: r.try_get("message_id")?,
+        id: DeliveryId::stored(r.try_get("id")?),
+        message_id: MessageId::stored(r.try_get("message_id")?),
         destination: r.try_get("destination")?,
         status: DeliveryStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("delivery status {status:?}")))?,
@@ -29,7 +29,7 @@ pub(super) fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord> {
 pub(super) fn message_from_row(r: &AnyRow, prefix: &str) -> Result<MessageRecord> {
     let col = |c: &str| format!("{prefix}{c}");
     Ok(MessageRecord {
-        id: r.try_get(col("id").as_str())?,
+        id: MessageId::stored(r.try_get(col("id").as_str())?),
         event_type: r.try_get(col("event_type").as_str())?,
         idempotency_key: r.try_get(col("idempotency_key").as_str())?,
         body: r.try_get(col("body").as_str())?,
@@ -59,7 +59,7 @@ pub(super) fn token_from_row(r: &AnyRow) -> Result<TokenRecord> {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         hash: r.try_get("hash")?,
-        scopes: scopes.split_whitespace().map(str::to_string).collect(),
+        scopes: Scope::parse_list(&scopes),
         created_at: r.try_get("created_at")?,
         last_used_at: r.try_get("last_used_at")?,
         revoked_at: r.try_get("revoked_at")?,

@@ -16,20 +16,20 @@ impl Store for SqlStore {
         accept::accept_messages(self, batch).await
     }
 
-    async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>> {
-        accept::get_message(self, id).await
+    async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>> {
+        accept::get_message(self, id.as_str()).await
     }
 
-    async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>> {
-        deliveries::get_delivery(self, id).await
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>> {
+        deliveries::get_delivery(self, id.as_str()).await
     }
 
     async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>> {
         deliveries::list_deliveries(self, q).await
     }
 
-    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRecord>> {
-        deliveries::list_attempts(self, delivery_id).await
+    async fn list_attempts(&self, delivery_id: &DeliveryId) -> Result<Vec<AttemptRecord>> {
+        deliveries::list_attempts(self, delivery_id.as_str()).await
     }
 
     async fn queue_counts(&self, destination: &str) -> Result<QueueCounts> {
@@ -84,7 +84,7 @@ impl Store for SqlStore {
         finish::finish_attempts(self, batch).await
     }
 
-    async fn release(&self, leases: Vec<(String, String)>, now: i64) -> Result<()> {
+    async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>, now: i64) -> Result<()> {
         claim::release(self, leases, now).await
     }
 
@@ -128,8 +128,8 @@ impl Store for SqlStore {
         error_groups::record_error(self, occ, alert).await
     }
 
-    async fn get_error_group(&self, id: &str) -> Result<Option<ErrorGroupRecord>> {
-        error_groups::get_error_group(self, id).await
+    async fn get_error_group(&self, id: &ErrorGroupId) -> Result<Option<ErrorGroupRecord>> {
+        error_groups::get_error_group(self, id.as_str()).await
     }
 
     async fn list_error_groups(&self, q: &ErrorGroupQuery) -> Result<Vec<ErrorGroupRecord>> {
@@ -138,12 +138,12 @@ impl Store for SqlStore {
 
     async fn set_error_group_status(
         &self,
-        id: &str,
+        id: &ErrorGroupId,
         status: GroupStatus,
         actor: &str,
         now: i64,
     ) -> Result<Option<ErrorGroupRecord>> {
-        error_groups::set_error_group_status(self, id, status, actor, now).await
+        error_groups::set_error_group_status(self, id.as_str(), status, actor, now).await
     }
 
     async fn create_token(&self, t: TokenRecord, actor: &str) -> Result<()> {

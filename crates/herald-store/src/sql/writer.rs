@@ -114,9 +114,21 @@ pub(super) async fn connect_writer(
             PRAGMAS_NORMAL
         };
         sqlx::raw_sql(pragmas).execute(&mut conn).await?;
+    } else {
+        sqlx::raw_sql(POSTGRES_WRITER_SETTINGS)
+            .execute(&mut conn)
+            .await?;
     }
     Ok(conn)
 }
+
+/// The writer's session on Postgres. A node frozen in the middle of a transaction
+/// (SIGSTOP, a VM paused, a stalled disk under its process) would otherwise keep that
+/// transaction's locks — the audit chain's advisory lock among them — for as long as it is
+/// frozen, and every other node's commits would wait behind it. Herald sends a
+/// transaction's statements back to back, so a session idle inside one for seconds belongs
+/// to such a node: Postgres ends it, its locks go, and the node reconnects when it wakes.
+const POSTGRES_WRITER_SETTINGS: &str = "SET idle_in_transaction_session_timeout = '5s'";
 
 impl Writer {
     /// Opens a fresh connection in place of a broken one and re-reads the audit head (a

@@ -26,7 +26,7 @@ async fn a_delivery_leased_at_accept_is_in_flight_on_one_node_and_pending_on_a_s
             let claimed = ClaimedDelivery {
                 delivery: stored,
                 message: record,
-                lease_token: "lease-accept".into(),
+                lease_token: LeaseToken::stored("lease-accept".into()),
             };
             let done = finish(
                 &claimed,

@@ -35,7 +35,7 @@ async fn a_stale_lease_cannot_overwrite_a_newer_claim() {
         assert_eq!(second.claimed.len(), 1);
 
         let stale = FinishAttempt {
-            lease_token: "lease-a".into(),
+            lease_token: LeaseToken::stored("lease-a".into()),
             ..finish(
                 &second.claimed[0],
                 NextState::Dead,

@@ -47,7 +47,7 @@ async fn dashboard_queries_search_by_key_count_the_hour_and_page_the_audit_log_n
         store
             .finish_attempt(FinishAttempt {
                 delivery_id: id.clone(),
-                lease_token: "l".into(),
+                lease_token: LeaseToken::stored("l".into()),
                 destination: "crm".into(),
                 attempt: Some(AttemptRecord {
                     started_at: now,
@@ -171,7 +171,7 @@ async fn a_dashboard_session_opened_on_one_node_is_known_to_the_other_until_it_e
             id_hash: "h1".into(),
             token_id: Some("tok".into()),
             name: "ops".into(),
-            scopes: vec!["read".into()],
+            scopes: vec![herald_core::scope::Scope::Read],
             csrf: "c".into(),
             created_at: now,
             expires_at: now + 1_000,

@@ -4,7 +4,7 @@ use super::*;
 
 fn occurrence(key: &str, now: i64) -> ErrorOccurrence {
     ErrorOccurrence {
-        new_id: new_id("grp"),
+        new_id: ErrorGroupId::new(),
         key: key.into(),
         service: "shop".into(),
         fingerprint: "ZeroDivisionError · shop.views in divide".into(),
@@ -58,7 +58,11 @@ async fn concurrent_reports_of_a_new_group_alert_once_and_the_alert_commits_with
         assert_eq!(outcomes.iter().filter(|o| o.new_group).count(), 1);
         let gid = outcomes[0].group.id.clone();
         assert!(outcomes.iter().all(|o| o.group.id == gid));
-        let g = store.get_error_group(&gid).await.unwrap().unwrap();
+        let g = store
+            .get_error_group(&ErrorGroupId::stored(gid.clone()))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((g.state.count, g.state.folded), (40, 39));
         assert_eq!(g.last_message_id.as_deref(), Some(alerts[0].1.as_str()));
         let m = store.get_message(&alerts[0].1).await.unwrap().unwrap();
@@ -66,7 +70,12 @@ async fn concurrent_reports_of_a_new_group_alert_once_and_the_alert_commits_with
 
         // Resolved, then seen again inside the window: the regression waits (pending).
         let r = store
-            .set_error_group_status(&gid, GroupStatus::Resolved, "token:test", now + 50)
+            .set_error_group_status(
+                &ErrorGroupId::stored(gid.clone()),
+                GroupStatus::Resolved,
+                "token:test",
+                now + 50,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -90,7 +99,12 @@ async fn concurrent_reports_of_a_new_group_alert_once_and_the_alert_commits_with
         assert_eq!(listed[0].state.pending, Some(AlertReason::Regression));
         assert!(
             store
-                .set_error_group_status("grp_nope", GroupStatus::Resolved, "t", now)
+                .set_error_group_status(
+                    &ErrorGroupId::stored("grp_nope".into()),
+                    GroupStatus::Resolved,
+                    "t",
+                    now
+                )
                 .await
                 .unwrap()
                 .is_none()

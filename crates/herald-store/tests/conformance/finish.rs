@@ -72,7 +72,7 @@ async fn attempts_recorded_together_leave_what_recording_them_one_by_one_leaves(
             .enumerate()
             .map(|(i, c)| done(c, later + i as i64))
             .collect();
-        finishes[3].lease_token = "stolen".into();
+        finishes[3].lease_token = LeaseToken::stored("stolen".into());
         finishes.push(done(&flaky.claimed[0], later));
         finishes.push(FinishAttempt {
             breaker: event(true),
@@ -148,10 +148,14 @@ async fn attempts_recorded_together_leave_what_recording_them_one_by_one_leaves(
             .collect();
         assert_eq!(delivered.len(), 5, "{}: {delivered:?}", be.name);
         for (id, number, message_id) in &delivered {
-            let d = be.a.get_delivery(id).await.unwrap().unwrap();
+            let d =
+                be.a.get_delivery(&DeliveryId::stored(id.clone()))
+                    .await
+                    .unwrap()
+                    .unwrap();
             assert_eq!(
                 (*number, message_id),
-                (i64::from(d.attempt_count), &d.message_id)
+                (i64::from(d.attempt_count), &d.message_id.to_string())
             );
         }
     }

@@ -5,7 +5,7 @@
 
 use herald_core::audit::verify_chain;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus};
-use herald_core::ids::{DELIVERY, MESSAGE, new_id};
+use herald_core::ids::{DeliveryId, ErrorGroupId, LeaseToken, MessageId};
 use herald_store::Location;
 use herald_store::sql::{SqlStore, StoreOptions};
 use herald_store::*;
@@ -69,14 +69,14 @@ async fn open_sqlite(dir: &tempfile::TempDir) -> Arc<SqlStore> {
 }
 
 fn message(dest: &str, key: Option<(&str, &str)>) -> NewMessage {
-    let id = new_id(MESSAGE);
+    let id = MessageId::new();
     NewMessage {
         id: id.clone(),
         event_type: "test".into(),
         body: r#"{"text":"hi"}"#.into(),
         created_at: herald_core::clock::now_ms(),
         deliveries: vec![NewDelivery {
-            id: new_id(DELIVERY),
+            id: DeliveryId::new(),
             destination: dest.into(),
             lease: None,
         }],
@@ -95,7 +95,7 @@ fn message(dest: &str, key: Option<(&str, &str)>) -> NewMessage {
 fn leased_message(dest: &str, token: &str, until: i64) -> NewMessage {
     let mut m = message(dest, None);
     m.deliveries[0].lease = Some(AcceptLease {
-        token: token.into(),
+        token: LeaseToken::stored(token.into()),
         until,
     });
     m
@@ -104,7 +104,7 @@ fn leased_message(dest: &str, token: &str, until: i64) -> NewMessage {
 fn claim(now: i64, token: &str, dest: &str, n: u32, lease_ms: i64) -> ClaimRequest {
     ClaimRequest {
         now,
-        lease_token: token.into(),
+        lease_token: LeaseToken::stored(token.into()),
         queues: vec![QueueClaim {
             destination: dest.into(),
             capacity: n,
