@@ -13,6 +13,7 @@ use herald_testkit::receiver::FakeReceiver;
 use serde_json::{Value, json};
 
 mod accept;
+mod attempt;
 mod capacity;
 mod flaky;
 mod planning;

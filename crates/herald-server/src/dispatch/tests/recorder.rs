@@ -168,11 +168,10 @@ async fn a_group_the_store_refused_is_retried_until_it_answers() {
     );
     let batches = flaky.batches();
     assert_eq!(batches[0], 2, "{batches:?}");
-    assert_eq!(
-        batches.iter().sum::<usize>(),
-        6,
-        "each record tried three times: {batches:?}"
-    );
+    // Both refusals were spent, and what followed stored both (in one group or two,
+    // depending on how their backoffs meet).
+    assert_eq!(flaky.fail.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(batches.len() >= 3, "{batches:?}");
     for r in &items {
         let id = &r.claim.delivery.id;
         assert_eq!(w.status(id).await, DeliveryStatus::Delivered);
