@@ -58,6 +58,8 @@ mod attempt;
 mod plan;
 mod ready;
 mod record;
+#[cfg(test)]
+mod tests;
 
 use attempt::*;
 use plan::*;
