@@ -124,7 +124,7 @@ struct Inner {
     total: AtomicU32,
     sched: Mutex<Sched>,
     /// Where finished attempts go to be recorded together (see [`run_recorder`]).
-    recorder: OnceLock<mpsc::UnboundedSender<(FinishAttempt, RecordReply)>>,
+    recorder: OnceLock<mpsc::Sender<(FinishAttempt, RecordReply)>>,
     /// Attempts running now: delivery id → (lease token, task).
     running: Mutex<HashMap<DeliveryId, (LeaseToken, AbortHandle)>>,
 }
@@ -187,7 +187,7 @@ impl Dispatcher {
 
     /// Runs the claim loop until [`Dispatcher::shutdown`].
     pub fn spawn(&self, ctx: DispatchContext) -> tokio::task::JoinHandle<()> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(MAX_RECORDS);
         if self.inner.recorder.set(tx).is_ok() {
             tokio::spawn(run_recorder(ctx.store.clone(), rx));
         }

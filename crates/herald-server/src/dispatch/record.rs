@@ -12,7 +12,9 @@ impl Dispatcher {
     ) -> Result<FinishOutcome, String> {
         if let Some(tx) = self.inner.recorder.get() {
             let (reply, answer) = oneshot::channel();
-            if tx.send((f.clone(), reply)).is_ok() {
+            // A full queue (the store is slower than attempts finish) makes the attempt
+            // wait here, holding its slot: back-pressure up to the claims.
+            if tx.send((f.clone(), reply)).await.is_ok() {
                 return answer
                     .await
                     .map_err(|_| "the recorder stopped".to_string())?;
@@ -22,14 +24,14 @@ impl Dispatcher {
     }
 }
 
-/// Most attempt records one transaction carries.
+/// Most attempt records one transaction carries, and most waiting for the recorder.
 pub(super) const MAX_RECORDS: usize = 2048;
 
 /// Takes every attempt record that is waiting and stores them in one store call: under
 /// load, hundreds of attempts share one transaction instead of one each.
 pub(super) async fn run_recorder(
     store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<(FinishAttempt, RecordReply)>,
+    mut rx: mpsc::Receiver<(FinishAttempt, RecordReply)>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];

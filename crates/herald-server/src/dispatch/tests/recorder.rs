@@ -3,10 +3,10 @@
 //! destination's window) instead of dropping it; a record the store refused is retried
 //! until the store answers or the lease ends.
 //!
-//! What record.rs really does: the channel to the recorder is unbounded — the bound is
-//! MAX_RECORDS per transaction, and the back-pressure is that each attempt awaits its own
-//! record while its Slot keeps it counted in `held` (see the capacity tests), so a slow
-//! store stops its destination leasing ahead. The retry is in `record`, not the recorder:
+//! The bound is MAX_RECORDS per transaction and MAX_RECORDS waiting in the recorder's
+//! queue; the back-pressure is that each attempt awaits its own record (and a place in
+//! that queue) while its Slot keeps it counted in `held` (see the capacity tests), so a
+//! slow store stops its destination leasing ahead. The retry is in `record`, not the recorder:
 //! the recorder answers every record of a failed group with the error.
 
 use super::*;
@@ -39,11 +39,11 @@ fn delivered(r: &Ready) -> FinishAttempt {
 
 /// Queues `items`' records for a recorder that has not started, then runs it to the end.
 async fn record_all(w: &World, items: &[Ready]) -> Vec<Result<FinishOutcome, String>> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(items.len().max(1));
     let mut answers = Vec::new();
     for r in items {
         let (reply, answer) = oneshot::channel();
-        tx.send((delivered(r), reply)).unwrap();
+        tx.send((delivered(r), reply)).await.unwrap();
         answers.push(answer);
     }
     drop(tx);
@@ -57,7 +57,7 @@ async fn record_all(w: &World, items: &[Ready]) -> Vec<Result<FinishOutcome, Str
 
 /// Starts the dispatcher's recorder (as `spawn` does, without the claim loop).
 fn start_recorder(w: &World) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(MAX_RECORDS);
     assert!(w.dispatcher().inner.recorder.set(tx).is_ok());
     tokio::spawn(run_recorder(w.ctx.store.clone(), rx));
 }
