@@ -15,6 +15,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod attachments;
 pub mod audit;
 pub mod auth;
 pub mod config;

@@ -9,9 +9,8 @@ use crate::ingest::{self, MessageAccepted, Submission};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use herald_core::attachment::content_disposition;
 use herald_core::clock::rfc3339;
 use herald_core::ids::MessageId;
 use herald_core::message::{Attachment, MessageBody, MessageInput};
@@ -214,41 +213,7 @@ pub async fn attachment(
     Path((id, n)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
-    attachment_response(&state, &id, &n).await
-}
-
-/// One stored attachment as a download (the API and the dashboard share this).
-pub async fn attachment_response(state: &AppState, id: &str, n: &str) -> ApiResult<Response> {
-    let not_found = || ApiError::NotFound(format!("message {id:?} has no attachment {n:?}"));
-    let index: usize = n.parse().map_err(|_| not_found())?;
-    let Some(id) = MessageId::parse(id) else {
-        return Err(not_found());
-    };
-    let m = state.store.get_message(&id).await?.ok_or_else(not_found)?;
-    let body: MessageBody = serde_json::from_str(&m.body)
-        .map_err(|e| ApiError::Internal(format!("stored message unreadable: {e}")))?;
-    let att = body.attachments.get(index).ok_or_else(not_found)?;
-    let bytes = att
-        .bytes()
-        .map_err(|e| ApiError::Internal(format!("stored attachment unreadable: {e}")))?;
-    let content_type = HeaderValue::from_str(&att.content_type)
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let disposition = HeaderValue::from_str(&content_disposition(&att.filename))
-        .map_err(|e| ApiError::Internal(format!("content-disposition: {e}")))?;
-    let mut resp = (StatusCode::OK, bytes).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, content_type);
-    h.insert(header::CONTENT_DISPOSITION, disposition);
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    // Whatever the declared type, a browser must not run it in Herald's origin.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; sandbox"),
-    );
-    Ok(resp)
+    Ok(crate::attachments::download(&state, &id, &n).await?)
 }
 
 /// The message view's attachments: what was sent, without the bytes (download them).

@@ -1,5 +1,6 @@
 //! Every API error, mapped to RFC 9457 `application/problem+json` in one place.
 
+use crate::attachments::AttachmentError;
 use crate::auth::AuthError;
 use crate::destinations::DestinationError;
 use crate::ingest::IngestError;
@@ -160,6 +161,16 @@ impl From<IngestError> for ApiError {
             }
             IngestError::Store(s) => ApiError::Store(s),
             IngestError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<AttachmentError> for ApiError {
+    fn from(e: AttachmentError) -> Self {
+        match e {
+            AttachmentError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            AttachmentError::Unreadable(m) => ApiError::Internal(m),
+            AttachmentError::Store(s) => ApiError::Store(s),
         }
     }
 }

@@ -210,5 +210,5 @@ pub async fn attachment(
     _user: UiUser,
     Path((id, n)): Path<(String, String)>,
 ) -> UiResult {
-    Ok(crate::api::messages::attachment_response(&state, &id, &n).await?)
+    Ok(crate::attachments::download(&state, &id, &n).await?)
 }

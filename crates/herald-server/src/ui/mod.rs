@@ -16,6 +16,7 @@ pub mod session;
 pub mod signin;
 
 use crate::api::problem::ApiError;
+use crate::attachments::AttachmentError;
 use crate::auth::AuthError;
 use crate::destinations::DestinationError;
 use crate::ingest::IngestError;
@@ -245,7 +246,13 @@ macro_rules! via_api {
         }
     )*};
 }
-via_api!(StoreError, AuthError, IngestError, DestinationError);
+via_api!(
+    StoreError,
+    AuthError,
+    IngestError,
+    DestinationError,
+    AttachmentError
+);
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
