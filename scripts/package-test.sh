@@ -91,6 +91,8 @@ tar_has_everything() {
     done
 }
 check "the tarball holds the binary, LICENSE, README, config, unit, completions, man pages" tar_has_everything
+check "the tarball's herald runs where it is unpacked" \
+    bash -c "tar -xzf '$tarball' -C '$work' && '$work/$(basename "$tarball" .tar.gz)/herald' --version | grep -q '^herald $version '"
 
 check "dpkg -i installs the .deb" dpkg -i "$deb"
 check "a second dpkg -i (reinstall) runs postinst again without error" dpkg -i "$deb"
