@@ -19,11 +19,10 @@ for tool in cargo tar gzip; do
     command -v "$tool" >/dev/null 2>&1 || { echo "package.sh: $tool is not installed" >&2; exit 1; }
 done
 
-# Reproducible dates (man pages, archive members) from the commit, where there is one.
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-    SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || date +%s)"
-fi
-export SOURCE_DATE_EPOCH
+# The archive members' dates: SOURCE_DATE_EPOCH when set (a reproducible build, which cargo
+# sees too), else the commit's. Not exported: C dependencies' build scripts rerun when it
+# changes, which would make every new commit a long rebuild.
+epoch="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 
 echo "== cargo build --release -p herald"
 cargo build --release --locked -p herald
@@ -87,7 +86,7 @@ cp packaging/herald.service "$t/herald.service"
 cp "$assets/completions/"* "$t/completions/"
 cp "$assets/man/"*.1 "$t/man/man1/"
 tarball="$out/$name.tar.gz"
-tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
+tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \
     -C "$stage" -cf - "$name" | gzip -9n >"$tarball"
 echo "wrote $tarball ($(du -h "$tarball" | cut -f1))"
 
@@ -138,7 +137,7 @@ Description: gateway for outbound messages (webhooks, chat, email, SMS)
  (herald.service, not started on install), /etc/herald/herald.toml and the
  herald system user; data lives in /var/lib/herald.
 EOF
-find "$d" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+find "$d" -exec touch -h -d "@$epoch" {} +
 deb="$out/herald_${version}_${deb_arch}.deb"
 dpkg-deb --root-owner-group -Zxz --build "$d" "$deb" >/dev/null
 echo "wrote $deb ($(du -h "$deb" | cut -f1))"
