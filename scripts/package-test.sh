@@ -6,7 +6,8 @@
 # with the installed config (on a free loopback port) becomes ready by the unit's own
 # ExecStartPost command, prints an admin token that works, prints the recovery command on
 # its second start, and the offline `herald tokens create … --config` token works on the
-# third; `systemd-analyze verify` passes on the installed unit; `dpkg --purge` leaves
+# third; `systemd-analyze verify` passes on the installed unit and `systemd-analyze
+# security` rates its exposure 2.0 or less; `dpkg --purge` leaves
 # nothing behind. Needs root and dpkg: elsewhere it skips loudly, except in CI, where it
 # fails. Ends with `package: N passed, M failed`.
 set -uo pipefail
@@ -126,8 +127,12 @@ if command -v systemd-analyze >/dev/null 2>&1; then
         bash -c 'out="$(systemd-analyze verify /lib/systemd/system/herald.service 2>&1)"; rc=$?
                  [ -z "$out" ] || echo "$out" | sed "s/^/  /"
                  [ "$rc" -eq 0 ] && [ -z "$out" ]'
+    # Its sandboxing scored offline: exposure at most 2.0 of 10 ("OK"; the threshold is in tenths).
+    check "systemd-analyze security rates the unit's exposure 2.0 or less" \
+        bash -c 'systemd-analyze security --offline=yes --threshold=20 /lib/systemd/system/herald.service | tail -1 | sed "s/^/  /"
+                 [ "${PIPESTATUS[0]}" -eq 0 ]'
 else
-    echo "*** SKIPPED systemd-analyze verify: systemd-analyze is not installed here ***"
+    echo "*** SKIPPED systemd-analyze verify and security: systemd-analyze is not installed here ***"
 fi
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
