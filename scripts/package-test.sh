@@ -49,6 +49,8 @@ check() {
 [ "$(id -u)" -eq 0 ] || skip "it installs a .deb and needs root"
 command -v dpkg >/dev/null 2>&1 || skip "dpkg is not installed (not a Debian-like system)"
 command -v curl >/dev/null 2>&1 || skip "curl is not installed"
+command -v python3 >/dev/null 2>&1 || skip "python3 is not installed (it picks a free port)"
+command -v setpriv >/dev/null 2>&1 || skip "setpriv (util-linux) is not installed"
 if ! dpkg -s herald >/dev/null 2>&1 && getent passwd herald >/dev/null; then
     skip "a user named herald exists that no herald package made (its purge would delete it)"
 fi
