@@ -3,12 +3,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `herald serve`.
 pub struct HeraldProcess {
     pub child: Child,
     pub base: String,
+    /// Every line it printed on standard output so far.
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl HeraldProcess {
@@ -37,8 +40,13 @@ impl HeraldProcess {
         let mut child = cmd.spawn().expect("spawn herald");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line.clone());
+                }
                 let _ = tx.send(line);
             }
         });
@@ -58,7 +66,14 @@ impl HeraldProcess {
         HeraldProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            stdout: lines,
         }
+    }
+
+    /// What it printed on standard output so far (its address, the admin token or the
+    /// recovery hint), one line each.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// The port it listens on.

@@ -151,6 +151,27 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write the manual pages (herald.1, herald-serve.1, …) into a directory (packaging).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Ask a Herald whether it is ready (`GET /readyz` answers 200): exit 0 if so, 1 if not.
+    /// The address comes from --url, else from the configuration's `listen` (0.0.0.0 and
+    /// [::] are asked on loopback), so a container's HEALTHCHECK or a unit's ExecStartPost
+    /// needs no curl.
+    Healthcheck {
+        #[command(flatten)]
+        server: ServeArgs,
+        /// Herald's base URL, e.g. http://127.0.0.1:8080 [default: from `listen`].
+        #[arg(long)]
+        url: Option<String>,
+        /// Keep asking (every 250 ms) for up to this long, e.g. `60s`; once when absent.
+        #[arg(long, value_parser = herald_core::duration::parse_duration)]
+        wait: Option<std::time::Duration>,
+    },
     /// The audit log.
     Audit {
         #[command(flatten)]
@@ -177,6 +198,35 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "HERALD_LOG_FORMAT")]
     pub log_format: Option<String>,
+}
+
+/// The store to open directly instead of calling a server. No environment variables here:
+/// a shell that exports HERALD_DATA_DIR must not turn an online command into an offline one.
+#[derive(Args)]
+pub struct OfflineStore {
+    /// Open the SQLite store in this data directory (stop its Herald first).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Open this database: sqlite://PATH, or postgres://… (nodes may keep running).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Open the store that this server configuration file names.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl OfflineStore {
+    /// The configuration of the store to open, or `None` to call a server instead.
+    pub fn into_serve_args(self) -> Option<ServeArgs> {
+        let given = self.data_dir.is_some() || self.database_url.is_some() || self.config.is_some();
+        given.then_some(ServeArgs {
+            listen: None,
+            data_dir: self.data_dir,
+            database_url: self.database_url,
+            config: self.config,
+            log_format: None,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -226,12 +276,15 @@ pub enum DlqAction {
 
 #[derive(Subcommand)]
 pub enum TokenAction {
-    /// Create a token (shown once).
+    /// Create a token (shown once). With --data-dir, --database-url or --config it is
+    /// written straight into the store, without a server (recovery: a lost admin token).
     Create {
         name: String,
         /// send, read, admin (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "send")]
         scopes: Vec<String>,
+        #[command(flatten)]
+        offline: OfflineStore,
     },
     List,
     Revoke {

@@ -99,7 +99,7 @@ impl Api {
 
 /// The innermost cause of an error ("Connection refused (os error 111)"), which is what a
 /// person can act on.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -84,6 +84,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 Err(e) => Err(format!("cannot write the completion script: {e}")),
             }
         }
+        Command::Man { out_dir } => {
+            std::fs::create_dir_all(&out_dir)
+                .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::generate_to(cmd, &out_dir)
+                .map_err(|e| format!("cannot write the manual pages: {e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { server, url, wait } => {
+            crate::healthcheck::run(server, url, wait).await
+        }
         Command::Deliveries {
             remote,
             id,
@@ -256,12 +267,23 @@ async fn rotate_master_key(args: ServeArgs, new_key: Option<String>) -> Result<E
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    let file = args.config.clone();
     let config = server_config(args)?;
     let logging = crate::logging::init(&config.log_format)?;
+    // Start-up consumes the configuration; the recovery hint needs where the store is.
+    let recovery = config
+        .admin_token
+        .is_none()
+        .then(|| recovery_command(file.as_deref(), &config));
     let herald = herald_server::start(config).await?;
     println!("Herald is listening on http://{}", herald.addr);
-    if let Some(t) = &herald.created_admin_token {
-        println!("Admin token (shown once; keep it safe): {t}");
+    match (&herald.created_admin_token, recovery) {
+        (Some(t), _) => println!("Admin token (shown once; keep it safe): {t}"),
+        (None, Some(command)) => println!(
+            "This store has an admin token already (printed at its first start). Lost it? \
+             Run, as the user Herald runs as: {command}"
+        ),
+        (None, None) => {} // a fixed admin token (HERALD_ADMIN_TOKEN) is configured
     }
     let _ = std::io::stdout().flush();
     wait_for_signal().await;
@@ -269,6 +291,48 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     herald.shutdown().await;
     logging.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The offline command that makes a new admin token for this server's store, as exactly
+/// as it can be printed: with the configuration file when there is one, else the data
+/// directory (absolute) or the database URL (password masked).
+fn recovery_command(
+    file: Option<&std::path::Path>,
+    config: &herald_server::config::Config,
+) -> String {
+    let store = match (file, &config.database_url) {
+        (Some(f), _) => format!("--config {}", shell_word(&absolute(f).to_string_lossy())),
+        (None, Some(url)) => format!(
+            "--database-url {}",
+            shell_word(&herald_store::location::redact_url(url))
+        ),
+        (None, None) => format!(
+            "--data-dir {}",
+            shell_word(&absolute(&config.data_dir).to_string_lossy())
+        ),
+    };
+    let when = match config.database() {
+        Ok(herald_store::Location::Postgres(_)) => "(the nodes may keep running)",
+        _ => "(stop Herald first: one process writes a SQLite store)",
+    };
+    format!("herald tokens create recovery --scopes admin {store} {when}")
+}
+
+/// A word as a shell reads it back: as it is when plain, else in single quotes.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._:@%+=,-".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// A path as an absolute one where possible (the hint must work from any directory).
+fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 async fn wait_for_signal() {
@@ -506,29 +570,57 @@ async fn dlq(remote: &Remote, action: DlqAction) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn tokens(remote: &Remote, action: TokenAction) -> Result<ExitCode, String> {
+/// `herald tokens create` against a server.
+async fn create_token(remote: &Remote, name: &str, scopes: &[String]) -> Result<ExitCode, String> {
     let api = Api::new(remote)?;
+    let (_, v) = api
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&json!({"name": name, "scopes": scopes})),
+        )
+        .await?;
+    print_created_token(&v, remote.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A created token as the API answers it (`id`, `name`, `scopes`, `token`).
+pub fn print_created_token(v: &Value, json: bool) {
+    if json {
+        println!("{v}");
+    } else {
+        let scopes: Vec<&str> = v["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "token {} ({}) created; shown once:\n{}",
+            cell(v, "id"),
+            scopes.join(", "),
+            cell(v, "token")
+        );
+    }
+}
+
+async fn tokens(remote: &Remote, action: TokenAction) -> Result<ExitCode, String> {
     match action {
-        TokenAction::Create { name, scopes } => {
-            let (_, v) = api
-                .call(
-                    Method::POST,
-                    "/api/v1/tokens",
-                    Some(&json!({"name": name, "scopes": scopes})),
-                )
-                .await?;
-            if remote.json {
-                println!("{v}");
-            } else {
-                println!(
-                    "token {} ({}) created; shown once:\n{}",
-                    cell(&v, "id"),
-                    cell(&v, "scopes"),
-                    cell(&v, "token")
-                );
-            }
+        // Offline when a store is named: no server is called.
+        TokenAction::Create {
+            name,
+            scopes,
+            offline,
+        } => {
+            return match offline.into_serve_args() {
+                Some(store) => {
+                    crate::storage::create_token(store, &name, &scopes, remote.json).await
+                }
+                None => create_token(remote, &name, &scopes).await,
+            };
         }
         TokenAction::List => {
+            let api = Api::new(remote)?;
             let (_, v) = api.call(Method::GET, "/api/v1/tokens", None).await?;
             if remote.json {
                 println!("{v}");
@@ -553,12 +645,13 @@ async fn tokens(remote: &Remote, action: TokenAction) -> Result<ExitCode, String
             }
         }
         TokenAction::Revoke { id } => {
-            api.call(
-                Method::DELETE,
-                &format!("/api/v1/tokens/{}", encode(&id)),
-                None,
-            )
-            .await?;
+            Api::new(remote)?
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/tokens/{}", encode(&id)),
+                    None,
+                )
+                .await?;
             if !remote.json {
                 println!("revoked {id}");
             }

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod commands;
+mod healthcheck;
 mod logging;
 mod progress;
 mod storage;

@@ -1,6 +1,7 @@
 //! Commands that work on a database directly: `herald doctor` checks one without changing
 //! it (a server may be running); with the servers stopped, `herald migrate` applies the
-//! schema and `herald migrate-store` copies a whole store to another database.
+//! schema and `herald migrate-store` copies a whole store to another database; `herald
+//! tokens create --data-dir …` makes a token without a server (a lost admin token).
 
 use crate::cli::ServeArgs;
 use herald_core::audit::ChainVerifier;
@@ -124,4 +125,97 @@ pub async fn migrate_store(from: &str, to: &str) -> Result<ExitCode, String> {
         to.describe()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the audit log names a token created offline (as `herald rotate-master-key` does).
+const OFFLINE_ACTOR: &str = "cli";
+
+/// `herald tokens create NAME --scopes … --data-dir DIR` (or `--database-url`, `--config`):
+/// the token is written into the store through the same store call as the API's, so it is
+/// audited as `token.created` in the same chain; it is printed once.
+pub async fn create_token(
+    args: ServeArgs,
+    name: &str,
+    scopes: &[String],
+    json: bool,
+) -> Result<ExitCode, String> {
+    use herald_server::auth::{Scope, new_token};
+    // The API's rules for a token (crates/herald-server/src/api/tokens.rs).
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err("the token name must be 1–128 characters without control characters".into());
+    }
+    let mut parsed = scopes
+        .iter()
+        .map(|s| {
+            Scope::parse(s.trim()).ok_or_else(|| {
+                format!("--scopes: unknown scope {s:?}; the scopes are send, read, admin")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if parsed.is_empty() {
+        return Err("--scopes: give at least one of send, read, admin".into());
+    }
+    parsed.sort_by_key(|s| s.as_str());
+    parsed.dedup();
+
+    let config = crate::commands::server_config(args)?;
+    let location = config.database()?;
+    if let Location::Sqlite(path) = &location {
+        if !path.is_file() {
+            return Err(format!(
+                "no Herald store at {} (herald.db is missing): give the data directory \
+                 Herald serves (--data-dir), its --database-url or its --config",
+                path.display()
+            ));
+        }
+        refuse_while_serving(&config).await?;
+    }
+    let store = herald_server::open_database(&location, &config).await?;
+    let t = new_token(name, &parsed, herald_core::clock::now_ms());
+    let created = store.create_token(t.record.clone(), OFFLINE_ACTOR).await;
+    store.close().await;
+    created.map_err(|e| format!("{}: {e}", location.describe()))?;
+    let scopes: Vec<&str> = parsed.iter().map(|s| s.as_str()).collect();
+    crate::commands::print_created_token(
+        &serde_json::json!({
+            "id": t.record.id,
+            "name": t.record.name,
+            "scopes": scopes,
+            "token": t.token,
+        }),
+        json,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One process writes a SQLite store (it holds the audit chain's head and owns the leases),
+/// so an offline write waits until its Herald is stopped: refused while a Herald answers
+/// `/healthz` at the configured `listen` address.
+async fn refuse_while_serving(config: &herald_server::config::Config) -> Result<(), String> {
+    let base = format!(
+        "http://{}",
+        crate::healthcheck::local_address(&config.listen)
+    );
+    herald_server::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let Ok(resp) = http.get(format!("{base}/healthz")).send().await else {
+        return Ok(()); // nothing answers: stopped
+    };
+    let herald = resp.status() == reqwest::StatusCode::OK
+        && resp
+            .json::<serde_json::Value>()
+            .await
+            .is_ok_and(|v| v["status"] == "ok");
+    if herald {
+        return Err(format!(
+            "a Herald answers at {base}: stop it first (SIGTERM; one process writes a SQLite \
+             store), then run this again. Or, with an admin token, create the token through \
+             it: herald tokens create NAME --scopes admin --url {base}"
+        ));
+    }
+    Ok(())
 }

@@ -514,3 +514,35 @@ fn serve_refuses_an_empty_or_weak_admin_token_from_the_environment() {
         assert!(err.contains("HERALD_ADMIN_TOKEN"), "{token:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_says_ready_or_why_not() {
+    let h = TestHerald::start().await;
+    let up = herald_at(&h.base, "", &["healthcheck", "--url", &h.base]);
+    assert!(
+        stdout(&up).contains(&format!("ready: {}/readyz", h.base)),
+        "{up:?}"
+    );
+
+    // Nothing listens there: a wildcard `listen` is asked on loopback, and the answer says why.
+    let port = herald_testkit::process::free_port();
+    let down = herald_at(
+        &h.base,
+        "",
+        &[
+            "healthcheck",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--wait",
+            "300ms",
+        ],
+    );
+    assert!(!down.status.success());
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        err.contains(&format!(
+            "not ready (waited 300ms): http://127.0.0.1:{port}/readyz"
+        )) && err.contains("Connection refused"),
+        "{err}"
+    );
+}
