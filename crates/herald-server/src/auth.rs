@@ -99,6 +99,44 @@ pub fn new_token(name: &str, scopes: &[Scope], now: i64) -> NewToken {
     }
 }
 
+/// Why a token cannot be made as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRequestError {
+    #[error("1–128 characters without control characters")]
+    Name,
+    #[error("give at least one of send, read, admin")]
+    NoScope,
+}
+
+impl TokenRequestError {
+    /// The request field at fault.
+    pub fn field(self) -> &'static str {
+        match self {
+            TokenRequestError::Name => "name",
+            TokenRequestError::NoScope => "scopes",
+        }
+    }
+}
+
+/// A token named `name` (trimmed) with `scopes` (sorted, each once): the one rule the API
+/// and the offline `herald tokens create` share.
+pub fn make_token(
+    name: &str,
+    mut scopes: Vec<Scope>,
+    now: i64,
+) -> Result<NewToken, TokenRequestError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(TokenRequestError::Name);
+    }
+    if scopes.is_empty() {
+        return Err(TokenRequestError::NoScope);
+    }
+    scopes.sort_by_key(|s| s.as_str());
+    scopes.dedup();
+    Ok(new_token(name, &scopes, now))
+}
+
 /// Splits `hrld_<id>_<secret>`.
 fn split_token(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(PREFIX)?;

@@ -139,13 +139,8 @@ pub async fn create_token(
     scopes: &[String],
     json: bool,
 ) -> Result<ExitCode, String> {
-    use herald_server::auth::{Scope, new_token};
-    // The API's rules for a token (crates/herald-server/src/api/tokens.rs).
-    let name = name.trim();
-    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        return Err("the token name must be 1–128 characters without control characters".into());
-    }
-    let mut parsed = scopes
+    use herald_server::auth::{Scope, TokenRequestError, make_token};
+    let parsed = scopes
         .iter()
         .map(|s| {
             Scope::parse(s.trim()).ok_or_else(|| {
@@ -153,11 +148,11 @@ pub async fn create_token(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if parsed.is_empty() {
-        return Err("--scopes: give at least one of send, read, admin".into());
-    }
-    parsed.sort_by_key(|s| s.as_str());
-    parsed.dedup();
+    // The API's rules for a token, checked before the store is opened.
+    let t = make_token(name, parsed, herald_core::clock::now_ms()).map_err(|e| match e {
+        TokenRequestError::Name => format!("the token name must be {e}"),
+        TokenRequestError::NoScope => format!("--scopes: {e}"),
+    })?;
 
     let config = crate::commands::server_config(args)?;
     let location = config.database()?;
@@ -172,11 +167,10 @@ pub async fn create_token(
         refuse_while_serving(&config).await?;
     }
     let store = herald_server::open_database(&location, &config).await?;
-    let t = new_token(name, &parsed, herald_core::clock::now_ms());
     let created = store.create_token(t.record.clone(), OFFLINE_ACTOR).await;
     store.close().await;
     created.map_err(|e| format!("{}: {e}", location.describe()))?;
-    let scopes: Vec<&str> = parsed.iter().map(|s| s.as_str()).collect();
+    let scopes: Vec<&str> = t.record.scopes.iter().map(|s| s.as_str()).collect();
     crate::commands::print_created_token(
         &serde_json::json!({
             "id": t.record.id,

@@ -3,7 +3,7 @@
 use super::extract::ApiJson;
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::TokenView;
-use crate::auth::{Caller, Scope, new_token};
+use crate::auth::{Caller, Scope, make_token};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -37,23 +37,9 @@ pub async fn create(
     ApiJson(input): ApiJson<TokenInput>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     caller.require(Scope::Admin)?;
-    let name = input.name.trim();
-    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(ApiError::field(
-            "name",
-            "1–128 characters without control characters",
-        ));
-    }
-    if input.scopes.is_empty() {
-        return Err(ApiError::field(
-            "scopes",
-            "give at least one of send, read, admin",
-        ));
-    }
-    let mut scopes = input.scopes;
-    scopes.sort_by_key(|s| s.as_str());
-    scopes.dedup();
-    let t = new_token(name, &scopes, now_ms());
+    let t = make_token(&input.name, input.scopes, now_ms())
+        .map_err(|e| ApiError::field(e.field(), e.to_string()))?;
+    let scopes = t.record.scopes.clone();
     state
         .store
         .create_token(t.record.clone(), &caller.actor())
