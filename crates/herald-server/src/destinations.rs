@@ -3,13 +3,20 @@
 
 pub use crate::destination_cache::{DestinationCache, DestinationEntry, Exposure};
 use crate::state::AppState;
+use herald_channels::Attempt;
 use herald_core::ValidationErrors;
 use herald_core::breaker::Breaker;
 use herald_core::clock::{now_ms, rfc3339};
+use herald_core::delivery::{AttemptOutcome, SendReport};
 use herald_core::destination::{DestinationSpec, KindSpec};
+use herald_core::ids::MessageId;
+use herald_core::message::{Message, MessageBody};
+use herald_store::NewAudit;
 use herald_store::{DestinationRow, StoreError};
 use serde::Serialize;
+use serde_json::json;
 use std::sync::Arc;
+use std::time::Instant;
 use utoipa::ToSchema;
 
 /// Why a destination could not be saved or changed.
@@ -174,6 +181,69 @@ pub async fn enable(state: &AppState, name: &str, actor: &str) -> Result<bool, D
     }
     state.dispatch.dispatcher.wake();
     Ok(true)
+}
+
+/// A test message sent straight to a destination, outside the queue.
+pub struct TestSend {
+    pub message_id: MessageId,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub report: SendReport,
+}
+
+/// Sends a `herald.test` message to `e` at once (not queued, not retried) and audits it as
+/// `destination.tested` with its outcome (the API's `POST …/test` and the dashboard).
+pub async fn send_test(
+    state: &AppState,
+    e: &DestinationEntry,
+    actor: &str,
+) -> Result<TestSend, DestinationError> {
+    let now = now_ms();
+    let message = Message {
+        id: MessageId::new(),
+        event_type: "herald.test".into(),
+        idempotency_key: None,
+        created_at: now,
+        body: MessageBody {
+            title: Some("Herald test message".into()),
+            text: Some(format!(
+                "This is a test message from Herald to the destination \"{}\".",
+                e.name
+            )),
+            ..Default::default()
+        },
+    };
+    let t0 = Instant::now();
+    let report = state
+        .channels
+        .send(&Attempt {
+            message: &message,
+            destination: &e.name,
+            spec: &e.spec,
+            number: 1,
+        })
+        .await;
+    let duration_ms = t0.elapsed().as_millis() as i64;
+    let outcome = report.verdict.outcome();
+    state
+        .store
+        .append_audit(vec![NewAudit {
+            at: now,
+            actor: actor.to_string(),
+            action: "destination.tested".into(),
+            resource: e.name.clone(),
+            detail: json!({"message_id": message.id, "outcome": outcome, "status_code": report.status_code}),
+        }])
+        .await?;
+    if outcome != AttemptOutcome::Delivered {
+        tracing::info!(destination = %e.name, error = ?report.error, "test send did not deliver");
+    }
+    Ok(TestSend {
+        message_id: message.id,
+        started_at: now,
+        duration_ms,
+        report,
+    })
 }
 
 /// Deletes a destination (its unfinished deliveries are discarded).

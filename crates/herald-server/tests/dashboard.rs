@@ -565,3 +565,93 @@ async fn a_session_ends_when_the_stored_token_it_was_made_with_is_revoked() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_page_shows_its_settings_masked_and_lets_an_admin_test_and_enable_it() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "crm",
+        json!({"kind": "webhook", "url": rx.url("/hook?key=sekret-query"), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+               "headers": {"x-api-key": "sekret-header"}}),
+    )
+    .await;
+    rx.push(Reply::status(410).body("gone for good"));
+    h.send(json!({"text": "hello", "to": ["crm"]})).await;
+    herald_testkit::eventually(WAIT, "crm disabled by its 410", || async {
+        let (_, d) = h
+            .call(Method::GET, "/api/v1/destinations/crm/health", None)
+            .await;
+        (d["enabled"] == json!(false)).then_some(())
+    })
+    .await;
+
+    // A read session sees the state and the settings without any secret, and no action.
+    let reader = token(&h, "viewer", &["read"]).await;
+    let ro = signed_in(&h, &reader).await;
+    let page = ro.get("/ui/destinations/crm").await;
+    assert_eq!(page.status, StatusCode::OK);
+    for text in ["webhook", "HTTP 410 Gone", "Settings"] {
+        assert!(page.body.contains(text), "shows {text}: {}", page.body);
+    }
+    for secret in [
+        "sekret-header",
+        "sekret-query",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(
+            !page.body.contains(secret),
+            "a read session never sees {secret}"
+        );
+    }
+    assert!(!page.body.contains("Send a test message"));
+    let csrf = ro.get("/ui/destinations").await.csrf().unwrap_or_default();
+    let refused = ro
+        .post("/ui/destinations/crm/test", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(rx.count(), 1, "a refused test sends nothing");
+
+    // An admin sees the settings with inline secrets masked, tests and re-enables it.
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let page = ui.get("/ui/destinations/crm").await;
+    assert!(page.body.contains("x-api-key") && !page.body.contains("sekret-header"));
+    assert!(!page.body.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    let csrf = page.csrf().expect("the admin's page carries a CSRF token");
+    rx.push(Reply::status(500).body("still broken"));
+    let tested = ui
+        .post("/ui/destinations/crm/test", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(tested.status, StatusCode::OK, "{}", tested.body);
+    assert!(tested.body.contains("HTTP 500") && tested.body.contains("still broken"));
+    assert_eq!(rx.count(), 2);
+    let enabled = ui
+        .post("/ui/destinations/crm/enable", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(enabled.status, StatusCode::SEE_OTHER, "{}", enabled.body);
+    assert_eq!(enabled.location.as_deref(), Some("/ui/destinations/crm"));
+    let (_, health) = h
+        .call(Method::GET, "/api/v1/destinations/crm/health", None)
+        .await;
+    assert_eq!(health["enabled"], json!(true));
+    let forged = ui
+        .post("/ui/destinations/crm/enable", &[("csrf", "forged")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        ui.get("/ui/destinations/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let (_, audit) = h.call(Method::GET, "/api/v1/audit?limit=1000", None).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"] == "crm")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"destination.tested"), "{actions:?}");
+    assert!(actions.contains(&"destination.enabled"), "{actions:?}");
+    h.stop().await;
+}

@@ -9,16 +9,11 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
-use herald_channels::Attempt;
 use herald_core::clock::{now_ms, rfc3339};
-use herald_core::delivery::AttemptOutcome;
 use herald_core::destination::DestinationSpec;
-use herald_core::ids::MessageId;
-use herald_core::message::{Message, MessageBody};
 use herald_store::NewAudit;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use std::time::Instant;
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 /// A destination as shown: its settings (secrets masked) and its state.
@@ -215,57 +210,20 @@ pub async fn test(
 ) -> ApiResult<Json<TestResult>> {
     caller.require(Scope::Admin)?;
     let e = find(&state, &name)?;
-    let now = now_ms();
-    let message = Message {
-        id: MessageId::new(),
-        event_type: "herald.test".into(),
-        idempotency_key: None,
-        created_at: now,
-        body: MessageBody {
-            title: Some("Herald test message".into()),
-            text: Some(format!(
-                "This is a test message from Herald to the destination \"{name}\"."
-            )),
-            ..Default::default()
-        },
-    };
-    let t0 = Instant::now();
-    let report = state
-        .channels
-        .send(&Attempt {
-            message: &message,
-            destination: &e.name,
-            spec: &e.spec,
-            number: 1,
-        })
-        .await;
+    let sent = destinations::send_test(&state, &e, &caller.actor()).await?;
     let attempt = AttemptView {
         number: 1,
-        started_at: rfc3339(now),
-        duration_ms: t0.elapsed().as_millis() as i64,
-        outcome: report.verdict.outcome(),
-        status_code: report.status_code,
-        error_class: report.error_class,
-        error: report.error,
-        response_excerpt: report.response_excerpt,
+        started_at: rfc3339(sent.started_at),
+        duration_ms: sent.duration_ms,
+        outcome: sent.report.verdict.outcome(),
+        status_code: sent.report.status_code,
+        error_class: sent.report.error_class,
+        error: sent.report.error,
+        response_excerpt: sent.report.response_excerpt,
     };
-    let detail: Value = json!({"message_id": message.id, "outcome": attempt.outcome, "status_code": attempt.status_code});
-    state
-        .store
-        .append_audit(vec![NewAudit {
-            at: now,
-            actor: caller.actor(),
-            action: "destination.tested".into(),
-            resource: name.clone(),
-            detail,
-        }])
-        .await?;
-    if attempt.outcome != AttemptOutcome::Delivered {
-        tracing::info!(destination = %name, error = ?attempt.error, "test send did not deliver");
-    }
     Ok(Json(TestResult {
         destination: name,
-        message_id: message.id.into_string(),
+        message_id: sent.message_id.into_string(),
         attempt,
     }))
 }

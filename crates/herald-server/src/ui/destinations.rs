@@ -1,13 +1,19 @@
-//! Destinations: health, circuit, pause, rate limit and the last error of each.
+//! Destinations: health, circuit, pause, rate limit and the last error of each; one
+//! destination's settings (secrets masked), with a test send and re-enabling for admins.
 
-use super::session::UiUser;
-use super::{UiResult, ago, render, when};
-use crate::destinations::health_of;
+use super::session::{self, UiUser};
+use super::{UiError, UiResult, ago, render, when};
+use crate::destinations::{self as domain, DestinationEntry, Exposure, health_of};
 use crate::state::AppState;
-use axum::extract::State;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect};
 use herald_core::clock::{now_ms, parse_rfc3339};
 use herald_core::rate_limit::RateLimitSpec;
-use minijinja::context;
+use minijinja::{Value, context};
+use serde::Deserialize;
+use std::sync::Arc;
 
 /// How far back the "last error" column looks.
 const LAST_ERROR_WINDOW_MS: i64 = 24 * 3_600_000;
@@ -66,4 +72,99 @@ pub async fn page(State(state): State<AppState>, user: UiUser) -> UiResult {
         "destinations.html",
         context! { rows },
     ))
+}
+
+fn find(state: &AppState, name: &str) -> Result<Arc<DestinationEntry>, UiError> {
+    state
+        .destinations
+        .get(name)
+        .ok_or_else(|| UiError::new(StatusCode::NOT_FOUND, format!("No destination {name:?}.")))
+}
+
+/// One destination: its state and its settings as the API shows them to this session's
+/// token (admins: inline secrets masked; read tokens: no header value, URL path or query).
+async fn detail_page(
+    state: &AppState,
+    user: &UiUser,
+    e: &DestinationEntry,
+    tested: Option<Value>,
+) -> UiResult {
+    let now = now_ms();
+    let h = health_of(state, e).await?;
+    let spec = e.public_spec(Exposure::for_caller(&user.caller));
+    let settings = serde_json::to_string_pretty(&spec).unwrap_or_default();
+    Ok(render(
+        user,
+        "/ui/destinations",
+        "destination.html",
+        context! {
+            name => e.name.clone(),
+            kind => e.spec.kind.name(),
+            enabled => h.enabled,
+            disabled_reason => h.disabled_reason,
+            circuit => h.circuit.state,
+            next_probe => shown(h.circuit.next_probe_at.as_deref(), now),
+            paused_until => shown(h.paused_until.as_deref(), now),
+            pending => h.pending,
+            in_flight => h.in_flight,
+            dead => h.dead,
+            settings,
+            tested,
+        },
+    ))
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    user: UiUser,
+    Path(name): Path<String>,
+) -> UiResult {
+    let e = find(&state, &name)?;
+    detail_page(&state, &user, &e, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    /// Missing counts as wrong (403), not as a malformed form.
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Sends a test message now (admins), audited like the API's, and shows what came back.
+pub async fn test(
+    State(state): State<AppState>,
+    user: UiUser,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<ActionForm>,
+) -> UiResult {
+    session::check_origin(&headers)?;
+    user.check_action(&f.csrf)?;
+    let e = find(&state, &name)?;
+    let sent = domain::send_test(&state, &e, &user.caller.actor()).await?;
+    let tested = context! {
+        message_id => sent.message_id.to_string(),
+        outcome => sent.report.verdict.outcome().as_str(),
+        status_code => sent.report.status_code,
+        error => sent.report.error,
+        excerpt => sent.report.response_excerpt,
+        duration_ms => sent.duration_ms,
+    };
+    detail_page(&state, &user, &e, Some(tested)).await
+}
+
+/// Re-enables a destination (admins): clears the pause, the breaker and the failure streak.
+pub async fn enable(
+    State(state): State<AppState>,
+    user: UiUser,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<ActionForm>,
+) -> UiResult {
+    session::check_origin(&headers)?;
+    user.check_action(&f.csrf)?;
+    find(&state, &name)?;
+    domain::enable(&state, &name, &user.caller.actor()).await?;
+    // `find` passed, so the name is a valid destination name (`[a-z0-9_-]`): safe in a path.
+    Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response())
 }

@@ -56,6 +56,9 @@ pub fn router() -> Router<AppState> {
         .route("/ui/signin", get(signin::form).post(signin::submit))
         .route("/ui/signout", post(signin::signout))
         .route("/ui/destinations", get(destinations::page))
+        .route("/ui/destinations/{name}", get(destinations::detail))
+        .route("/ui/destinations/{name}/test", post(destinations::test))
+        .route("/ui/destinations/{name}/enable", post(destinations::enable))
         .route("/ui/deliveries", get(deliveries::page))
         .route("/ui/deliveries/{id}", get(deliveries::detail))
         .route(
@@ -85,6 +88,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "destinations.html",
         include_str!("templates/destinations.html"),
+    ),
+    (
+        "destination.html",
+        include_str!("templates/destination.html"),
     ),
     ("deliveries.html", include_str!("templates/deliveries.html")),
     ("delivery.html", include_str!("templates/delivery.html")),
