@@ -655,3 +655,27 @@ async fn a_destination_page_shows_its_settings_masked_and_lets_an_admin_test_and
     assert!(actions.contains(&"destination.enabled"), "{actions:?}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_page_shows_the_payload_as_sent() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/")}))
+        .await;
+    let accepted = h
+        .send(json!({"text": "nightly load", "to": ["hook"],
+                     "payload": {"rows": 1200, "table": "<orders>"}}))
+        .await;
+    let delivery = TestHerald::first_delivery(&accepted);
+    h.wait_status(&delivery, "delivered", WAIT).await;
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let page = ui.get(&format!("/ui/deliveries/{delivery}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Payload"), "{}", page.body);
+    assert!(page.body.contains("1200"));
+    assert!(
+        page.body.contains("&lt;orders&gt;") && !page.body.contains("<orders>"),
+        "payload values are escaped"
+    );
+    h.stop().await;
+}

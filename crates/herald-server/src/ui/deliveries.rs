@@ -145,6 +145,12 @@ pub async fn detail(
         .and_then(|m| serde_json::from_str(&m.body).ok())
         .unwrap_or_default();
     let text = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    // The structured parts as sent (pretty JSON), so a template's input can be read here.
+    let pretty = |k: &str| {
+        body.get(k)
+            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+            .and_then(|v| serde_json::to_string_pretty(v).ok())
+    };
     let attachments: Vec<Value> = message
         .as_ref()
         .and_then(|m| serde_json::from_str::<herald_core::message::MessageBody>(&m.body).ok())
@@ -188,6 +194,8 @@ pub async fn detail(
             title => text("title"),
             text => text("text"),
             severity => text("severity"),
+            payload => pretty("payload"),
+            channels => pretty("channels"),
             attachments,
             attempts => attempts.iter().map(|a| context! {
                 number => a.number,
