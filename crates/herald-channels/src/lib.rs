@@ -34,7 +34,7 @@ pub mod teams;
 pub mod telegram;
 pub mod webhook;
 
-use herald_core::delivery::{ErrorClass, SendReport, Verdict};
+use herald_core::delivery::{ErrorClass, HttpExchange, SendReport, Verdict};
 use herald_core::destination::{DestinationSpec, KindSpec};
 use herald_core::message::Message;
 use herald_core::netpolicy::NetPolicy;
@@ -96,14 +96,37 @@ impl Channels {
     /// URL credentials) is masked in the report's error and excerpt, so a receiver that
     /// echoes its request cannot put them where `read` tokens see them.
     pub async fn send(&self, a: &Attempt<'_>) -> SendReport {
-        let (mut report, sent) = SENT
+        let (mut report, sent, exchange) = SENT
             .scope(std::cell::RefCell::new(Vec::new()), async {
-                let report = self.send_unredacted(a).await;
-                (report, SENT.with(|s| s.take()))
+                EXCHANGE
+                    .scope(std::cell::RefCell::new(None), async {
+                        let report = self.send_unredacted(a).await;
+                        (report, SENT.with(|s| s.take()), EXCHANGE.with(|x| x.take()))
+                    })
+                    .await
             })
             .await;
-        report.error = report.error.map(|e| herald_core::redact::redact(&e, &sent));
-        report.response_excerpt = herald_core::redact::redact(&report.response_excerpt, &sent);
+        let redact = |s: &str| herald_core::redact::redact(s, &sent);
+        report.error = report.error.map(|e| redact(&e));
+        report.response_excerpt = redact(&report.response_excerpt);
+        report.exchange = exchange.map(|x| {
+            Box::new(HttpExchange {
+                method: x.method,
+                url: redact(&x.url),
+                request_headers: x
+                    .request_headers
+                    .into_iter()
+                    .map(|(k, v)| (k, redact(&v)))
+                    .collect(),
+                request_body: redact(&x.request_body),
+                status: x.status,
+                response_headers: x
+                    .response_headers
+                    .into_iter()
+                    .map(|(k, v)| (k, redact(&v)))
+                    .collect(),
+            })
+        });
         report
     }
 
@@ -151,6 +174,31 @@ impl Channels {
 tokio::task_local! {
     /// Values the current attempt sent that may be secret; see [`Channels::send`].
     static SENT: std::cell::RefCell<Vec<String>>;
+    /// The current attempt's last HTTP request and answer; see [`Channels::send`].
+    static EXCHANGE: std::cell::RefCell<Option<HttpExchange>>;
+}
+
+/// Keeps `x` as the current attempt's last exchange (outside an attempt, nothing happens).
+pub(crate) fn note_exchange(x: HttpExchange) {
+    let _ = EXCHANGE.try_with(|e| *e.borrow_mut() = Some(x));
+}
+
+/// Adds the answer's status and headers to the exchange noted last.
+pub(crate) fn note_answer(status: u16, headers: &reqwest::header::HeaderMap) {
+    let _ = EXCHANGE.try_with(|e| {
+        if let Some(x) = e.borrow_mut().as_mut() {
+            x.status = Some(status);
+            x.response_headers = headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+        }
+    });
 }
 
 /// Notes values the current attempt sends (outside an attempt, nothing happens).

@@ -4,7 +4,7 @@
 use crate::Channels;
 use crate::client::{UrlProblem, ssrf_cause};
 use herald_core::classify::{StatusClass, classify_status};
-use herald_core::delivery::{ErrorClass, SendReport, Verdict, excerpt};
+use herald_core::delivery::{ErrorClass, HttpExchange, SendReport, Verdict, excerpt};
 use herald_core::retry_after::parse_retry_after;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use std::time::{Duration, SystemTime};
@@ -50,6 +50,7 @@ impl HttpAnswer {
             error_class: class,
             error,
             response_excerpt: excerpt(&self.body),
+            exchange: None,
         }
     }
 
@@ -167,6 +168,14 @@ pub async fn send(ch: &Channels, out: Outgoing<'_>) -> Result<HttpAnswer, SendRe
         })?;
         headers.insert(name, value);
     }
+    crate::note_exchange(HttpExchange {
+        method: out.method.to_string(),
+        url: url.to_string(),
+        request_headers: out.headers.clone(),
+        request_body: excerpt(&out.body),
+        status: None,
+        response_headers: Vec::new(),
+    });
     let request = ch
         .http
         .inner()
@@ -177,6 +186,7 @@ pub async fn send(ch: &Channels, out: Outgoing<'_>) -> Result<HttpAnswer, SendRe
     let mut resp = request.send().await.map_err(transport_report)?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
+    crate::note_answer(status, &headers);
     let mut body = Vec::new();
     loop {
         match resp.chunk().await {

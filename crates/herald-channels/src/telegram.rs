@@ -441,6 +441,7 @@ mod tests {
             error_class: Some(ErrorClass::HttpStatus),
             error: Some("Cannot POST /bot123:abc/sendMessage".into()),
             response_excerpt: "path /bot123:abc/sendMessage".into(),
+            exchange: None,
         };
         let r = redact(r, "123:abc");
         assert_eq!(

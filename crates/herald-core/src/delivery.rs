@@ -371,6 +371,25 @@ pub struct SendReport {
     pub error: Option<String>,
     /// At most [`MAX_EXCERPT`] bytes of the answer; never a secret.
     pub response_excerpt: String,
+    /// The last HTTP request of the attempt and what came back, for debugging a failed
+    /// attempt (secrets masked by the channel layer); `None` for kinds that do not speak
+    /// HTTP (email) and before a request was made.
+    pub exchange: Option<Box<HttpExchange>>,
+}
+
+/// One HTTP request as an attempt sent it and the answer's status and headers: what an
+/// operator needs to see why a receiver refused it (a wrong `body_template`, a missing
+/// header). Values that could be secret are masked before it is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HttpExchange {
+    pub method: String,
+    pub url: String,
+    pub request_headers: Vec<(String, String)>,
+    /// At most [`MAX_EXCERPT`] bytes of the request body.
+    pub request_body: String,
+    /// `None`: no answer came (a timeout, a refused connection).
+    pub status: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
 }
 
 impl SendReport {
@@ -381,6 +400,7 @@ impl SendReport {
             error_class: None,
             error: None,
             response_excerpt: excerpt,
+            exchange: None,
         }
     }
 
@@ -391,6 +411,7 @@ impl SendReport {
             error_class: Some(class),
             error: Some(error.into()),
             response_excerpt: String::new(),
+            exchange: None,
         }
     }
 }

@@ -679,3 +679,80 @@ async fn a_delivery_page_shows_the_payload_as_sent() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_shows_admins_the_request_it_sent_with_secrets_masked() {
+    let rx = FakeReceiver::start().await;
+    rx.push(Reply::status(503).body("try again later"));
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "hook",
+        json!({"kind": "http", "url": rx.url("/v1/post"), "headers": {"x-api-key": "sekret-header-value"},
+               "body_template": "{\"msg\": {{ text | tojson }}}",
+               "retry": {"schedule": ["100ms"], "jitter": false}, "circuit_breaker": false}),
+    )
+    .await;
+    let accepted = h
+        .send(json!({"text": "nightly load done", "to": ["hook"]}))
+        .await;
+    let delivery = TestHerald::first_delivery(&accepted);
+    h.wait_status(&delivery, "delivered", WAIT).await;
+
+    let (_, d) = h
+        .call(Method::GET, &format!("/api/v1/deliveries/{delivery}"), None)
+        .await;
+    let failed = &d["attempts"][0];
+    assert_eq!(failed["status_code"], 503, "{d}");
+    let x = &failed["exchange"];
+    assert_eq!(x["method"], "POST", "{d}");
+    assert!(x["url"].as_str().unwrap().ends_with("/v1/post"), "{x}");
+    assert_eq!(x["status"], 503);
+    assert!(
+        x["request_body"]
+            .as_str()
+            .unwrap()
+            .contains("\"msg\":\"nightly load done\""),
+        "the rendered body as sent: {x}"
+    );
+    let headers = x["request_headers"].to_string();
+    assert!(headers.contains("x-api-key"), "{headers}");
+    assert!(
+        !headers.contains("sekret-header-value"),
+        "a header value the attempt sent is masked: {headers}"
+    );
+    assert!(
+        x["response_headers"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty())
+    );
+    assert!(
+        d["attempts"][1].get("exchange").is_none(),
+        "a delivered attempt keeps no exchange: {d}"
+    );
+
+    let reader = token(&h, "viewer", &["read"]).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/deliveries/{delivery}", h.base))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = r.json().await.unwrap();
+    assert!(
+        seen["attempts"][0].get("exchange").is_none(),
+        "a read token sees no request: {seen}"
+    );
+
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let page = ui.get(&format!("/ui/deliveries/{delivery}")).await;
+    assert!(page.body.contains("Request sent") && page.body.contains("answered HTTP 503"));
+    assert!(page.body.contains("nightly load done") && !page.body.contains("sekret-header-value"));
+    let ro = signed_in(&h, &reader).await;
+    assert!(
+        !ro.get(&format!("/ui/deliveries/{delivery}"))
+            .await
+            .body
+            .contains("Request sent")
+    );
+    h.stop().await;
+}

@@ -1,7 +1,7 @@
 //! What goes in and out of a [`Store`](crate::Store): plain rows, no behaviour.
 
 use herald_core::breaker::BreakerConfig;
-use herald_core::delivery::{AttemptOutcome, DeliveryStatus, ErrorClass};
+use herald_core::delivery::{AttemptOutcome, DeliveryStatus, ErrorClass, HttpExchange};
 use herald_core::error_report::{AlertDecision, AlertPolicy, GroupState, GroupStatus};
 use herald_core::ids::{DeliveryId, ErrorGroupId, LeaseToken, MessageId};
 use herald_core::rate_limit::RateLimit;
@@ -103,6 +103,8 @@ pub struct AttemptRecord {
     pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
     pub response_excerpt: String,
+    /// The request and answer of a failed attempt (see [`HttpExchange`]).
+    pub exchange: Option<HttpExchange>,
 }
 
 /// A destination row. The spec is sealed by the caller; the store never sees secrets.

@@ -79,6 +79,18 @@ pub async fn get(
     let d = state.store.get_delivery(&id).await?.ok_or_else(not_found)?;
     let attempts = state.store.list_attempts(&id).await?;
     let mut view = DeliveryView::from(d);
-    view.attempts = Some(attempts.into_iter().map(AttemptView::from).collect());
+    let admin = caller.can(Scope::Admin);
+    view.attempts = Some(
+        attempts
+            .into_iter()
+            .map(|a| {
+                let mut v = AttemptView::from(a);
+                if !admin {
+                    v.exchange = None;
+                }
+                v
+            })
+            .collect(),
+    );
     Ok(Json(view))
 }

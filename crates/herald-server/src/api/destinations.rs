@@ -220,6 +220,7 @@ pub async fn test(
         error_class: sent.report.error_class,
         error: sent.report.error,
         response_excerpt: sent.report.response_excerpt,
+        exchange: sent.report.exchange.map(|x| *x),
     };
     Ok(Json(TestResult {
         destination: name,

@@ -1,7 +1,7 @@
 //! JSON shapes the API returns, built from store rows.
 
 use herald_core::clock::rfc3339;
-use herald_core::delivery::{AttemptOutcome, DeliveryStatus, ErrorClass};
+use herald_core::delivery::{AttemptOutcome, DeliveryStatus, ErrorClass, HttpExchange};
 use herald_core::scope::Scope;
 use herald_store::{AttemptRecord, DeadItem, DeliveryRecord, TokenRecord};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,10 @@ pub struct AttemptView {
     pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
     pub response_excerpt: String,
+    /// A failed attempt's last HTTP request and the answer's status and headers, secrets
+    /// masked; shown to admins only (a read token sees no header value or URL path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<HttpExchange>,
 }
 
 impl From<AttemptRecord> for AttemptView {
@@ -57,6 +61,7 @@ impl From<AttemptRecord> for AttemptView {
             error_class: a.error_class,
             error: a.error,
             response_excerpt: a.response_excerpt,
+            exchange: a.exchange,
         }
     }
 }

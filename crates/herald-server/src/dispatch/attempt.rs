@@ -107,6 +107,11 @@ pub(super) async fn run_attempt(
             error_class: report.error_class,
             error: report.error,
             response_excerpt: report.response_excerpt,
+            // Kept only when there is something to debug: a delivered attempt writes less.
+            exchange: report
+                .exchange
+                .filter(|_| report.verdict != Verdict::Delivered)
+                .map(|x| *x),
         }),
         next,
         breaker,

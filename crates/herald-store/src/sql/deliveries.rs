@@ -52,7 +52,7 @@ pub(super) async fn list_attempts(
     delivery_id: &str,
 ) -> Result<Vec<AttemptRecord>> {
     let rows = sqlx::query(
-        "SELECT number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt FROM attempts WHERE delivery_id = $1 ORDER BY number",
+        "SELECT number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt, exchange FROM attempts WHERE delivery_id = $1 ORDER BY number",
     )
     .bind(delivery_id)
     .fetch_all(&store.reads)
@@ -75,6 +75,9 @@ pub(super) async fn list_attempts(
                     .and_then(ErrorClass::parse),
                 error: r.try_get("error")?,
                 response_excerpt: r.try_get("response_excerpt")?,
+                exchange: r
+                    .try_get::<Option<String>, _>("exchange")?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
             })
         })
         .collect()

@@ -295,9 +295,9 @@ pub(super) async fn insert_attempts(
     for chunk in insert_chunks(rows) {
         let mut q = sqlx::query(AssertSqlSafe(values_sql_for(
             w.dialect,
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt, destination)",
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error_class, error, response_excerpt, destination, exchange)",
             chunk.len(),
-            10,
+            11,
         )));
         for &(f, a, number) in chunk {
             q = q
@@ -310,7 +310,12 @@ pub(super) async fn insert_attempts(
                 .bind(a.error_class.map(ErrorClass::as_str))
                 .bind(&a.error)
                 .bind(&a.response_excerpt)
-                .bind(&f.destination);
+                .bind(&f.destination)
+                .bind(
+                    a.exchange
+                        .as_ref()
+                        .and_then(|x| serde_json::to_string(x).ok()),
+                );
         }
         q.execute(&mut w.conn).await?;
     }

@@ -9,6 +9,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/0005_error_groups.sql")),
     (6, include_str!("../../migrations/0006_dashboard.sql")),
     (8, include_str!("../../migrations/0008_ui_sessions.sql")),
+    (
+        9,
+        include_str!("../../migrations/0009_attempt_exchange.sql"),
+    ),
 ];
 
 /// The schema version this Herald migrates to.

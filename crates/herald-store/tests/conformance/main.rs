@@ -126,6 +126,7 @@ fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
         error_class: None,
         error: None,
         response_excerpt: String::new(),
+        exchange: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn delivered(r: &Ready) -> FinishAttempt {
             error_class: None,
             error: None,
             response_excerpt: String::new(),
+            exchange: None,
         }),
         next: NextState::Delivered,
         breaker: None,
