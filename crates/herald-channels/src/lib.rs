@@ -109,6 +109,9 @@ impl Channels {
         let redact = |s: &str| herald_core::redact::redact(s, &sent);
         report.error = report.error.map(|e| redact(&e));
         report.response_excerpt = redact(&report.response_excerpt);
+        // Only a failed attempt keeps its exchange: masking it costs more than the whole
+        // rest of a delivered attempt's bookkeeping.
+        let exchange = exchange.filter(|_| report.verdict != Verdict::Delivered);
         report.exchange = exchange.map(|x| {
             Box::new(HttpExchange {
                 method: x.method,
@@ -183,11 +186,15 @@ pub(crate) fn note_exchange(x: HttpExchange) {
     let _ = EXCHANGE.try_with(|e| *e.borrow_mut() = Some(x));
 }
 
-/// Adds the answer's status and headers to the exchange noted last.
+/// Adds the answer's status (and, unless it is a success, its headers) to the exchange
+/// noted last.
 pub(crate) fn note_answer(status: u16, headers: &reqwest::header::HeaderMap) {
     let _ = EXCHANGE.try_with(|e| {
         if let Some(x) = e.borrow_mut().as_mut() {
             x.status = Some(status);
+            if (200..300).contains(&status) {
+                return;
+            }
             x.response_headers = headers
                 .iter()
                 .map(|(k, v)| {
