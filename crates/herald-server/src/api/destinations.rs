@@ -261,7 +261,7 @@ pub async fn test(
         }])
         .await?;
     if attempt.outcome != AttemptOutcome::Delivered {
-        tracing::info!(destination = %name, error = ?attempt.error, "test send did not deliver");
+        tracing::info!(destination = %name, status = attempt.status_code, error = attempt.error.as_deref(), "test send did not deliver");
     }
     Ok(Json(TestResult {
         destination: name,
