@@ -36,7 +36,7 @@ pub struct Waiting {
     pub reason: WaitReason,
     /// When the wait ends, if that is known (RFC 3339).
     pub until: Option<String>,
-    /// The wait in words, e.g. `circuit open until 2026-12-07T11:22:36.000Z`.
+    /// The wait in words, e.g. `circuit open until 2026-12-07T11:22:36.512Z`.
     pub detail: String,
 }
 
