@@ -21,6 +21,9 @@ pub struct DestinationEntry {
     disabled_reason: RwLock<Option<String>>,
     /// Epoch ms until which no attempt is made (Retry-After); 0 when not paused.
     paused_until: AtomicI64,
+    /// The last claim round got fewer deliveries than it asked for because the rate limit
+    /// ran out (what `waiting` tells a pending delivery).
+    rate_limited: AtomicBool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -40,6 +43,7 @@ impl DestinationEntry {
             enabled: AtomicBool::new(row.enabled),
             disabled_reason: RwLock::new(row.disabled_reason),
             paused_until: AtomicI64::new(row.paused_until.unwrap_or(0)),
+            rate_limited: AtomicBool::new(false),
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -62,6 +66,15 @@ impl DestinationEntry {
 
     pub fn is_paused(&self, now: i64) -> bool {
         self.paused_until.load(Ordering::Relaxed) > now
+    }
+
+    pub fn rate_limited(&self) -> bool {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// What the last claim round found: whether the rate limit held deliveries back.
+    pub fn set_rate_limited(&self, limited: bool) {
+        self.rate_limited.store(limited, Ordering::Relaxed);
     }
 
     pub fn pause_until(&self, until: i64) {

@@ -236,7 +236,7 @@ pub async fn send_test(
         }])
         .await?;
     if outcome != AttemptOutcome::Delivered {
-        tracing::info!(destination = %e.name, error = ?report.error, "test send did not deliver");
+        tracing::info!(destination = %e.name, status = report.status_code, error = report.error.as_deref(), "test send did not deliver");
     }
     Ok(TestSend {
         message_id: message.id,

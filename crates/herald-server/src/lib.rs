@@ -29,6 +29,7 @@ pub mod operational;
 pub mod state;
 pub mod telemetry;
 pub mod ui;
+pub mod waiting;
 
 pub use herald_channels::client::install_crypto_provider;
 

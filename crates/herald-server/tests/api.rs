@@ -519,6 +519,26 @@ async fn the_openapi_document_lists_every_route_with_full_paths() {
             "{path} missing from the OpenAPI document"
         );
     }
+    // Why a pending delivery waits is part of the documented delivery view.
+    let schemas = &spec["components"]["schemas"];
+    assert!(
+        schemas["DeliveryView"]["properties"]["waiting"]
+            .to_string()
+            .contains("#/components/schemas/Waiting"),
+        "{}",
+        schemas["DeliveryView"]
+    );
+    assert_eq!(
+        schemas["WaitReason"]["enum"],
+        json!([
+            "disabled",
+            "paused",
+            "circuit_open",
+            "probing",
+            "rate_limited",
+            "scheduled"
+        ])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

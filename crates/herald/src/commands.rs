@@ -1,10 +1,11 @@
 //! What each command does.
 
 use crate::cli::{
-    AuditAction, Cli, Command, DestinationAction, DlqAction, Remote, ServeArgs, TokenAction,
+    AuditAction, Cli, Command, DestinationAction, DlqAction, ErrorAction, MessageAction, Remote,
+    ServeArgs, TokenAction,
 };
 use crate::client::Api;
-use crate::table::{cell, print};
+use crate::table::{cell, fields, print, waiting, words};
 use herald_core::audit::{AuditEntry, ChainVerifier};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -27,7 +28,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             attach_inline,
         } => {
             let api = Api::new(&remote)?;
-            let mut body = json!({"event_type": event_type, "severity": severity});
+            let mut body = json!({"event_type": event_type, "severity": severity.as_str()});
             if let Some(t) = text {
                 body["text"] = json!(t);
             }
@@ -112,7 +113,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 if remote.json {
                     println!("{v}");
                 } else {
-                    for k in [
+                    let mut rows: Vec<(String, String)> = [
                         "id",
                         "message_id",
                         "destination",
@@ -121,9 +122,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                         "next_attempt_at",
                         "last_status_code",
                         "last_error",
-                    ] {
-                        println!("{k:<17} {}", cell(&v, k));
+                    ]
+                    .iter()
+                    .map(|k| (k.to_string(), cell(&v, k)))
+                    .collect();
+                    if v["waiting"].is_object() {
+                        rows.insert(4, ("waiting".into(), waiting(&v)));
                     }
+                    fields(&rows);
                     println!();
                     let rows = v["attempts"]
                         .as_array()
@@ -176,6 +182,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                             cell(d, "attempt_count"),
                             cell(d, "last_status_code"),
                             cell(d, "created_at"),
+                            waiting(d),
                         ]
                     })
                     .collect();
@@ -187,6 +194,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                         "attempts",
                         "last status",
                         "created",
+                        "waiting",
                     ],
                     rows,
                 );
@@ -194,6 +202,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { remote, action } => dlq(&remote, action).await,
+        Command::Messages { remote, action } => messages(&remote, action).await,
+        Command::Errors { remote, action } => errors(&remote, action).await,
         Command::Tokens { remote, action } => tokens(&remote, action).await,
         Command::Audit { remote, action } => audit(&remote, action).await,
         Command::RotateMasterKey { server, new_key } => rotate_master_key(server, new_key).await,
@@ -397,14 +407,39 @@ async fn destinations(remote: &Remote, action: DestinationAction) -> Result<Exit
                     None,
                 )
                 .await?;
-            println!(
-                "{}",
-                if remote.json {
-                    v.to_string()
-                } else {
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                }
-            );
+            if remote.json {
+                println!("{v}");
+            } else {
+                print_destination(&v);
+            }
+        }
+        DestinationAction::Health { name } => {
+            let (_, v) = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/destinations/{}/health", encode(&name)),
+                    None,
+                )
+                .await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                print_health(&v);
+            }
+        }
+        DestinationAction::Enable { name } => {
+            let (_, v) = api
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/destinations/{}/enable", encode(&name)),
+                    None,
+                )
+                .await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                println!("enabled destination {name}");
+            }
         }
         DestinationAction::Put { name, file } => {
             let text = if file.as_os_str() == "-" {
@@ -631,7 +666,7 @@ async fn tokens(remote: &Remote, action: TokenAction) -> Result<ExitCode, String
                         vec![
                             cell(t, "id"),
                             cell(t, "name"),
-                            cell(t, "scopes"),
+                            words(t, "scopes"),
                             cell(t, "created_at"),
                             cell(t, "last_used_at"),
                             cell(t, "revoked_at"),
@@ -830,6 +865,286 @@ async fn replay_all(
         println!("{}", json!({"items": results, "replayed": total}));
     } else {
         println!("replayed {total} deliveries from {} queue(s)", queues.len());
+    }
+    Ok(())
+}
+
+/// `herald destinations get`: the state first, then every setting on its own line.
+fn print_destination(v: &Value) {
+    let mut rows = vec![
+        ("name".to_string(), cell(v, "name")),
+        ("kind".to_string(), cell(v, "kind")),
+        ("enabled".to_string(), yes_no(&v["enabled"])),
+    ];
+    if v["disabled_reason"].is_string() {
+        rows.push(("disabled because".into(), cell(v, "disabled_reason")));
+    }
+    if v["paused_until"].is_string() {
+        rows.push(("paused until".into(), cell(v, "paused_until")));
+    }
+    rows.push(("created".into(), cell(v, "created_at")));
+    rows.push(("updated".into(), cell(v, "updated_at")));
+    // Shown above, or not settings at all.
+    let shown = [
+        "name",
+        "kind",
+        "enabled",
+        "disabled_reason",
+        "paused_until",
+        "created_at",
+        "updated_at",
+        "warnings",
+        "generated_secret",
+    ];
+    let mut settings = Vec::new();
+    for (k, val) in v.as_object().into_iter().flatten() {
+        if !shown.contains(&k.as_str()) {
+            crate::table::flatten(k, val, &mut settings);
+        }
+    }
+    fields(&rows);
+    if !settings.is_empty() {
+        println!();
+        println!("settings (secrets masked):");
+        let settings: Vec<(String, String)> = settings
+            .into_iter()
+            .map(|(k, v)| (format!("  {k}"), v))
+            .collect();
+        fields(&settings);
+    }
+}
+
+/// `herald destinations health`: enabled, circuit, pause, queue and success rate.
+fn print_health(v: &Value) {
+    let c = &v["circuit"];
+    let mut circuit = cell(c, "state");
+    let failures = c["consecutive_failures"].as_u64().unwrap_or(0);
+    if failures > 0 {
+        circuit.push_str(&format!(" ({failures} consecutive failures)"));
+    }
+    if c["next_probe_at"].is_string() {
+        circuit.push_str(&format!("; next probe at {}", cell(c, "next_probe_at")));
+    }
+    let mut enabled = yes_no(&v["enabled"]);
+    if v["disabled_reason"].is_string() {
+        enabled = format!("no: {}", cell(v, "disabled_reason"));
+    }
+    let rate = match v["success_rate_1h"].as_f64() {
+        Some(r) => format!(
+            "{:.1}% of {} attempts",
+            r * 100.0,
+            v["attempts_1h"].as_u64().unwrap_or(0)
+        ),
+        None => "- (no attempts)".into(),
+    };
+    fields(&[
+        ("name".into(), cell(v, "name")),
+        ("enabled".into(), enabled),
+        ("circuit".into(), circuit),
+        ("paused until".into(), cell(v, "paused_until")),
+        ("rate limit".into(), cell(v, "rate_limit")),
+        ("pending".into(), cell(v, "pending")),
+        ("in flight".into(), cell(v, "in_flight")),
+        ("dead".into(), cell(v, "dead")),
+        ("success (1 h)".into(), rate),
+    ]);
+}
+
+fn yes_no(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => "-".into(),
+    }
+}
+
+async fn messages(remote: &Remote, action: MessageAction) -> Result<ExitCode, String> {
+    let api = Api::new(remote)?;
+    match action {
+        MessageAction::Get { id } => {
+            let (_, v) = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/messages/{}", encode(&id)),
+                    None,
+                )
+                .await?;
+            if remote.json {
+                println!("{v}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut rows: Vec<(String, String)> = [
+                "id",
+                "event_type",
+                "severity",
+                "title",
+                "text",
+                "idempotency_key",
+                "created_at",
+            ]
+            .iter()
+            .map(|k| (k.to_string(), cell(&v, k)))
+            .collect();
+            if !v["payload"].is_null() {
+                rows.push(("payload".into(), v["payload"].to_string()));
+            }
+            for (i, a) in v["attachments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                rows.push((
+                    format!("attachment {i}"),
+                    format!(
+                        "{} ({}, {} bytes)",
+                        cell(a, "filename"),
+                        cell(a, "content_type"),
+                        cell(a, "size")
+                    ),
+                ));
+            }
+            fields(&rows);
+            println!();
+            let rows = v["deliveries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    vec![
+                        cell(d, "id"),
+                        cell(d, "destination"),
+                        cell(d, "status"),
+                        cell(d, "attempt_count"),
+                        cell(d, "last_status_code"),
+                        waiting(d),
+                    ]
+                })
+                .collect();
+            print(
+                &[
+                    "delivery",
+                    "destination",
+                    "status",
+                    "attempts",
+                    "last status",
+                    "waiting",
+                ],
+                rows,
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn errors(remote: &Remote, action: ErrorAction) -> Result<ExitCode, String> {
+    let api = Api::new(remote)?;
+    match action {
+        ErrorAction::List {
+            status,
+            service,
+            limit,
+        } => {
+            let mut path = format!("/api/v1/error-groups?limit={limit}");
+            for (k, v) in [("status", status), ("service", service)] {
+                if let Some(v) = v {
+                    path.push_str(&format!("&{k}={}", encode(&v)));
+                }
+            }
+            let (_, v) = api.call(Method::GET, &path, None).await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                let rows = items(&v)
+                    .iter()
+                    .map(|g| {
+                        vec![
+                            cell(g, "id"),
+                            cell(g, "status"),
+                            cell(g, "service"),
+                            cell(g, "level"),
+                            cell(g, "count"),
+                            cell(g, "last_seen"),
+                            cell(g, "title"),
+                        ]
+                    })
+                    .collect();
+                print(
+                    &[
+                        "id",
+                        "status",
+                        "service",
+                        "level",
+                        "count",
+                        "last seen",
+                        "title",
+                    ],
+                    rows,
+                );
+            }
+        }
+        ErrorAction::Get { id } => {
+            let (_, v) = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/error-groups/{}", encode(&id)),
+                    None,
+                )
+                .await?;
+            if remote.json {
+                println!("{v}");
+            } else {
+                let rows: Vec<(String, String)> = [
+                    "id",
+                    "title",
+                    "status",
+                    "service",
+                    "environment",
+                    "level",
+                    "culprit",
+                    "count",
+                    "first_seen",
+                    "last_seen",
+                    "last_alert_at",
+                    "resolved_at",
+                    "last_message_id",
+                ]
+                .iter()
+                .map(|k| (k.to_string(), cell(&v, k)))
+                .collect();
+                fields(&rows);
+                if !v["last_event"].is_null() {
+                    println!("\nlatest report:");
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&v["last_event"]).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        ErrorAction::Resolve { id } => set_group_status(&api, remote, &id, "resolve").await?,
+        ErrorAction::Unresolve { id } => set_group_status(&api, remote, &id, "unresolve").await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald errors resolve|unresolve ID`.
+async fn set_group_status(api: &Api, remote: &Remote, id: &str, verb: &str) -> Result<(), String> {
+    let (_, v) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/error-groups/{}/{verb}", encode(id)),
+            None,
+        )
+        .await?;
+    if remote.json {
+        println!("{v}");
+    } else {
+        println!(
+            "{verb}d {id}: {} is {}",
+            cell(&v, "title"),
+            cell(&v, "status")
+        );
     }
     Ok(())
 }

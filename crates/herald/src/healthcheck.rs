@@ -17,7 +17,7 @@ pub async fn run(
     wait: Option<Duration>,
 ) -> Result<ExitCode, String> {
     let base = match url {
-        Some(u) => u.trim_end_matches('/').to_string(),
+        Some(u) => crate::profile::normalize_url(&u).map_err(|e| format!("--url: {e}"))?,
         None => {
             let config = crate::commands::server_config(server)?;
             format!("http://{}", local_address(&config.listen))

@@ -32,8 +32,18 @@ impl Guard {
     }
 }
 
+/// Colours only for a person at a terminal: not into a pipe, a file or the journal, and
+/// never when `NO_COLOR` is set (https://no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 pub fn init(format: &str) -> Result<Guard, String> {
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour());
     let fmt: BoxedLayer = if format == "json" {
         fmt.json().with_filter(filter()).boxed()
     } else {

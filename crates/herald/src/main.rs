@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod healthcheck;
 mod logging;
+mod profile;
 mod progress;
 mod storage;
 mod table;

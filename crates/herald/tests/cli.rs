@@ -11,12 +11,36 @@ fn herald(h: &TestHerald, args: &[&str]) -> Output {
 }
 
 fn herald_at(url: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_herald"))
+    bare()
         .args(args)
         .env("HERALD_URL", url)
         .env("HERALD_TOKEN", token)
         .output()
         .expect("run herald")
+}
+
+/// The command with no Herald settings from the environment or a CLI configuration file.
+fn bare() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+    c.env_remove("HERALD_URL")
+        .env_remove("HERALD_TOKEN")
+        .env_remove("HERALD_PROFILE")
+        .env_remove("XDG_CONFIG_HOME")
+        .env("HOME", "/nonexistent");
+    c
+}
+
+fn stderr(o: &Output) -> String {
+    assert!(!o.status.success(), "herald succeeded: {o:?}");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The line of a table that mentions `needle`.
+fn line_with<'a>(table: &'a str, needle: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle}: {table}"))
 }
 
 fn stdout(o: &Output) -> String {
@@ -130,10 +154,9 @@ async fn clear_messages_when_the_server_is_unreachable_or_the_token_wrong() {
         String::from_utf8_lossy(&o.stderr).contains("token was refused"),
         "{o:?}"
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+    let o = bare()
         .args(["deliveries"])
         .env("HERALD_URL", &h.base)
-        .env_remove("HERALD_TOKEN")
         .output()
         .unwrap();
     assert!(
@@ -155,9 +178,10 @@ async fn clear_messages_when_the_server_is_unreachable_or_the_token_wrong() {
     .await;
     let o = herald_at(&h.base, read, &["dlq", "replay", "--all"]);
     assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr)
-            .contains("403 Forbidden: the token is valid but not allowed"),
+        err.contains("403 Forbidden: this token lacks the `admin` scope")
+            && err.contains("--scopes admin"),
         "{o:?}"
     );
     let o = herald(&h, &["send", "x", "--to", "nowhere"]);
@@ -174,11 +198,18 @@ async fn an_exported_audit_chain_verifies_offline_and_tampering_is_found_to_the_
     let h = TestHerald::start().await;
     h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/")}))
         .await;
+    let mut deliveries = Vec::new();
     for i in 0..3 {
-        h.send(json!({"text": format!("m{i}"), "to": ["hook"]}))
+        let accepted = h
+            .send(json!({"text": format!("m{i}"), "to": ["hook"]}))
             .await;
+        deliveries.push(TestHerald::first_delivery(&accepted));
     }
     rx.wait_for(3, Duration::from_secs(15)).await;
+    // Received is not yet recorded: the export must hold the three `delivery.delivered`.
+    for d in &deliveries {
+        h.wait_status(d, "delivered", Duration::from_secs(15)).await;
+    }
     let file = h.dir.path().join("chain.jsonl");
     let o = herald(&h, &["audit", "export", "--out", file.to_str().unwrap()]);
     stdout(&o);
@@ -211,8 +242,15 @@ async fn signed_checkpoints_prove_an_export_comes_from_this_herald() {
     let h = TestHerald::start().await;
     h.put_destination("hook", json!({"kind": "webhook", "url": rx.url("/")}))
         .await;
-    h.send(json!({"text": "m", "to": ["hook"]})).await;
+    let accepted = h.send(json!({"text": "m", "to": ["hook"]})).await;
     rx.wait_for(1, Duration::from_secs(15)).await;
+    // Checkpoint once the attempt is recorded, or its record is news to the second one.
+    h.wait_status(
+        &TestHerald::first_delivery(&accepted),
+        "delivered",
+        Duration::from_secs(15),
+    )
+    .await;
     let (_, cp) = h
         .call(reqwest::Method::POST, "/api/v1/audit/checkpoint", None)
         .await;
@@ -545,4 +583,533 @@ async fn healthcheck_says_ready_or_why_not() {
         )) && err.contains("Connection refused"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_delivery_says_why_it_waits() {
+    let paused = FakeReceiver::start().await;
+    paused.push(Reply::status(429).header("retry-after", "600"));
+    let flaky = FakeReceiver::start().await;
+    flaky.set_default(Reply::status(500));
+    let gone = FakeReceiver::start().await;
+    gone.push(Reply::status(410));
+    let limited = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    let later = json!({"schedule": ["1h"], "jitter": false});
+    h.put_destination(
+        "paused",
+        json!({"kind": "webhook", "url": paused.url("/"), "retry": later}),
+    )
+    .await;
+    h.put_destination(
+        "flaky",
+        json!({"kind": "webhook", "url": flaky.url("/"), "retry": later,
+        "circuit_breaker": {"failure_threshold": 1, "cooldown": "1h"}}),
+    )
+    .await;
+    h.put_destination("gone", json!({"kind": "webhook", "url": gone.url("/")}))
+        .await;
+    h.put_destination(
+        "limited",
+        json!({"kind": "webhook", "url": limited.url("/"), "rate_limit": "1/h"}),
+    )
+    .await;
+
+    let p = h.send_one(json!({"text": "p", "to": ["paused"]})).await;
+    h.wait_paused("paused", Duration::from_secs(15)).await;
+    let f = h.send_one(json!({"text": "f", "to": ["flaky"]})).await;
+    herald_testkit::eventually(
+        Duration::from_secs(15),
+        "flaky's circuit to open",
+        || async { (h.health("flaky").await["circuit"]["state"] == "open").then_some(()) },
+    )
+    .await;
+    let first = h.send_one(json!({"text": "g1", "to": ["gone"]})).await;
+    h.wait_status(&first, "dead", Duration::from_secs(15)).await;
+    herald_testkit::eventually(Duration::from_secs(15), "gone to be disabled", || async {
+        (h.destination("gone").await["enabled"] == false).then_some(())
+    })
+    .await;
+    let g = h.send_one(json!({"text": "g2", "to": ["gone"]})).await;
+    // One token an hour: one of the two goes, the other waits for the next token.
+    let a = h.send_one(json!({"text": "l1", "to": ["limited"]})).await;
+    let b = h.send_one(json!({"text": "l2", "to": ["limited"]})).await;
+    let (l1, l2) = herald_testkit::eventually(
+        Duration::from_secs(15),
+        "one delivery to go and the other to wait on the rate limit",
+        || async {
+            let (da, db) = (h.delivery(&a).await, h.delivery(&b).await);
+            let waits = |d: &Value| d["waiting"]["reason"] == "rate_limited";
+            match (da["status"].as_str(), db["status"].as_str()) {
+                (Some("delivered"), _) if waits(&db) => Some((a.clone(), b.clone())),
+                (_, Some("delivered")) if waits(&da) => Some((b.clone(), a.clone())),
+                _ => None,
+            }
+        },
+    )
+    .await;
+
+    let shown = stdout(&herald(&h, &["deliveries", &p]));
+    assert!(
+        line_with(&shown, "waiting").contains("paused by Retry-After until 20"),
+        "{shown}"
+    );
+    let json: Value =
+        serde_json::from_str(&stdout(&herald(&h, &["deliveries", &p, "--json"]))).unwrap();
+    assert_eq!(json["waiting"]["reason"], "paused");
+    assert!(json["waiting"]["until"].is_string(), "{json}");
+
+    let table = stdout(&herald(&h, &["deliveries"]));
+    assert!(
+        table.lines().next().unwrap().ends_with("WAITING"),
+        "{table}"
+    );
+    assert!(
+        line_with(&table, &p).contains("paused by Retry-After until"),
+        "{table}"
+    );
+    assert!(
+        line_with(&table, &f).contains("circuit open until 20"),
+        "{table}"
+    );
+    assert!(
+        line_with(&table, &g).contains("destination disabled: "),
+        "{table}"
+    );
+    assert!(line_with(&table, &l2).contains("rate limited"), "{table}");
+    assert!(
+        line_with(&table, &l1).ends_with(" -"),
+        "a delivered one does not wait: {table}"
+    );
+    let reason = h.destination("gone").await["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let one = stdout(&herald(&h, &["deliveries", &g]));
+    assert!(
+        one.contains(&format!("destination disabled: {reason}")),
+        "{one}"
+    );
+
+    let health = stdout(&herald(&h, &["destinations", "health", "gone"]));
+    assert!(
+        line_with(&health, "enabled").contains(&format!("no: {reason}")),
+        "{health}"
+    );
+    let health = stdout(&herald(&h, &["destinations", "health", "flaky"]));
+    assert!(
+        line_with(&health, "circuit").contains("open (")
+            && line_with(&health, "circuit").contains("consecutive failures); next probe at 20"),
+        "{health}"
+    );
+    let enabled = stdout(&herald(&h, &["destinations", "enable", "gone"]));
+    assert_eq!(enabled.trim(), "enabled destination gone");
+    h.wait_status(&g, "delivered", Duration::from_secs(15))
+        .await;
+    let after = stdout(&herald(&h, &["deliveries", &g]));
+    assert!(!after.contains("waiting"), "{after}");
+
+    let message = h.delivery(&p).await["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = stdout(&herald(&h, &["messages", "get", &message]));
+    assert!(line_with(&m, "text").ends_with(" p"), "{m}");
+    assert!(
+        line_with(&m, &p).contains("paused by Retry-After until"),
+        "{m}"
+    );
+}
+
+#[test]
+fn invalid_values_list_the_valid_ones() {
+    let o = bare()
+        .args(["deliveries", "--status", "bogus"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(err.contains("'bogus'"), "{err}");
+    assert!(
+        err.contains(
+            "possible values: pending, in_flight, delivered, dead, failed_over, discarded"
+        ),
+        "{err}"
+    );
+    let err = stderr(
+        &bare()
+            .args(["send", "x", "--severity", "loud"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("possible values: info, warning, error, critical"),
+        "{err}"
+    );
+    let err = stderr(
+        &bare()
+            .args(["errors", "list", "--status", "open"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("possible values: unresolved, resolved"),
+        "{err}"
+    );
+    let err = stderr(
+        &bare()
+            .args(["tokens", "create", "x", "--scopes", "send,root"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("possible values: send, read, admin"), "{err}");
+    let err = stderr(
+        &bare()
+            .args(["deliveries", "--url", "ftp://127.0.0.1:1"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("the scheme must be http or https"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problems_are_printed_once_a_403_names_the_scope_and_other_servers_are_summarised() {
+    let h = TestHerald::start().await;
+    // No scheme: http:// is meant.
+    let bare_url = h.base.trim_start_matches("http://").to_string();
+    let out = stdout(&herald_at(&bare_url, &h.token, &["destinations", "list"]));
+    assert!(out.starts_with("NAME"), "{out}");
+
+    let spec = h.dir.path().join("bad.json");
+    std::fs::write(
+        &spec,
+        json!({"kind": "webhook", "url": "http://127.0.0.1:9/",
+            "circuit_breaker": {"failure_threshold": 0, "cooldown": "2d"}})
+        .to_string(),
+    )
+    .unwrap();
+    let err = stderr(&herald(
+        &h,
+        &[
+            "destinations",
+            "put",
+            "bad",
+            "--file",
+            spec.to_str().unwrap(),
+        ],
+    ));
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines[0], "herald: 422 Unprocessable Entity: 2 problems",
+        "a headline and one line per problem: {err}"
+    );
+    assert_eq!(lines.len(), 3, "{err}");
+    for problem in &lines[1..] {
+        assert!(problem.starts_with("  circuit_breaker."), "{err}");
+        assert_eq!(
+            err.matches(problem.trim()).count(),
+            1,
+            "printed once: {err}"
+        );
+    }
+    assert_eq!(err.matches("failure_threshold").count(), 1, "{err}");
+    assert_eq!(err.matches("cooldown").count(), 1, "{err}");
+
+    let err = stderr(&herald(&h, &["send", "x", "--to", "nowhere"]));
+    assert_eq!(err.lines().count(), 1, "one problem, one line: {err}");
+    assert!(
+        err.contains("422 Unprocessable Entity: to: unknown destination"),
+        "{err}"
+    );
+
+    let read = h.token("viewer", &["read"]).await;
+    let err = stderr(&herald_at(&h.base, &read, &["tokens", "list"]));
+    assert!(
+        err.contains("this token lacks the `admin` scope")
+            && err.contains("herald tokens create NAME --scopes admin"),
+        "{err}"
+    );
+    let sender = h.token("sender", &["send"]).await;
+    let err = stderr(&herald_at(&h.base, &sender, &["deliveries"]));
+    assert!(
+        err.contains("lacks the `read` scope") && err.contains("--scopes read"),
+        "{err}"
+    );
+
+    let other = FakeReceiver::start().await;
+    let page = format!(
+        "<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>{}</body></html>",
+        "<p>nothing here</p>\n".repeat(200)
+    );
+    other.set_default(
+        Reply::status(404)
+            .header("content-type", "text/html")
+            .body(page),
+    );
+    let err = stderr(&herald_at(&other.url(""), "x", &["deliveries"]));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("404 Not Found from http://127.0.0.1:")
+            && err.contains("not an answer from Herald (an HTML page titled \"404 Not Found\")"),
+        "{err}"
+    );
+    assert!(!err.contains("<p>"), "{err}");
+    other.set_default(
+        Reply::status(200)
+            .header("content-type", "text/plain")
+            .body("hello from some other service\n".repeat(100)),
+    );
+    let err = stderr(&herald_at(&other.url(""), "x", &["destinations", "list"]));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("200 OK from")
+            && err.contains("text/plain text starting \"hello from some other service\""),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_and_tokens_read_as_words() {
+    let h = TestHerald::start().await;
+    h.put_destination("api", json!({"kind": "http", "url": "http://127.0.0.1:9/in",
+        "headers": {"Authorization": "Bearer inline-secret-value-1234"}, "retry": {"schedule": ["1s", "5s"]}}))
+    .await;
+    let out = stdout(&herald(&h, &["destinations", "get", "api"]));
+    assert!(!out.trim_start().starts_with('{'), "{out}");
+    assert!(line_with(&out, "name").ends_with(" api"), "{out}");
+    assert!(line_with(&out, "kind").ends_with(" http"), "{out}");
+    assert!(line_with(&out, "enabled").ends_with(" yes"), "{out}");
+    assert!(out.contains("settings (secrets masked):"), "{out}");
+    assert!(
+        line_with(&out, "  url").ends_with(" http://127.0.0.1:9/in"),
+        "{out}"
+    );
+    assert!(
+        line_with(&out, "retry.schedule").contains("[\"1s\",\"5s\"]"),
+        "{out}"
+    );
+    assert!(!out.contains("inline-secret-value"), "masked: {out}");
+    let json: Value = serde_json::from_str(&stdout(&herald(
+        &h,
+        &["destinations", "get", "api", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(json["name"], "api");
+
+    h.token("airflow", &["read", "send"]).await;
+    let tokens = stdout(&herald(&h, &["tokens", "list"]));
+    assert!(
+        line_with(&tokens, "airflow").contains("read, send"),
+        "{tokens}"
+    );
+    assert!(!tokens.contains("[\""), "{tokens}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_groups_are_listed_shown_and_resolved() {
+    let h = TestHerald::start().await;
+    let g = h
+        .report_error(json!({"service": "shop", "environment": "production", "level": "error",
+            "message": "Internal Server Error: /api/divide",
+            "exception": {"type": "ZeroDivisionError", "value": "division by zero", "stacktrace": [
+                {"filename": "shop/views.py", "function": "divide", "lineno": 42, "in_app": true}]}}))
+        .await["group"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = stdout(&herald(&h, &["errors", "list"]));
+    assert!(line_with(&list, &g).contains("unresolved"), "{list}");
+    let one = stdout(&herald(&h, &["errors", "get", &g]));
+    assert!(line_with(&one, "service").ends_with(" shop"), "{one}");
+    assert!(one.contains("ZeroDivisionError"), "{one}");
+    let done = stdout(&herald(&h, &["errors", "resolve", &g]));
+    assert!(
+        done.starts_with(&format!("resolved {g}")) && done.contains("is resolved"),
+        "{done}"
+    );
+    let resolved = stdout(&herald(&h, &["errors", "list", "--status", "resolved"]));
+    assert!(resolved.contains(&g), "{resolved}");
+    let open = stdout(&herald(&h, &["errors", "list", "--status", "unresolved"]));
+    assert!(!open.contains(&g), "{open}");
+    stdout(&herald(&h, &["errors", "unresolve", &g]));
+    assert!(stdout(&herald(&h, &["errors", "list", "--status", "unresolved"])).contains(&g));
+    let err = stderr(&herald(&h, &["errors", "get", "grp_nope"]));
+    assert!(err.contains("404 Not Found: no error group"), "{err}");
+}
+
+#[cfg(unix)]
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_configuration_file_gives_url_and_token_and_profiles_below_flags_and_env() {
+    let h = TestHerald::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".config/herald");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, format!("{}\n", h.token)).unwrap();
+    chmod(&token, 0o600);
+    let elsewhere = herald_testkit::process::free_port();
+    std::fs::write(
+        dir.join("cli.toml"),
+        format!(
+            "url = \"{}\"\ntoken_file = \"~/.config/herald/token\"\n\n[profiles.other]\nurl = \"127.0.0.1:{elsewhere}\"\n",
+            h.base.trim_start_matches("http://")
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = bare();
+        c.env("HOME", home.path()).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = stdout(&run(&["destinations", "list"], &[]));
+    assert!(
+        out.starts_with("NAME"),
+        "from ~/.config/herald/cli.toml: {out}"
+    );
+    // Set to nothing is not set.
+    stdout(&run(&["destinations", "list"], &[("HERALD_PROFILE", "")]));
+
+    let err = stderr(&run(&["destinations", "list", "--profile", "other"], &[]));
+    assert!(
+        err.contains(&format!(
+            "cannot reach Herald at http://127.0.0.1:{elsewhere}"
+        )),
+        "{err}"
+    );
+    let err = stderr(&run(
+        &["destinations", "list"],
+        &[("HERALD_PROFILE", "other")],
+    ));
+    assert!(err.contains(&format!("127.0.0.1:{elsewhere}")), "{err}");
+    // A flag beats the profile; the environment beats the file.
+    stdout(&run(
+        &[
+            "destinations",
+            "list",
+            "--profile",
+            "other",
+            "--url",
+            &h.base,
+        ],
+        &[],
+    ));
+    stdout(&run(
+        &["destinations", "list", "--profile", "other"],
+        &[("HERALD_URL", &h.base)],
+    ));
+    let err = stderr(&run(
+        &["destinations", "list"],
+        &[("HERALD_TOKEN", "hrld_aaaaaaaaaaaa_nope")],
+    ));
+    assert!(err.contains("token was refused"), "{err}");
+    let err = stderr(&run(&["destinations", "list", "--profile", "prod"], &[]));
+    assert!(
+        err.contains("no profile \"prod\" (profiles: other)"),
+        "{err}"
+    );
+
+    // XDG_CONFIG_HOME wins over ~/.config.
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(xdg.path().join("herald")).unwrap();
+    std::fs::write(
+        xdg.path().join("herald/cli.toml"),
+        format!("url = \"127.0.0.1:{elsewhere}\"\n"),
+    )
+    .unwrap();
+    let err = stderr(&run(
+        &["destinations", "list"],
+        &[("XDG_CONFIG_HOME", xdg.path().to_str().unwrap())],
+    ));
+    assert!(err.contains(&format!("127.0.0.1:{elsewhere}")), "{err}");
+
+    // A token file others may read is refused, as ssh refuses such a key.
+    chmod(&token, 0o644);
+    let err = stderr(&run(&["destinations", "list"], &[]));
+    assert!(
+        err.contains(&format!(
+            "{} holds a token but its permissions 0644",
+            token.display()
+        )) && err.contains(&format!("chmod 600 {}", token.display())),
+        "{err}"
+    );
+    // A token given outright does not touch the file.
+    stdout(&run(
+        &["destinations", "list"],
+        &[("HERALD_TOKEN", &h.token)],
+    ));
+}
+
+/// `herald serve` writing into a pipe (a unit's journal, a container log): no colour codes,
+/// and fields as values (`status=200`), not Rust's `Some(200)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_into_a_pipe_have_no_colour_codes_and_plain_field_values() {
+    use std::io::{BufRead, BufReader};
+    let rx = FakeReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = herald_testkit::process::free_port();
+    let mut child = bare()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_DATABASE_URL")
+        .env_remove("NO_COLOR")
+        .env("HERALD_LOG", "info")
+        .env("HERALD_ADMIN_TOKEN", herald_testkit::herald::ADMIN_TOKEN)
+        .env("HERALD_ALLOW_NETWORKS", "127.0.0.0/8")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.next().unwrap().unwrap().contains("listening on"),
+        "herald serve started"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let token = herald_testkit::herald::ADMIN_TOKEN;
+    let spec = dir.path().join("hook.json");
+    std::fs::write(
+        &spec,
+        json!({"kind": "webhook", "url": rx.url("/")}).to_string(),
+    )
+    .unwrap();
+    stdout(&herald_at(
+        &base,
+        token,
+        &[
+            "destinations",
+            "put",
+            "hook",
+            "--file",
+            spec.to_str().unwrap(),
+        ],
+    ));
+    stdout(&herald_at(&base, token, &["send", "hi", "--to", "hook"]));
+    rx.wait_for(1, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("attempt finished"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI escape codes: {log:?}");
+    let line = line_with(&log, "attempt finished");
+    assert!(line.contains("status=200"), "{line}");
+    assert!(!line.contains("Some("), "{line}");
+    assert!(!line.contains("error="), "no error, no field: {line}");
 }

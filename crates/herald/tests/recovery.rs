@@ -225,7 +225,8 @@ fn offline_token_creation_says_what_is_wrong() {
     );
     assert!(!scope.status.success());
     assert!(
-        text(&scope).contains("unknown scope \"root\"; the scopes are send, read, admin"),
+        text(&scope).contains("invalid value 'root' for '--scopes <SCOPES>'")
+            && text(&scope).contains("[possible values: send, read, admin]"),
         "{}",
         text(&scope)
     );

@@ -8,6 +8,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::Uri;
+use herald_core::clock::now_ms;
 use herald_core::delivery::DeliveryStatus;
 use herald_core::ids::DeliveryId;
 use herald_store::DeliveryQuery;
@@ -56,8 +57,11 @@ pub async fn list(
             limit,
         })
         .await?;
+    let now = now_ms();
     Ok(Json(Page::new(
-        rows.into_iter().map(DeliveryView::from).collect(),
+        rows.into_iter()
+            .map(|d| DeliveryView::new(d, &state.destinations, now))
+            .collect(),
         limit,
         |d| d.id.clone(),
     )))
@@ -78,7 +82,7 @@ pub async fn get(
     };
     let d = state.store.get_delivery(&id).await?.ok_or_else(not_found)?;
     let attempts = state.store.list_attempts(&id).await?;
-    let mut view = DeliveryView::from(d);
+    let mut view = DeliveryView::new(d, &state.destinations, now_ms());
     let admin = caller.can(Scope::Admin);
     view.attempts = Some(
         attempts

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use herald_core::clock::rfc3339;
+use herald_core::clock::{now_ms, rfc3339};
 use herald_core::ids::MessageId;
 use herald_core::message::{Attachment, MessageBody, MessageInput};
 use herald_store::DeliveryQuery;
@@ -191,7 +191,7 @@ pub async fn get(
         deliveries: deliveries
             .into_iter()
             .rev()
-            .map(DeliveryView::from)
+            .map(|d| DeliveryView::new(d, &state.destinations, now_ms()))
             .collect(),
     }))
 }

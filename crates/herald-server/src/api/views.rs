@@ -1,5 +1,7 @@
 //! JSON shapes the API returns, built from store rows.
 
+use crate::destination_cache::DestinationCache;
+use crate::waiting::Waiting;
 use herald_core::clock::rfc3339;
 use herald_core::delivery::{AttemptOutcome, DeliveryStatus, ErrorClass, HttpExchange};
 use herald_core::scope::Scope;
@@ -82,9 +84,23 @@ pub struct DeliveryView {
     pub fallback_of: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_at: Option<String>,
+    /// Why a pending delivery is not being attempted now (disabled, paused, circuit open,
+    /// rate limited, scheduled for later); null when it is not waiting.
+    pub waiting: Option<Waiting>,
     /// Present on the single-delivery view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
+}
+
+impl DeliveryView {
+    /// The view with `waiting` read from the destination's live state.
+    pub fn new(d: DeliveryRecord, destinations: &DestinationCache, now: i64) -> Self {
+        let waiting = crate::waiting::for_delivery(destinations, &d, now);
+        DeliveryView {
+            waiting,
+            ..DeliveryView::from(d)
+        }
+    }
 }
 
 impl From<DeliveryRecord> for DeliveryView {
@@ -103,6 +119,7 @@ impl From<DeliveryRecord> for DeliveryView {
             updated_at: rfc3339(d.updated_at),
             fallback_of: d.fallback_of,
             dead_at: d.dead_at.map(rfc3339),
+            waiting: None,
             attempts: None,
         }
     }

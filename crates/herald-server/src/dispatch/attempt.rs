@@ -93,7 +93,8 @@ pub(super) async fn run_attempt(
         failure: matches!(report.verdict, Verdict::Retry { .. }),
     });
     tracing::Span::current().record("outcome", report.verdict.outcome().as_str());
-    tracing::info!(status = ?report.status_code, error = ?report.error, duration_ms, next = ?next, "attempt finished");
+    // Options as plain values (`status=200`), left out when absent, never `Some(200)`.
+    tracing::info!(status = report.status_code, error = report.error.as_deref(), duration_ms, next = ?next, "attempt finished");
     let finish = FinishAttempt {
         delivery_id: c.delivery.id.clone(),
         lease_token: c.lease_token.clone(),

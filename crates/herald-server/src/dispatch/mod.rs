@@ -224,6 +224,12 @@ impl Dispatcher {
                     for name in &res.rate_limited {
                         metrics::counter!("herald_rate_limit_waits_total", "destination" => name.clone()).increment(1);
                     }
+                    // Every queue asked for learns whether its rate limit held it back.
+                    for name in modes.keys() {
+                        if let Some(d) = ctx.destinations.get(name) {
+                            d.set_rate_limited(res.rate_limited.contains(name));
+                        }
+                    }
                     if res.recovered > 0 {
                         tracing::warn!(
                             count = res.recovered,
