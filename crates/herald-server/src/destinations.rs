@@ -12,7 +12,7 @@ use herald_core::destination::{DestinationSpec, KindSpec};
 use herald_core::ids::MessageId;
 use herald_core::message::{Message, MessageBody};
 use herald_store::NewAudit;
-use herald_store::{DestinationRow, StoreError};
+use herald_store::{DestinationHold, DestinationRow, StoreError};
 use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -244,6 +244,60 @@ pub async fn send_test(
         duration_ms,
         report,
     })
+}
+
+/// Longest pause an operator can set by hand.
+pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// What an operator asks: pause for a while, or disable with an optional reason.
+pub enum HoldRequest<'a> {
+    Pause(std::time::Duration),
+    Disable(Option<&'a str>),
+}
+
+/// Holds a destination back by hand, audited, and refreshes its cached state at once (other
+/// nodes reload on the store's notice). `false`: no such destination.
+pub async fn hold(
+    state: &AppState,
+    name: &str,
+    request: HoldRequest<'_>,
+    actor: &str,
+) -> Result<bool, DestinationError> {
+    let now = now_ms();
+    let hold = match request {
+        HoldRequest::Pause(d) => {
+            if d.is_zero() || d > MAX_PAUSE {
+                return Err(DestinationError::field("for", "give a pause from 1s to 7d"));
+            }
+            DestinationHold::Pause {
+                until: now + d.as_millis() as i64,
+            }
+        }
+        HoldRequest::Disable(reason) => {
+            let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+            if reason.is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control)) {
+                return Err(DestinationError::field(
+                    "reason",
+                    "at most 200 characters without control characters",
+                ));
+            }
+            DestinationHold::Disable {
+                reason: match reason {
+                    Some(r) => format!("disabled by {actor}: {r}"),
+                    None => format!("disabled by {actor}"),
+                },
+            }
+        }
+    };
+    if !state.store.hold_destination(name, hold, actor, now).await? {
+        return Ok(false);
+    }
+    if let Some(row) = state.store.get_destination(name).await? {
+        state.destinations.insert(
+            DestinationEntry::from_row(row, &state.secrets).map_err(DestinationError::Internal)?,
+        );
+    }
+    Ok(true)
 }
 
 /// Deletes a destination (its unfinished deliveries are discarded).

@@ -756,3 +756,112 @@ async fn a_failed_attempt_shows_admins_the_request_it_sent_with_secrets_masked()
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_pauses_and_disables_a_destination_by_hand_in_the_api_and_the_dashboard() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination("crm", json!({"kind": "webhook", "url": rx.url("/")}))
+        .await;
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/api/v1/destinations/crm/pause",
+            Some(json!({"for": "1h"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let accepted = h.send(json!({"text": "held", "to": ["crm"]})).await;
+    let delivery = TestHerald::first_delivery(&accepted);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 0, "nothing is sent to a paused destination");
+    let (_, health) = h
+        .call(Method::GET, "/api/v1/destinations/crm/health", None)
+        .await;
+    assert!(health["paused_until"].is_string(), "{health}");
+    for (body, field) in [
+        (json!({"for": "0s"}), "for"),
+        (json!({"for": "30d"}), "for"),
+        (json!({"for": "soon"}), "for"),
+    ] {
+        let (status, p) = h
+            .call(Method::POST, "/api/v1/destinations/crm/pause", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/api/v1/destinations/nope/disable",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h
+        .call(Method::POST, "/api/v1/destinations/crm/enable", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    h.wait_status(&delivery, "delivered", WAIT).await;
+
+    // The dashboard: disable with a reason, then pause after enabling again.
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let page = ui.get("/ui/destinations/crm").await;
+    let csrf = page.csrf().unwrap();
+    let done = ui
+        .post(
+            "/ui/destinations/crm/disable",
+            &[("csrf", &csrf), ("reason", "CRM maintenance window")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = ui.get("/ui/destinations/crm").await;
+    assert!(
+        page.body.contains("CRM maintenance window"),
+        "{}",
+        page.body
+    );
+    let (_, health) = h
+        .call(Method::GET, "/api/v1/destinations/crm/health", None)
+        .await;
+    assert_eq!(health["enabled"], json!(false));
+    ui.post("/ui/destinations/crm/enable", &[("csrf", &csrf)])
+        .await;
+    let bad = ui
+        .post(
+            "/ui/destinations/crm/pause",
+            &[("csrf", &csrf), ("for", "forever")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let paused = ui
+        .post(
+            "/ui/destinations/crm/pause",
+            &[("csrf", &csrf), ("for", "10m")],
+        )
+        .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.body);
+    let page = ui.get("/ui/destinations/crm").await;
+    assert!(
+        !page.body.contains("Paused until</dt><dd>—"),
+        "{}",
+        page.body
+    );
+
+    let (_, audit) = h.call(Method::GET, "/api/v1/audit?limit=1000", None).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"] == "crm")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "destination.paused",
+        "destination.disabled",
+        "destination.enabled",
+    ] {
+        assert!(actions.contains(&a), "{a}: {actions:?}");
+    }
+    h.stop().await;
+}

@@ -213,6 +213,17 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_destination(&self, name: &str, actor: &str, now: i64) -> Result<bool>;
     /// Re-enables a destination: clears its disablement, pause, breaker and failure streak.
     async fn enable_destination(&self, name: &str, actor: &str, now: i64) -> Result<bool>;
+    /// Holds a destination back by hand (an operator): paused until a time, or disabled
+    /// with a reason; audited (`destination.paused`, `destination.disabled`). `false` when
+    /// there is no such destination. [`enable_destination`](Store::enable_destination) undoes
+    /// either.
+    async fn hold_destination(
+        &self,
+        name: &str,
+        hold: DestinationHold,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool>;
     /// Lets one half-open probe through an open breaker, for every node together: moves
     /// the stored breaker to half-open (probe running until `deadline`) and audits it, if
     /// it still permits a probe at `now`. Returns the new state (JSON), or `None` when the

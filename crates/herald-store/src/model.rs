@@ -107,6 +107,15 @@ pub struct AttemptRecord {
     pub exchange: Option<HttpExchange>,
 }
 
+/// How an operator holds a destination back (see `Store::hold_destination`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationHold {
+    /// Nothing is attempted before this time (epoch ms); deliveries wait, pending.
+    Pause { until: i64 },
+    /// Nothing is attempted until it is enabled again.
+    Disable { reason: String },
+}
+
 /// A destination row. The spec is sealed by the caller; the store never sees secrets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationRow {

@@ -176,6 +176,68 @@ pub async fn health(
     Ok(Json(health_of(&state, &e).await?))
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseInput {
+    /// How long: `30s`, `10m`, `2h`, up to `7d`.
+    #[serde(rename = "for")]
+    pub duration: String,
+}
+
+/// Pause a destination by hand: nothing is attempted before the time it names (deliveries
+/// wait, pending); `enable` ends it early. Audited as `destination.paused`.
+#[utoipa::path(post, path = "/api/v1/destinations/{name}/pause", tag = "destinations", params(("name" = String, Path)),
+    request_body = PauseInput,
+    responses((status = 200, body = DestinationView), (status = 404, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<PauseInput>,
+) -> ApiResult<Json<DestinationView>> {
+    caller.require(Scope::Admin)?;
+    let d = herald_core::duration::parse_duration(&input.duration)
+        .map_err(|e| ApiError::field("for", e))?;
+    hold(&state, &caller, &name, destinations::HoldRequest::Pause(d)).await
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DisableInput {
+    /// Why (shown with the destination); at most 200 characters.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Disable a destination by hand: nothing is attempted until it is enabled again.
+/// Audited as `destination.disabled`.
+#[utoipa::path(post, path = "/api/v1/destinations/{name}/disable", tag = "destinations", params(("name" = String, Path)),
+    request_body = DisableInput,
+    responses((status = 200, body = DestinationView), (status = 404, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<DisableInput>,
+) -> ApiResult<Json<DestinationView>> {
+    caller.require(Scope::Admin)?;
+    let request = destinations::HoldRequest::Disable(input.reason.as_deref());
+    hold(&state, &caller, &name, request).await
+}
+
+async fn hold(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    request: destinations::HoldRequest<'_>,
+) -> ApiResult<Json<DestinationView>> {
+    if !destinations::hold(state, name, request, &caller.actor()).await? {
+        return Err(ApiError::NotFound(format!("no destination {name:?}")));
+    }
+    let e = find(state, name)?;
+    Ok(Json(view(&e, Exposure::Settings)))
+}
+
 /// Re-enable a destination (after it was disabled for 410, a vanished webhook or sustained
 /// failure): clears the pause, the breaker and the failure streak.
 #[utoipa::path(post, path = "/api/v1/destinations/{name}/enable", tag = "destinations", params(("name" = String, Path)),

@@ -55,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         .route("/destinations/{name}/health", get(destinations::health))
         .route("/destinations/{name}/test", post(destinations::test))
         .route("/destinations/{name}/enable", post(destinations::enable))
+        .route("/destinations/{name}/pause", post(destinations::pause))
+        .route("/destinations/{name}/disable", post(destinations::disable))
         .route("/dlq", get(dlq::list))
         .route("/dlq/{queue}/replay", post(dlq::replay_all))
         .route("/dlq/{queue}/replay/{item_id}", post(dlq::replay_one))

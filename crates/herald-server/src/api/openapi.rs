@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
         super::messages::create, super::messages::batch, super::messages::get, super::messages::attachment,
         super::deliveries::list, super::deliveries::get,
         super::destinations::put, super::destinations::list, super::destinations::get, super::destinations::delete,
-        super::destinations::health, super::destinations::test, super::destinations::enable,
+        super::destinations::health, super::destinations::test, super::destinations::enable, super::destinations::pause, super::destinations::disable,
         super::dlq::list, super::dlq::replay_one, super::dlq::replay_all, super::dlq::discard,
         super::audit::list, super::audit::verify, super::audit::public_key, super::audit::checkpoint,
         super::errors::create, super::errors::list, super::errors::get, super::errors::resolve, super::errors::unresolve,

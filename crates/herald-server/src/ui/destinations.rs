@@ -128,6 +128,12 @@ pub struct ActionForm {
     /// Missing counts as wrong (403), not as a malformed form.
     #[serde(default)]
     csrf: String,
+    /// `pause`: how long (`30m`, `2h`, up to `7d`).
+    #[serde(default, rename = "for")]
+    duration: String,
+    /// `disable`: why (optional).
+    #[serde(default)]
+    reason: String,
 }
 
 /// Sends a test message now (admins), audited like the API's, and shows what came back.
@@ -151,6 +157,45 @@ pub async fn test(
         duration_ms => sent.duration_ms,
     };
     detail_page(&state, &user, &e, Some(tested)).await
+}
+
+/// Pauses (admins) for the time asked, with the API's validation and audit.
+pub async fn pause(
+    State(state): State<AppState>,
+    user: UiUser,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<ActionForm>,
+) -> UiResult {
+    session::check_origin(&headers)?;
+    user.check_action(&f.csrf)?;
+    find(&state, &name)?;
+    let d = herald_core::duration::parse_duration(f.duration.trim())
+        .map_err(|e| UiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("Pause for: {e}")))?;
+    domain::hold(
+        &state,
+        &name,
+        domain::HoldRequest::Pause(d),
+        &user.caller.actor(),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response())
+}
+
+/// Disables (admins), with an optional reason, like the API's `disable`.
+pub async fn disable(
+    State(state): State<AppState>,
+    user: UiUser,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<ActionForm>,
+) -> UiResult {
+    session::check_origin(&headers)?;
+    user.check_action(&f.csrf)?;
+    find(&state, &name)?;
+    let request = domain::HoldRequest::Disable(Some(f.reason.as_str()));
+    domain::hold(&state, &name, request, &user.caller.actor()).await?;
+    Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response())
 }
 
 /// Re-enables a destination (admins): clears the pause, the breaker and the failure streak.

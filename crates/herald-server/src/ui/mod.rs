@@ -59,6 +59,11 @@ pub fn router() -> Router<AppState> {
         .route("/ui/destinations/{name}", get(destinations::detail))
         .route("/ui/destinations/{name}/test", post(destinations::test))
         .route("/ui/destinations/{name}/enable", post(destinations::enable))
+        .route("/ui/destinations/{name}/pause", post(destinations::pause))
+        .route(
+            "/ui/destinations/{name}/disable",
+            post(destinations::disable),
+        )
         .route("/ui/deliveries", get(deliveries::page))
         .route("/ui/deliveries/{id}", get(deliveries::detail))
         .route(

@@ -113,6 +113,49 @@ pub(super) async fn enable_destination(
     .await
 }
 
+pub(super) async fn hold_destination(
+    store: &SqlStore,
+    name: &str,
+    hold: DestinationHold,
+    actor: &str,
+    now: i64,
+) -> Result<bool> {
+    let (name, actor) = (name.to_string(), actor.to_string());
+    store.write(move |w| {
+        Box::pin(async move {
+            let (sql, action, detail) = match &hold {
+                DestinationHold::Pause { until } => (
+                    "UPDATE destinations SET paused_until = $1, updated_at = $2 WHERE name = $3",
+                    "destination.paused",
+                    json!({"until": rfc3339(*until)}),
+                ),
+                DestinationHold::Disable { reason } => (
+                    "UPDATE destinations SET enabled = 0, disabled_reason = $1, updated_at = $2 WHERE name = $3",
+                    "destination.disabled",
+                    json!({"reason": reason}),
+                ),
+            };
+            let q = sqlx::query(sql);
+            let q = match &hold {
+                DestinationHold::Pause { until } => q.bind(*until),
+                DestinationHold::Disable { reason } => q.bind(reason.clone()),
+            };
+            let n = q
+                .bind(now)
+                .bind(&name)
+                .execute(&mut w.conn)
+                .await?
+                .rows_affected();
+            if n > 0 {
+                w.config_changed = true;
+                audit(w, &new_audit(now, &actor, action, &name, detail)).await?;
+            }
+            Ok(n > 0)
+        })
+    })
+    .await
+}
+
 pub(super) async fn start_probe(
     store: &SqlStore,
     name: &str,

@@ -56,6 +56,16 @@ impl Store for SqlStore {
         destinations::enable_destination(self, name, actor, now).await
     }
 
+    async fn hold_destination(
+        &self,
+        name: &str,
+        hold: DestinationHold,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool> {
+        destinations::hold_destination(self, name, hold, actor, now).await
+    }
+
     async fn start_probe(&self, name: &str, deadline: i64, now: i64) -> Result<Option<String>> {
         destinations::start_probe(self, name, deadline, now).await
     }

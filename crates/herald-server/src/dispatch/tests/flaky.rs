@@ -146,6 +146,15 @@ impl Store for Flaky {
     ) -> Result<ErrorOutcome> {
         self.inner.record_error(occ, alert).await
     }
+    async fn hold_destination(
+        &self,
+        name: &str,
+        hold: DestinationHold,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.inner.hold_destination(name, hold, actor, now).await
+    }
     async fn get_error_group(&self, id: &ErrorGroupId) -> Result<Option<ErrorGroupRecord>> {
         self.inner.get_error_group(id).await
     }
