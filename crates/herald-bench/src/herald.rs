@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 pub const TOKEN: &str = "hrld_benchadmin00_0123456789abcdefABCDEF0123456789";
+/// The master key the nodes of a bench cluster share (base64 of 32 bytes).
+pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 pub struct Node {
     pub process: HeraldProcess,
@@ -40,18 +42,31 @@ impl Node {
     /// A node on a fresh database of the Postgres server at `postgres` (a base URL), or on
     /// SQLite when `None`.
     pub async fn start_on(bin: &Path, postgres: Option<&str>) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let database = match postgres {
             Some(base) => Some(herald_testkit::postgres::create_database(base, "bench").await?),
             None => None,
         };
+        Self::spawn(bin, database.as_deref(), None).await
+    }
+
+    /// A node on the database at `database` (`None`: embedded SQLite in its own fresh data
+    /// directory), sealing secrets with `master_key` when several nodes share it.
+    pub async fn spawn(
+        bin: &Path,
+        database: Option<&str>,
+        master_key: Option<&str>,
+    ) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut env = vec![
             ("HERALD_ADMIN_TOKEN", TOKEN.to_string()),
             ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8".to_string()),
             ("HERALD_CONCURRENCY", "512".to_string()),
         ];
         if let Some(url) = database {
-            env.push(("HERALD_DATABASE_URL", url));
+            env.push(("HERALD_DATABASE_URL", url.to_string()));
+        }
+        if let Some(key) = master_key {
+            env.push(("HERALD_MASTER_KEY", key.to_string()));
         }
         let bin = bin.to_path_buf();
         let data = dir.path().to_path_buf();
@@ -74,6 +89,43 @@ impl Node {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.process.base)
+    }
+
+    /// Posts one message (`POST /api/v1/messages`) and returns its id from the 202.
+    pub async fn submit(&self, message: &Value) -> Result<String, String> {
+        let r = self
+            .http
+            .post(self.url("/api/v1/messages"))
+            .bearer_auth(TOKEN)
+            .json(message)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        if status.as_u16() != 202 {
+            return Err(format!("/api/v1/messages: {status}"));
+        }
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        v["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| "no id in the answer".to_string())
+    }
+
+    /// The herald process's id.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// SIGTERM and wait for the clean exit (attempts in flight are recorded, its database
+    /// connections closed).
+    pub async fn stop(self) -> Result<(), String> {
+        tokio::task::spawn_blocking(move || {
+            let Node { process, _dir, .. } = self;
+            process.terminate();
+        })
+        .await
+        .map_err(|e| format!("stopping herald: {e}"))
     }
 
     pub async fn call(

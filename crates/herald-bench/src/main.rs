@@ -9,11 +9,17 @@
 //! cargo build --release -p herald -p herald-bench
 //! target/release/herald-bench --json bench-results/latest.json
 //! target/release/herald-bench --quick          # a short smoke run
+//! target/release/herald-bench --only e2e-single,cluster \
+//!     --postgres postgres://postgres@127.0.0.1:5432/test
 //! ```
 
+mod cpu;
+mod delivered;
 mod herald;
+mod postgres;
 mod report;
 mod scenarios;
+mod single;
 mod sink;
 
 use clap::Parser;
@@ -23,7 +29,7 @@ use std::process::ExitCode;
 #[derive(Parser, Clone)]
 #[command(
     name = "herald-bench",
-    about = "Measure Herald: ingest, end-to-end throughput, latency, backlog, memory."
+    about = "Measure Herald: ingest, end-to-end throughput, latency, backlog, memory, a cluster."
 )]
 pub struct Args {
     /// The herald binary to start (default: `herald` next to this binary).
@@ -47,11 +53,12 @@ pub struct Args {
     /// The large backlog (pending deliveries) of the backlog and memory scenarios.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u64,
-    /// Only these scenarios (comma-separated): ceiling, ingest, batch, e2e, latency, backlog.
+    /// Only these scenarios (comma-separated): ceiling, ingest, batch, e2e, e2e-single,
+    /// latency, backlog, cluster.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// A Postgres server (base URL): the end-to-end scenario also runs on a fresh database
-    /// there.
+    /// there, and the cluster scenario runs (1, 2, 3 nodes on a fresh database each run).
     #[arg(long, env = "HERALD_TEST_POSTGRES_URL")]
     pub postgres: Option<String>,
     /// Also write the results as JSON here.
@@ -67,6 +74,17 @@ impl Args {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|s| !scenarios::SCENARIOS.contains(&s.as_str()))
+    {
+        eprintln!(
+            "herald-bench: no scenario {unknown:?} (there are: {})",
+            scenarios::SCENARIOS.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
     if args.quick {
         args.runs = 1;
         args.seconds = 2;

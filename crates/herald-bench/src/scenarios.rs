@@ -1,30 +1,50 @@
 //! The scenarios. Each starts a fresh Herald, runs, and returns one number per run.
 
 use crate::Args;
-use crate::herald::{Node, binary};
+use crate::cpu;
+use crate::delivered::Delivered;
+use crate::herald::{MASTER_KEY, Node, binary};
+use crate::postgres::{Probe, drop_database};
 use crate::report::{Figure, Results};
+use crate::single::{DRAIN, Load};
 use crate::sink::Sink;
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Every scenario, by the name `--only` takes.
+pub const SCENARIOS: [&str; 8] = [
+    "ceiling",
+    "ingest",
+    "batch",
+    "e2e",
+    "e2e-single",
+    "latency",
+    "backlog",
+    "cluster",
+];
+
 const BATCH: usize = 100;
 /// Concurrent batch submitters in the end-to-end and backlog scenarios.
 const LOADERS: usize = 8;
+/// Client counts of the `e2e-single` scenario, one figure each.
+const SINGLE_CLIENTS: [usize; 2] = [32, 64];
+/// Node counts of the `cluster` scenario.
+const CLUSTER_NODES: [usize; 3] = [1, 2, 3];
 
 pub async fn run_all(args: &Args) -> Result<Results, String> {
     herald_server::install_crypto_provider();
     let bin = binary(args.bin.as_deref())?;
     let mut figures = Vec::new();
+    let mut notes = Vec::new();
     let runs = args.runs.max(1);
     let mut ceiling = None;
     if args.wants("ceiling") {
         let mut v = Vec::new();
         for _ in 0..runs {
-            v.push(raw_ceiling(args).await?);
+            v.push(raw_ceiling(args.concurrency, args.seconds).await?);
         }
         let f = Figure::new("raw ceiling: client → sink", "req/s", v, None);
         ceiling = Some(f.median);
@@ -59,6 +79,49 @@ pub async fn run_all(args: &Args) -> Result<Results, String> {
                 Some("≥ 3000"),
                 &mut figures,
             );
+        }
+    }
+    if args.wants("e2e-single") {
+        for clients in SINGLE_CLIENTS {
+            let mut r = Vec::with_capacity(runs);
+            for run in 1..=runs {
+                let x = end_to_end_single(&bin, args, clients).await?;
+                note_undelivered(
+                    &mut notes,
+                    &format!("e2e-single, {clients} clients, run {run}"),
+                    &x.delivered,
+                );
+                r.push(x);
+            }
+            single_figures(
+                &mut figures,
+                &format!("e2e-single, {clients} clients"),
+                Some("≥ 25 % of ceiling"),
+                r.iter().map(|x| (x.ceiling, &x.delivered)),
+            );
+        }
+    }
+    if args.wants("cluster") {
+        match args.postgres.as_deref().filter(|u| !u.is_empty()) {
+            None if args.only.iter().any(|s| s == "cluster") => {
+                return Err("the cluster scenario needs --postgres URL".into());
+            }
+            None => notes.push("cluster: not run (it needs --postgres URL)".into()),
+            Some(pg) => {
+                for nodes in CLUSTER_NODES {
+                    let mut r = Vec::with_capacity(runs);
+                    for run in 1..=runs {
+                        let x = cluster(&bin, args, pg, nodes).await?;
+                        note_undelivered(
+                            &mut notes,
+                            &format!("cluster of {nodes}, run {run}"),
+                            &x.delivered,
+                        );
+                        r.push(x);
+                    }
+                    cluster_figures(&mut figures, &mut notes, nodes, &r);
+                }
+            }
         }
     }
     if args.wants("latency") {
@@ -139,7 +202,133 @@ pub async fn run_all(args: &Args) -> Result<Results, String> {
     Ok(Results {
         machine: machine(),
         figures,
+        notes,
     })
+}
+
+/// The figures of single-request runs: the ceiling each run measured, delivered msgs/s as
+/// a share of it, and submitted → delivered.
+fn single_figures<'a>(
+    figures: &mut Vec<Figure>,
+    label: &str,
+    target: Option<&str>,
+    runs: impl Iterator<Item = (f64, &'a Delivered)> + Clone,
+) {
+    let ceilings: Vec<f64> = runs.clone().map(|(c, _)| c).collect();
+    figures.push(Figure::new(
+        &format!("{label}: raw ceiling"),
+        "req/s",
+        ceilings.clone(),
+        None,
+    ));
+    figures.push(Figure::against_own_ceiling(
+        &format!("{label}: delivered"),
+        "msgs/s",
+        runs.clone().map(|(_, d)| d.rate()).collect(),
+        &ceilings,
+        target,
+    ));
+    for (i, q) in ["p50", "p99", "p99.9"].iter().enumerate() {
+        figures.push(Figure::new(
+            &format!("{label}: submitted → delivered {q}"),
+            "ms",
+            runs.clone().map(|(_, d)| d.quantiles_ms()[i]).collect(),
+            None,
+        ));
+    }
+}
+
+fn cluster_figures(
+    figures: &mut Vec<Figure>,
+    notes: &mut Vec<String>,
+    nodes: usize,
+    r: &[ClusterRun],
+) {
+    let label = if nodes == 1 {
+        "cluster, 1 node".to_string()
+    } else {
+        format!("cluster, {nodes} nodes")
+    };
+    single_figures(
+        figures,
+        &label,
+        (nodes == 1).then_some("≥ 10 % of ceiling"),
+        r.iter().map(|x| (x.ceiling, &x.delivered)),
+    );
+    let mut per = |name: &str, unit: &str, v: Vec<Option<f64>>| {
+        if v.iter().any(Option::is_some) {
+            figures.push(Figure::new(
+                &format!("{label}: {name}"),
+                unit,
+                v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
+                None,
+            ));
+        }
+    };
+    per(
+        "Postgres CPU",
+        "% of a core",
+        r.iter()
+            .map(|x| x.postgres_cores.map(|c| c * 100.0))
+            .collect(),
+    );
+    per(
+        "Postgres CPU per message",
+        "µs",
+        r.iter()
+            .map(|x| x.postgres_cores.map(|c| c / x.delivered.rate() * 1e6))
+            .collect(),
+    );
+    per(
+        "Herald CPU, all nodes",
+        "% of a core",
+        r.iter().map(|x| Some(x.herald_cores * 100.0)).collect(),
+    );
+    per(
+        "machine CPU busy",
+        "% of all",
+        r.iter()
+            .map(|x| x.machine_busy.map(|b| b * 100.0))
+            .collect(),
+    );
+    per(
+        "Postgres commits per message",
+        "commits",
+        r.iter().map(|x| Some(x.commits)).collect(),
+    );
+    per(
+        "rows written per message",
+        "rows",
+        r.iter().map(|x| Some(x.rows)).collect(),
+    );
+    per(
+        "statements per message",
+        "statements",
+        r.iter().map(|x| x.statements).collect(),
+    );
+    for x in r {
+        for why in [&x.statements_unavailable, &x.cpu_unavailable]
+            .into_iter()
+            .flatten()
+        {
+            if !notes.contains(why) {
+                notes.push(why.clone());
+            }
+        }
+    }
+}
+
+/// Says so when some messages of a window were not delivered within the drain bound.
+fn note_undelivered(notes: &mut Vec<String>, run: &str, d: &Delivered) {
+    if d.delivered < d.submitted {
+        notes.push(format!(
+            "{run}: {} of {} messages submitted in the window not delivered within {} s of its end \
+             (left out of the latency; the rate counts those that arrived)",
+            d.submitted - d.delivered,
+            d.submitted,
+            DRAIN.as_secs()
+        ));
+    }
 }
 
 async fn repeat<F, Fut>(runs: usize, mut f: F) -> Result<Vec<f64>, String>
@@ -199,7 +388,7 @@ where
     Ok(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64())
 }
 
-async fn raw_ceiling(args: &Args) -> Result<f64, String> {
+async fn raw_ceiling(concurrency: usize, seconds: u64) -> Result<f64, String> {
     let sink = Sink::start().await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
@@ -207,7 +396,7 @@ async fn raw_ceiling(args: &Args) -> Result<f64, String> {
         .map_err(|e| e.to_string())?;
     let url = sink.url();
     let body = json!({"type": "bench", "data": {"n": 1}, "text": "hello"}).to_string();
-    drive(args.concurrency, args.seconds, move || {
+    drive(concurrency, seconds, move || {
         let (http, url, body) = (http.clone(), url.clone(), body.clone());
         async move {
             let r = http
@@ -310,6 +499,138 @@ async fn end_to_end(bin: &Path, args: &Args, postgres: Option<&str>) -> Result<f
     Ok(rate)
 }
 
+/// One run of `e2e-single`.
+struct SingleRun {
+    /// The raw ceiling at the same client count, measured just before.
+    ceiling: f64,
+    /// The window's messages at the sink.
+    delivered: Delivered,
+}
+
+/// Single requests from `clients` clients to one node on SQLite, delivery live to a signed
+/// webhook: the raw ceiling with as many clients first, then a fresh node and the window
+/// (see [`crate::single`]).
+async fn end_to_end_single(bin: &Path, args: &Args, clients: usize) -> Result<SingleRun, String> {
+    let ceiling = raw_ceiling(clients, args.seconds).await?;
+    let sink = Sink::start().await?;
+    let node = Arc::new(Node::start(bin).await?);
+    node.webhook("hook", &sink.url(), true).await?;
+    sink.track();
+    let load = Load::start(&[node], "hook", clients, args.seconds, message);
+    load.drain(&sink).await;
+    let done = load.stop().await?;
+    Ok(SingleRun {
+        ceiling,
+        delivered: Delivered::of(&done.window, &sink.arrivals())?,
+    })
+}
+
+/// One run of `cluster`.
+struct ClusterRun {
+    ceiling: f64,
+    delivered: Delivered,
+    /// Per message accepted, from before the first request to after the nodes stopped.
+    commits: f64,
+    rows: f64,
+    statements: Option<f64>,
+    /// CPU during the window, in cores (1.0 = one core busy).
+    postgres_cores: Option<f64>,
+    herald_cores: f64,
+    /// Share of the whole machine busy during the window.
+    machine_busy: Option<f64>,
+    statements_unavailable: Option<String>,
+    cpu_unavailable: Option<String>,
+}
+
+/// `nodes` Herald nodes on one fresh database of the Postgres server at `base`, single
+/// requests from `--concurrency` clients spread over them in turn, delivery live; the
+/// database is dropped afterwards.
+async fn cluster(bin: &Path, args: &Args, base: &str, nodes: usize) -> Result<ClusterRun, String> {
+    let ceiling = raw_ceiling(args.concurrency, args.seconds).await?;
+    let db = herald_testkit::postgres::create_database(base, "bench").await?;
+    let run = cluster_on(bin, args, &db, nodes, ceiling).await;
+    if let Err(e) = drop_database(base, &db).await {
+        eprintln!("herald-bench: {e}");
+    }
+    run
+}
+
+async fn cluster_on(
+    bin: &Path,
+    args: &Args,
+    db: &str,
+    nodes: usize,
+    ceiling: f64,
+) -> Result<ClusterRun, String> {
+    let sink = Sink::start().await?;
+    let mut started = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        started.push(Arc::new(
+            Node::spawn(bin, Some(db), Some(MASTER_KEY)).await?,
+        ));
+    }
+    started[0].webhook("hook", &sink.url(), true).await?;
+    let pids: Vec<u32> = started.iter().map(|n| n.pid()).collect();
+    let mut probe = Probe::connect(db).await?;
+    // Let the start-up's counts (migrations, the destination) reach pg_stat_database.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = probe.counters().await?;
+    sink.track();
+    let load = Load::start(&started, "hook", args.concurrency, args.seconds, message);
+    load.window_start().await;
+    let (pg0, herald0, machine0) = (
+        probe.server_cpu().await?,
+        cpu::Sample::of(pids.clone()),
+        cpu::machine(),
+    );
+    load.window_end().await;
+    let (pg1, herald1, machine1) = (
+        probe.server_cpu().await?,
+        cpu::Sample::of(pids),
+        cpu::machine(),
+    );
+    load.drain(&sink).await;
+    let done = load.stop().await?;
+    let delivered = Delivered::of(&done.window, &sink.arrivals())?;
+    // Every accepted message delivered and recorded, then the nodes stopped: their
+    // backends publish what they counted as they exit.
+    let deadline = Instant::now() + DRAIN;
+    while sink.count() < done.accepted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in started {
+        Arc::try_unwrap(node)
+            .map_err(|_| "a node is still in use after the load".to_string())?
+            .stop()
+            .await?;
+    }
+    probe.wait_alone(Duration::from_secs(10)).await?;
+    let after = probe.counters().await?;
+    let per = |a: i64, b: i64| (a - b) as f64 / done.accepted.max(1) as f64;
+    let run = ClusterRun {
+        ceiling,
+        delivered,
+        commits: per(after.commits, before.commits),
+        rows: per(after.rows, before.rows),
+        statements: after
+            .statements
+            .zip(before.statements)
+            .map(|(a, b)| per(a, b)),
+        postgres_cores: pg1.zip(pg0).map(|(a, b)| a.cores_since(&b)),
+        herald_cores: herald1.cores_since(&herald0),
+        machine_busy: machine0.zip(machine1).map(|(a, b)| cpu::busy_between(a, b)),
+        statements_unavailable: probe
+            .statements_unavailable()
+            .map(|why| format!("statements per message not measured: pg_stat_statements: {why}")),
+        cpu_unavailable: probe
+            .cpu_unavailable()
+            .map(|why| format!("Postgres CPU not measured: {why}")),
+    };
+    probe.close().await;
+    Ok(run)
+}
+
 pub struct Latency {
     pub first_attempt_p99_ms: f64,
     /// p50, p99, p99.9 of submitted → delivered, ms.
@@ -334,16 +655,7 @@ async fn latency(bin: &Path, args: &Args) -> Result<Latency, String> {
         let (node, sent) = (node.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let r = node
-                .http
-                .post(node.url("/api/v1/messages"))
-                .bearer_auth(crate::herald::TOKEN)
-                .json(&message(i, "hook"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let v: Value = r.json().await.map_err(|e| e.to_string())?;
-            let id = v["id"].as_str().ok_or("no id in the answer")?.to_string();
+            let id = node.submit(&message(i, "hook")).await?;
             sent.lock().expect("latency lock").push((id, t));
             Ok::<(), String>(())
         }));
@@ -355,15 +667,7 @@ async fn latency(bin: &Path, args: &Args) -> Result<Latency, String> {
     while sink.count() < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let arrivals = sink.arrivals();
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
-    for (id, t) in sent.lock().expect("latency lock").iter() {
-        if let Some(a) = arrivals.get(id) {
-            h.record(a.saturating_duration_since(*t).as_micros().max(1) as u64)
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let delivered = Delivered::of(&sent.lock().expect("latency lock"), &sink.arrivals())?;
     let metrics = node.metrics().await?;
     Ok(Latency {
         first_attempt_p99_ms: histogram_quantile(
@@ -371,7 +675,7 @@ async fn latency(bin: &Path, args: &Args) -> Result<Latency, String> {
             "herald_first_attempt_delay_seconds",
             0.99,
         ) * 1000.0,
-        delivered: [ms(0.5), ms(0.99), ms(0.999)],
+        delivered: delivered.quantiles_ms(),
     })
 }
 

@@ -50,6 +50,14 @@ impl Sink {
         *self.inner.arrivals.lock().expect("sink lock") = Some(HashMap::new());
     }
 
+    /// Keeps in `ids` only the messages that have not arrived yet (while tracking).
+    pub fn retain_missing(&self, ids: &mut Vec<String>) {
+        if let Some(map) = self.inner.arrivals.lock().expect("sink lock").as_ref() {
+            ids.retain(|id| !map.contains_key(id));
+        }
+    }
+
+    /// The arrivals noted so far; tracking stops.
     pub fn arrivals(&self) -> HashMap<String, Instant> {
         self.inner
             .arrivals
