@@ -246,6 +246,44 @@ pub async fn send_test(
     })
 }
 
+/// Settings edited from the masked copy an admin is shown (the dashboard's form): every
+/// value still equal to its mask is taken from the stored settings, so saving the form as
+/// shown changes nothing and an edit never overwrites a secret with its mask.
+pub fn unmask_edit(stored: &DestinationSpec, edited: serde_json::Value) -> serde_json::Value {
+    let secret = serde_json::to_value(stored).unwrap_or_default();
+    let masked = serde_json::to_value(stored.masked()).unwrap_or_default();
+    restore_masked(edited, &masked, &secret)
+}
+
+fn restore_masked(
+    edited: serde_json::Value,
+    masked: &serde_json::Value,
+    secret: &serde_json::Value,
+) -> serde_json::Value {
+    use serde_json::Value;
+    match (edited, masked, secret) {
+        (Value::String(v), Value::String(m), s) if &v == m && s != masked => s.clone(),
+        (Value::Object(mut o), Value::Object(m), Value::Object(s)) => {
+            for (k, v) in o.iter_mut() {
+                if let (Some(mv), Some(sv)) = (m.get(k), s.get(k)) {
+                    *v = restore_masked(v.take(), mv, sv);
+                }
+            }
+            Value::Object(o)
+        }
+        (Value::Array(a), Value::Array(m), Value::Array(s)) => Value::Array(
+            a.into_iter()
+                .enumerate()
+                .map(|(i, v)| match (m.get(i), s.get(i)) {
+                    (Some(mv), Some(sv)) => restore_masked(v, mv, sv),
+                    _ => v,
+                })
+                .collect(),
+        ),
+        (v, _, _) => v,
+    }
+}
+
 /// Longest pause an operator can set by hand.
 pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
@@ -435,4 +473,47 @@ pub async fn health_of(
         success_rate_1h: (stats.total > 0).then(|| stats.delivered as f64 / stats.total as f64),
         attempts_1h: stats.total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: serde_json::Value) -> DestinationSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn an_edit_of_the_masked_copy_keeps_the_secrets_it_did_not_change() {
+        let stored = spec(
+            json!({"kind": "webhook", "url": "https://hooks.example.com/in",
+            "secret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],
+            "headers": {"x-api-key": "sekret", "x-team": "ops"}}),
+        );
+        let mut shown = serde_json::to_value(stored.masked()).unwrap();
+        assert_ne!(
+            shown,
+            serde_json::to_value(&stored).unwrap(),
+            "the copy is masked"
+        );
+        // Saved as shown: nothing changes.
+        assert_eq!(
+            spec(unmask_edit(&stored, shown.clone())),
+            stored,
+            "the masks become the stored secrets again"
+        );
+        // One secret and a plain field changed: those take the new values, the rest stays.
+        shown["headers"]["x-api-key"] = json!("new-key");
+        shown["timeout"] = json!("5s");
+        let edited = spec(unmask_edit(&stored, shown));
+        let v = serde_json::to_value(&edited).unwrap();
+        assert_eq!(v["headers"]["x-api-key"], "new-key");
+        assert_eq!(v["headers"]["x-team"], "ops");
+        assert_eq!(v["timeout"], "5s");
+        assert_eq!(
+            v["secret"],
+            serde_json::to_value(&stored).unwrap()["secret"]
+        );
+    }
 }

@@ -865,3 +865,90 @@ async fn an_admin_pauses_and_disables_a_destination_by_hand_in_the_api_and_the_d
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_edits_a_destination_from_its_masked_settings_without_losing_a_secret() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    h.put_destination(
+        "crm",
+        json!({"kind": "http", "url": rx.url("/in"), "headers": {"authorization": "Bearer sekret-token"},
+               "body_template": "{\"wrong\": {{ text | tojson }}}"}),
+    )
+    .await;
+    let ui = signed_in(&h, ADMIN_TOKEN).await;
+    let page = ui.get("/ui/destinations/crm").await;
+    let csrf = page.csrf().unwrap();
+    let (_, shown) = h.call(Method::GET, "/api/v1/destinations/crm", None).await;
+    assert!(!shown.to_string().contains("sekret-token"), "{shown}");
+    let mut edited = shown.clone();
+    for k in [
+        "disabled_reason",
+        "paused_until",
+        "created_at",
+        "updated_at",
+    ] {
+        edited.as_object_mut().unwrap().remove(k);
+    }
+    edited["body_template"] = json!("{\"text\": {{ text | tojson }}}");
+    let text = serde_json::to_string_pretty(&edited).unwrap();
+
+    let bad = ui
+        .post(
+            "/ui/destinations/crm/edit",
+            &[
+                ("csrf", &csrf),
+                ("settings", "{\"kind\": \"http\", \"url\": 12}"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("Not saved"), "{}", bad.body);
+    let invalid = ui
+        .post(
+            "/ui/destinations/crm/edit",
+            &[
+                ("csrf", &csrf),
+                (
+                    "settings",
+                    &text.replace("{{ text | tojson }}", "{{ text | tojson"),
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(invalid.body.contains("body_template"), "{}", invalid.body);
+
+    let saved = ui
+        .post(
+            "/ui/destinations/crm/edit",
+            &[("csrf", &csrf), ("settings", &text)],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    h.send(json!({"text": "fixed", "to": ["crm"]})).await;
+    rx.wait_for(1, WAIT).await;
+    let got = &rx.received()[0];
+    assert_eq!(
+        got.header("authorization"),
+        Some("Bearer sekret-token"),
+        "the masked secret was kept"
+    );
+    assert_eq!(got.json()["text"], "fixed", "the new template is used");
+
+    let reader = token(&h, "viewer", &["read"]).await;
+    let ro = signed_in(&h, &reader).await;
+    let page = ro.get("/ui/destinations/crm").await;
+    assert!(
+        !page.body.contains("<textarea"),
+        "no edit form for a read session"
+    );
+    let refused = ro
+        .post(
+            "/ui/destinations/crm/edit",
+            &[("csrf", &csrf), ("settings", &text)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    h.stop().await;
+}

@@ -88,12 +88,19 @@ async fn detail_page(
     user: &UiUser,
     e: &DestinationEntry,
     tested: Option<Value>,
+    edit: Option<(String, String)>,
 ) -> UiResult {
     let now = now_ms();
     let h = health_of(state, e).await?;
     let spec = e.public_spec(Exposure::for_caller(&user.caller));
     let settings = serde_json::to_string_pretty(&spec).unwrap_or_default();
-    Ok(render(
+    let (edit_text, edit_error) = edit.unzip();
+    let status = if edit_error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = render(
         user,
         "/ui/destinations",
         "destination.html",
@@ -108,10 +115,14 @@ async fn detail_page(
             pending => h.pending,
             in_flight => h.in_flight,
             dead => h.dead,
+            edit_text => edit_text.unwrap_or_else(|| settings.clone()),
+            edit_error,
             settings,
             tested,
         },
-    ))
+    );
+    *resp.status_mut() = status;
+    Ok(resp)
 }
 
 pub async fn detail(
@@ -120,7 +131,7 @@ pub async fn detail(
     Path(name): Path<String>,
 ) -> UiResult {
     let e = find(&state, &name)?;
-    detail_page(&state, &user, &e, None).await
+    detail_page(&state, &user, &e, None, None).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +145,45 @@ pub struct ActionForm {
     /// `disable`: why (optional).
     #[serde(default)]
     reason: String,
+    /// `edit`: the settings as JSON, edited from the masked copy shown.
+    #[serde(default)]
+    settings: String,
+}
+
+/// Saves settings edited on the page (admins) through the API's validation and audit; a
+/// value left masked keeps the stored secret. A refusal shows the page again with the
+/// text as submitted and why (422).
+pub async fn edit(
+    State(state): State<AppState>,
+    user: UiUser,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<ActionForm>,
+) -> UiResult {
+    session::check_origin(&headers)?;
+    user.check_action(&f.csrf)?;
+    let e = find(&state, &name)?;
+    let refuse = |why: String| Some((f.settings.clone(), why));
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&f.settings);
+    let spec = match parsed {
+        Err(err) => {
+            return detail_page(&state, &user, &e, None, refuse(format!("Not JSON: {err}"))).await;
+        }
+        Ok(v) => serde_json::from_value::<herald_core::destination::DestinationSpec>(
+            domain::unmask_edit(&e.spec, v),
+        ),
+    };
+    let spec = match spec {
+        Ok(s) => s,
+        Err(err) => return detail_page(&state, &user, &e, None, refuse(err.to_string())).await,
+    };
+    match domain::put(&state, &name, spec, &user.caller.actor()).await {
+        Ok(_) => Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response()),
+        Err(domain::DestinationError::Invalid(v)) => {
+            detail_page(&state, &user, &e, None, refuse(v.summary())).await
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Sends a test message now (admins), audited like the API's, and shows what came back.
@@ -156,7 +206,7 @@ pub async fn test(
         excerpt => sent.report.response_excerpt,
         duration_ms => sent.duration_ms,
     };
-    detail_page(&state, &user, &e, Some(tested)).await
+    detail_page(&state, &user, &e, Some(tested), None).await
 }
 
 /// Pauses (admins) for the time asked, with the API's validation and audit.

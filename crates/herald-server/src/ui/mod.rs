@@ -60,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/destinations/{name}/test", post(destinations::test))
         .route("/ui/destinations/{name}/enable", post(destinations::enable))
         .route("/ui/destinations/{name}/pause", post(destinations::pause))
+        .route("/ui/destinations/{name}/edit", post(destinations::edit))
         .route(
             "/ui/destinations/{name}/disable",
             post(destinations::disable),
