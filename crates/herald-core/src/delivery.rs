@@ -116,6 +116,22 @@ pub enum NextState {
     },
 }
 
+/// As logs show it: `delivered`, `retry at 2026-12-07T11:22:36.512Z` (RFC 3339), `dead`,
+/// `failed over to backup as dlv_…`.
+impl std::fmt::Display for NextState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextState::Delivered => f.write_str("delivered"),
+            NextState::Retry { at } => write!(f, "retry at {}", crate::clock::rfc3339(*at)),
+            NextState::Dead => f.write_str("dead"),
+            NextState::FailedOver {
+                fallback,
+                new_delivery_id,
+            } => write!(f, "failed over to {fallback} as {new_delivery_id}"),
+        }
+    }
+}
+
 impl NextState {
     /// The status the delivery is stored with.
     pub fn status(&self) -> DeliveryStatus {
@@ -575,6 +591,20 @@ mod tests {
             assert_eq!(d.pause_until.map(|p| p - now), pause, "{row}");
             assert_eq!(d.disable_destination.is_some(), disabled, "{row}");
         }
+    }
+
+    #[test]
+    fn next_states_read_plainly_in_logs() {
+        assert_eq!(NextState::Delivered.to_string(), "delivered");
+        assert_eq!(
+            NextState::Retry { at: 0 }.to_string(),
+            "retry at 1970-01-01T00:00:00Z"
+        );
+        let over = NextState::FailedOver {
+            fallback: "backup".into(),
+            new_delivery_id: DeliveryId::stored("dlv_1".into()),
+        };
+        assert_eq!(over.to_string(), "failed over to backup as dlv_1");
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub(super) async fn run_attempt(
     });
     tracing::Span::current().record("outcome", report.verdict.outcome().as_str());
     // Options as plain values (`status=200`), left out when absent, never `Some(200)`.
-    tracing::info!(status = report.status_code, error = report.error.as_deref(), duration_ms, next = ?next, "attempt finished");
+    tracing::info!(status = report.status_code, error = report.error.as_deref(), duration_ms, next = %next, "attempt finished");
     let finish = FinishAttempt {
         delivery_id: c.delivery.id.clone(),
         lease_token: c.lease_token.clone(),
