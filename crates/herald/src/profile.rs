@@ -313,13 +313,13 @@ mod tests {
             "a profile without a token keeps the top-level one"
         );
         let t = resolve_with(
-            &remote(Some("10.0.0.1:1"), Some("hrld_flag"), Some("prod")),
+            &remote(Some("127.0.0.1:1"), Some("hrld_flag"), Some("prod")),
             Some(&cfg),
         )
         .unwrap();
         assert_eq!(
             (t.url.as_str(), t.token.as_deref()),
-            ("http://10.0.0.1:1", Some("hrld_flag"))
+            ("http://127.0.0.1:1", Some("hrld_flag"))
         );
         let err = resolve_with(&remote(None, None, Some("staging")), Some(&cfg)).unwrap_err();
         assert!(

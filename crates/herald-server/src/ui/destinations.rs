@@ -74,6 +74,26 @@ pub async fn page(State(state): State<AppState>, user: UiUser) -> UiResult {
     ))
 }
 
+/// Checks a state-changing form (origin, CSRF token, admin scope) and finds its
+/// destination.
+fn admin_action(
+    state: &AppState,
+    user: &UiUser,
+    headers: &HeaderMap,
+    f: &ActionForm,
+    name: &str,
+) -> Result<Arc<DestinationEntry>, UiError> {
+    session::check_origin(headers)?;
+    user.check_action(&f.csrf)?;
+    find(state, name)
+}
+
+/// Back to the destination's page. `find` passed, so the name is a valid destination name
+/// (`[a-z0-9_-]`): safe in a path.
+fn back_to(name: &str) -> UiResult {
+    Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response())
+}
+
 fn find(state: &AppState, name: &str) -> Result<Arc<DestinationEntry>, UiError> {
     state
         .destinations
@@ -160,9 +180,7 @@ pub async fn edit(
     Path(name): Path<String>,
     Form(f): Form<ActionForm>,
 ) -> UiResult {
-    session::check_origin(&headers)?;
-    user.check_action(&f.csrf)?;
-    let e = find(&state, &name)?;
+    let e = admin_action(&state, &user, &headers, &f, &name)?;
     let refuse = |why: String| Some((f.settings.clone(), why));
     let parsed: Result<serde_json::Value, _> = serde_json::from_str(&f.settings);
     let spec = match parsed {
@@ -178,7 +196,7 @@ pub async fn edit(
         Err(err) => return detail_page(&state, &user, &e, None, refuse(err.to_string())).await,
     };
     match domain::put(&state, &name, spec, &user.caller.actor()).await {
-        Ok(_) => Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response()),
+        Ok(_) => back_to(&name),
         Err(domain::DestinationError::Invalid(v)) => {
             detail_page(&state, &user, &e, None, refuse(v.summary())).await
         }
@@ -194,9 +212,7 @@ pub async fn test(
     Path(name): Path<String>,
     Form(f): Form<ActionForm>,
 ) -> UiResult {
-    session::check_origin(&headers)?;
-    user.check_action(&f.csrf)?;
-    let e = find(&state, &name)?;
+    let e = admin_action(&state, &user, &headers, &f, &name)?;
     let sent = domain::send_test(&state, &e, &user.caller.actor()).await?;
     let tested = context! {
         message_id => sent.message_id.to_string(),
@@ -217,9 +233,7 @@ pub async fn pause(
     Path(name): Path<String>,
     Form(f): Form<ActionForm>,
 ) -> UiResult {
-    session::check_origin(&headers)?;
-    user.check_action(&f.csrf)?;
-    find(&state, &name)?;
+    admin_action(&state, &user, &headers, &f, &name)?;
     let d = herald_core::duration::parse_duration(f.duration.trim())
         .map_err(|e| UiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("Pause for: {e}")))?;
     domain::hold(
@@ -229,7 +243,7 @@ pub async fn pause(
         &user.caller.actor(),
     )
     .await?;
-    Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response())
+    back_to(&name)
 }
 
 /// Disables (admins), with an optional reason, like the API's `disable`.
@@ -240,12 +254,10 @@ pub async fn disable(
     Path(name): Path<String>,
     Form(f): Form<ActionForm>,
 ) -> UiResult {
-    session::check_origin(&headers)?;
-    user.check_action(&f.csrf)?;
-    find(&state, &name)?;
+    admin_action(&state, &user, &headers, &f, &name)?;
     let request = domain::HoldRequest::Disable(Some(f.reason.as_str()));
     domain::hold(&state, &name, request, &user.caller.actor()).await?;
-    Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response())
+    back_to(&name)
 }
 
 /// Re-enables a destination (admins): clears the pause, the breaker and the failure streak.
@@ -256,10 +268,7 @@ pub async fn enable(
     Path(name): Path<String>,
     Form(f): Form<ActionForm>,
 ) -> UiResult {
-    session::check_origin(&headers)?;
-    user.check_action(&f.csrf)?;
-    find(&state, &name)?;
+    admin_action(&state, &user, &headers, &f, &name)?;
     domain::enable(&state, &name, &user.caller.actor()).await?;
-    // `find` passed, so the name is a valid destination name (`[a-z0-9_-]`): safe in a path.
-    Ok(Redirect::to(&format!("/ui/destinations/{name}")).into_response())
+    back_to(&name)
 }
