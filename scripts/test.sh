@@ -3,7 +3,8 @@
 # integration, crash and cluster tests, on SQLite and the machine's Postgres; the fault
 # suite against a private Postgres, a small tmpfs and strace's fsync injection), the Python
 # client's tests against real Django/DRF, sentry-sdk and apprise, the dashboard in a real
-# headless Chromium, the release packages (the .deb installed on this machine and run),
+# headless Chromium, the Svix-compatible API driven by the official npm svix SDK, the release
+# packages (the .deb installed on this machine and run),
 # bounded fuzzing of the parsers, and property-based testing of the HTTP API against its
 # OpenAPI document. This is the README's test command and what CI
 # (.ci/run) calls. FAST=1 skips the two fuzzing stages.
@@ -59,6 +60,12 @@ set +e
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
 
+echo "== svix node SDK (tests/svix-node: the npm svix package against herald)"
+set +e
+HERALD_BIN="$(pwd)/target/debug/herald" ./scripts/svix-node-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+set -e
+
 echo "== package (scripts/package.sh, then the .deb installed with dpkg -i and run; a release build)"
 set +e
 ./scripts/package-test.sh 2>&1 | tee -a "$log"
@@ -76,6 +83,6 @@ echo "== results"
 grep -E "^(fault|crash test|cluster test|cluster audit chain|claims|group commit|rate limit|breaker|fast destination)[ :(]" "$log" || true
 # One closing line for the whole run: every test runner's counts added up.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
-     /^(fuzz|schemathesis|browser|python|package): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(fuzz|schemathesis|browser|python|package|svix-node): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

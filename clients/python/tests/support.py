@@ -171,6 +171,7 @@ class Recorded:
         self.path = path
         self.headers = headers
         self.body = body
+        self.status: Optional[int] = None  # what the fake answered
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8"))
@@ -186,13 +187,22 @@ class Receiver:
     """A loopback HTTP server that records every request and answers ``status`` / ``reply``.
 
     Used as a webhook/http receiver and as a Slack incoming-webhook fake (Slack answers
-    ``200`` with the plain-text body ``ok``, shared/PROVIDERS.md).
+    ``200`` with the plain-text body ``ok``, shared/PROVIDERS.md). ``check``, if given, sees
+    each request before it is answered and may return another status to answer with (e.g.
+    ``401`` when a signature does not verify); ``None`` keeps ``status``.
     """
 
-    def __init__(self, status: int = 200, reply: bytes = b"ok", content_type: str = "text/plain"):
+    def __init__(
+        self,
+        status: int = 200,
+        reply: bytes = b"ok",
+        content_type: str = "text/plain",
+        check: Optional[Callable[["Recorded"], Optional[int]]] = None,
+    ):
         self.status = status
         self.reply = reply
         self.content_type = content_type
+        self.check = check
         self.requests: List[Recorded] = []
         self._lock = threading.Lock()
         outer = self
@@ -203,11 +213,16 @@ class Receiver:
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                status = outer.status
+                if outer.check is not None:
+                    override = outer.check(rec)
+                    if override is not None:
+                        status = override
+                rec.status = status
                 with outer._lock:
-                    outer.requests.append(
-                        Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
-                self.send_response(outer.status)
+                    outer.requests.append(rec)
+                self.send_response(status)
                 self.send_header("content-type", outer.content_type)
                 self.send_header("content-length", str(len(outer.reply)))
                 self.end_headers()

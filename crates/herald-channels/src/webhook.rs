@@ -4,7 +4,10 @@
 //! and `attachments` when present. Headers: `webhook-id` (the message id, stable across
 //! retries), `webhook-timestamp` (this attempt), `webhook-signature` (one `v1,` entry per
 //! active secret). With `"signing": "hex-sha256"` also `X-Webhook-Signature:
-//! sha256=<hex>` and `X-Webhook-Event` for older receivers.
+//! sha256=<hex>` and `X-Webhook-Event` for older receivers. With `"signing": "svix"`
+//! Svix's wire format: the same signature under `svix-id`, `svix-timestamp` and
+//! `svix-signature`, and the payload itself as the body. Secrets retired by a rotation keep
+//! signing (one more `v1,` entry each) until their time is up.
 
 use crate::response::{Outgoing, classify_http, send as send_http};
 use crate::{Attempt, Channels};
@@ -37,21 +40,22 @@ pub fn body(message: &Message, include_attachments: bool) -> Value {
 }
 
 pub async fn send(ch: &Channels, w: &WebhookSpec, a: &Attempt<'_>) -> SendReport {
-    let keys: Vec<SigningKey> = match w.secret.as_ref().map(|s| {
-        s.as_slice()
-            .iter()
-            .map(|s| SigningKey::parse(s))
-            .collect::<Result<Vec<_>, _>>()
-    }) {
-        Some(Ok(keys)) if !keys.is_empty() => keys,
-        Some(Err(e)) => {
+    let now = herald_core::clock::now_ms();
+    let keys: Result<Vec<SigningKey>, String> = w
+        .signing_secrets(now)
+        .into_iter()
+        .map(SigningKey::parse)
+        .collect();
+    let keys = match keys {
+        Ok(keys) if !keys.is_empty() => keys,
+        Err(e) => {
             return SendReport::failed(
                 Verdict::permanent(),
                 ErrorClass::Config,
                 format!("webhook secret: {e}"),
             );
         }
-        _ => {
+        Ok(_) => {
             return SendReport::failed(
                 Verdict::permanent(),
                 ErrorClass::Config,
@@ -59,20 +63,26 @@ pub async fn send(ch: &Channels, w: &WebhookSpec, a: &Attempt<'_>) -> SendReport
             );
         }
     };
-    let payload = body(a.message, !w.omit_attachments)
-        .to_string()
-        .into_bytes();
-    let timestamp = herald_core::clock::now_ms() / 1000;
+    let svix = w.signing == Some(Signing::Svix);
+    let payload = if svix {
+        serde_json::to_vec(&a.message.body.payload).unwrap_or_default()
+    } else {
+        body(a.message, !w.omit_attachments)
+            .to_string()
+            .into_bytes()
+    };
+    let timestamp = now / 1000;
     let mut headers: Vec<(String, String)> = w
         .headers
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     headers.push(("content-type".into(), "application/json".into()));
-    headers.push(("webhook-id".into(), a.message.id.to_string()));
-    headers.push(("webhook-timestamp".into(), timestamp.to_string()));
+    let prefix = if svix { "svix" } else { "webhook" };
+    headers.push((format!("{prefix}-id"), a.message.id.to_string()));
+    headers.push((format!("{prefix}-timestamp"), timestamp.to_string()));
     headers.push((
-        "webhook-signature".into(),
+        format!("{prefix}-signature"),
         signature_header(&keys, a.message.id.as_str(), timestamp, &payload),
     ));
     if w.signing == Some(Signing::HexSha256) {

@@ -19,6 +19,7 @@ use crate::retry::{RetryPolicy, RetrySpec};
 pub use crate::secret_ref::*;
 use crate::template::TemplateEngine;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use utoipa::ToSchema;
 
@@ -36,6 +37,15 @@ pub struct DestinationSpec {
     pub name: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// What it is for, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The owner's own id for it (Svix endpoints' `uid`), unique within its tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Free-form labels of the owner's (strings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
     /// Glob patterns on event types this destination receives when a message has no `to`.
     #[serde(default = "all_events")]
     pub events: Vec<String>,
@@ -125,6 +135,29 @@ impl DestinationSpec {
         }
         if self.events.len() > MAX_LIST {
             errs.push("events", format!("at most {MAX_LIST} patterns"));
+        }
+        if self.description.as_ref().is_some_and(|d| d.len() > 1024) {
+            errs.push("description", "at most 1024 bytes");
+        }
+        if let Some(uid) = &self.uid
+            && (uid.is_empty()
+                || uid.len() > 256
+                || !uid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))
+        {
+            errs.push("uid", "1–256 characters of a-z, A-Z, 0-9, _ . -");
+        }
+        if self.metadata.len() > MAX_LIST
+            || self
+                .metadata
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 1024)
+        {
+            errs.push(
+                "metadata",
+                format!("at most {MAX_LIST} entries, keys of 1–256 bytes, values of at most 1024"),
+            );
         }
         if self.tags.len() > MAX_LIST {
             errs.push("tags", format!("at most {MAX_LIST} tags"));

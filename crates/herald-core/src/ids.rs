@@ -9,6 +9,10 @@ pub const DELIVERY: &str = "dlv";
 pub const TOKEN: &str = "tok";
 pub const ERROR_GROUP: &str = "grp";
 pub const LEASE: &str = "lease";
+/// Tenants share Svix's prefix for applications; their endpoints (destinations made
+/// through the Svix-compatible API) Svix's for endpoints.
+pub const TENANT: &str = "app";
+pub const ENDPOINT: &str = "ep";
 
 /// A newtype per kind of id: a delivery id cannot be passed where a message id is meant,
 /// and an id from outside (a URL path) becomes one only through [`parse`](MessageId::parse).
@@ -97,6 +101,11 @@ id_type!(
     ERROR_GROUP
 );
 id_type!(
+    /// `app_…`: a tenant (a Svix application).
+    TenantId,
+    TENANT
+);
+id_type!(
     /// `lease_…`: one claim's (or one accept's) lease; a finish must present it.
     LeaseToken,
     LEASE
@@ -120,6 +129,28 @@ pub fn is_valid(prefix: &str, s: &str) -> bool {
         .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Separates a tenant's id from a destination's name in the destination's key
+/// (`app_….orders`): never part of a name, so the operator's names (no separator) and each
+/// tenant's keys never meet.
+pub const TENANT_SEPARATOR: char = '.';
+
+/// The key a destination is stored and routed under: its name, prefixed with its tenant's
+/// id when it belongs to one.
+pub fn destination_key(tenant: Option<&str>, name: &str) -> String {
+    match tenant {
+        Some(t) => format!("{t}{TENANT_SEPARATOR}{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// A destination key's tenant (if any) and name.
+pub fn split_destination_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once(TENANT_SEPARATOR) {
+        Some((t, n)) => (Some(t), n),
+        None => (None, key),
+    }
+}
+
 /// Whether `s` is a valid destination name: `[a-z0-9][a-z0-9_-]{0,63}`.
 pub fn is_valid_name(s: &str) -> bool {
     let b = s.as_bytes();
@@ -133,6 +164,15 @@ pub fn is_valid_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destination_keys_keep_tenants_apart() {
+        let t = TenantId::new();
+        let key = destination_key(Some(t.as_str()), "orders");
+        assert_eq!(split_destination_key(&key), (Some(t.as_str()), "orders"));
+        assert_eq!(split_destination_key("orders"), (None, "orders"));
+        assert!(!is_valid_name(&key), "a key is never an operator's name");
+    }
 
     #[test]
     fn ids_round_trip_and_sort_by_time() {

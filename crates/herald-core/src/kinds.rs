@@ -59,6 +59,19 @@ pub enum Signing {
     Standard,
     /// Also `X-Webhook-Signature: sha256=<hex>` and `X-Webhook-Event` for older receivers.
     HexSha256,
+    /// Svix's wire format, for receivers written for Svix: `svix-id`, `svix-timestamp`
+    /// and `svix-signature` (the same algorithm as Standard Webhooks), and the payload
+    /// itself as the body. Endpoints made through the Svix-compatible API sign so.
+    Svix,
+}
+
+/// A secret replaced by a rotation: it keeps signing, beside the new one, until `until`
+/// (RFC 3339), so receivers can switch over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredSecret {
+    pub secret: String,
+    pub until: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -76,6 +89,9 @@ pub struct WebhookSpec {
     /// Leave attachments out of the JSON body (default: included, base64).
     #[serde(default, skip_serializing_if = "is_false")]
     pub omit_attachments: bool,
+    /// Secrets replaced by a rotation, still signing until their time is up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_secrets: Vec<RetiredSecret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -312,6 +328,12 @@ impl KindSpec {
                         .try_for_each(|(i, s)| f(format!("secret[{i}]"), s))?,
                     None => {}
                 }
+                w.retired_secrets
+                    .iter_mut()
+                    .enumerate()
+                    .try_for_each(|(i, r)| {
+                        f(format!("retired_secrets[{i}].secret"), &mut r.secret)
+                    })?;
                 f("url".into(), &mut w.url)
             }
             KindSpec::Http(h) => {
@@ -399,9 +421,52 @@ impl KindSpec {
 }
 
 impl WebhookSpec {
+    /// The secrets that sign at `now`: the current ones, then the retired ones still in
+    /// their overlap.
+    pub fn signing_secrets(&self, now: i64) -> Vec<&str> {
+        let current = self
+            .secret
+            .iter()
+            .flat_map(|s| s.as_slice())
+            .map(String::as_str);
+        let retired = self
+            .retired_secrets
+            .iter()
+            .filter(|r| crate::clock::parse_rfc3339(&r.until).is_some_and(|u| u > now))
+            .map(|r| r.secret.as_str());
+        current.chain(retired).collect()
+    }
+
+    /// Replaces the secret with `new`; the current ones keep signing until `until` (epoch
+    /// ms). Retired secrets whose time is up are dropped.
+    pub fn rotate_secret(&mut self, new: String, until: i64, now: i64) {
+        self.retired_secrets
+            .retain(|r| crate::clock::parse_rfc3339(&r.until).is_some_and(|u| u > now));
+        if let Some(old) = self.secret.take() {
+            for s in old.as_slice() {
+                self.retired_secrets.push(RetiredSecret {
+                    secret: s.clone(),
+                    until: crate::clock::rfc3339(until),
+                });
+            }
+        }
+        self.secret = Some(Secrets::One(new));
+    }
+
     fn validate(&self, errs: &mut ValidationErrors) {
         check_url(&self.url, "url", errs);
         check_headers(&self.headers, "headers", errs);
+        for (i, r) in self.retired_secrets.iter().enumerate() {
+            if let Err(e) = SigningKey::parse(&r.secret) {
+                errs.push(format!("retired_secrets[{i}].secret"), e);
+            }
+            if crate::clock::parse_rfc3339(&r.until).is_none() {
+                errs.push(
+                    format!("retired_secrets[{i}].until"),
+                    "an RFC 3339 time, e.g. 2026-12-08T10:00:00Z",
+                );
+            }
+        }
         if let Some(secrets) = &self.secret {
             if secrets.as_slice().is_empty() {
                 errs.push(
@@ -432,6 +497,9 @@ impl WebhookSpec {
     }
 
     fn mask(&mut self) {
+        for r in &mut self.retired_secrets {
+            r.secret = mask(&r.secret);
+        }
         if let Some(s) = &mut self.secret {
             *s = match s {
                 Secrets::One(v) => Secrets::One(mask(v)),

@@ -45,7 +45,7 @@ pub async fn record(
     actor: &str,
 ) -> Result<Reported, IngestError> {
     if let Some(to) = &report.to {
-        ingest::check_to(state, to)?;
+        ingest::check_to(state, to, None)?;
     }
     let g = group(&report);
     let now = herald_core::clock::now_ms();
@@ -130,7 +130,7 @@ fn alert_message(
         },
     };
     // `to` was checked before the transaction; a destination deleted since is dropped.
-    let destinations = ingest::route(state, &message).unwrap_or_else(|_| {
+    let destinations = ingest::route(state, &message, None).unwrap_or_else(|_| {
         message
             .body
             .to
@@ -156,5 +156,6 @@ fn alert_message(
             .collect(),
         idempotency: None,
         actor: actor.to_string(),
+        tenant: None,
     })
 }

@@ -26,6 +26,8 @@ pub struct Caller {
     pub token_id: Option<String>,
     pub name: String,
     pub scopes: Vec<Scope>,
+    /// The one tenant a tenant's token sees and acts in (`None`: the operator's token).
+    pub tenant: Option<String>,
 }
 
 impl Caller {
@@ -33,12 +35,29 @@ impl Caller {
         self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
     }
 
+    /// The check of the operator's routes: the scope, and a token that is not a tenant's.
+    /// A tenant's token is told the route does not exist for it (404), so it learns
+    /// nothing of what lies outside its tenant.
     pub fn require(&self, scope: Scope) -> Result<(), AuthError> {
+        if self.tenant.is_some() {
+            return Err(AuthError::OutsideTenant);
+        }
+        self.require_scope(scope)
+    }
+
+    /// The check of routes that keep a tenant's token inside its tenant (the
+    /// Svix-compatible API, `/tenants/{id}`): the scope only.
+    pub fn require_scope(&self, scope: Scope) -> Result<(), AuthError> {
         if self.can(scope) {
             Ok(())
         } else {
             Err(AuthError::MissingScope(scope))
         }
+    }
+
+    /// Whether this caller may see the tenant `id` (the operator sees every tenant).
+    pub fn sees_tenant(&self, id: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == id)
     }
 
     /// How the audit log names this caller.
@@ -59,6 +78,8 @@ pub enum AuthError {
     Invalid,
     #[error("this token lacks the `{}` scope", .0.as_str())]
     MissingScope(Scope),
+    #[error("no such route for a tenant's token")]
+    OutsideTenant,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -82,7 +103,7 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// Makes a token record and its secret.
-pub fn new_token(name: &str, scopes: &[Scope], now: i64) -> NewToken {
+pub fn new_token(name: &str, scopes: &[Scope], tenant: Option<&str>, now: i64) -> NewToken {
     let id = random(ID_LEN).to_ascii_lowercase();
     let secret = random(SECRET_LEN);
     NewToken {
@@ -95,6 +116,7 @@ pub fn new_token(name: &str, scopes: &[Scope], now: i64) -> NewToken {
             created_at: now,
             last_used_at: None,
             revoked_at: None,
+            tenant: tenant.map(str::to_string),
         },
     }
 }
@@ -123,6 +145,7 @@ impl TokenRequestError {
 pub fn make_token(
     name: &str,
     mut scopes: Vec<Scope>,
+    tenant: Option<&str>,
     now: i64,
 ) -> Result<NewToken, TokenRequestError> {
     let name = name.trim();
@@ -134,7 +157,7 @@ pub fn make_token(
     }
     scopes.sort_by_key(|s| s.as_str());
     scopes.dedup();
-    Ok(new_token(name, &scopes, now))
+    Ok(new_token(name, &scopes, tenant, now))
 }
 
 /// Splits `hrld_<id>_<secret>`.
@@ -173,6 +196,7 @@ impl Authenticator {
                 token_id: None,
                 name: "admin".into(),
                 scopes: vec![Scope::Admin],
+                tenant: None,
             });
         }
         let (id, secret) = split_token(token).ok_or(AuthError::Invalid)?;
@@ -208,6 +232,7 @@ impl Authenticator {
             token_id: Some(record.id),
             name: record.name,
             scopes: record.scopes,
+            tenant: record.tenant,
         })
     }
 
@@ -241,7 +266,7 @@ mod tests {
 
     #[test]
     fn tokens_have_the_documented_shape() {
-        let t = new_token("ci", &[Scope::Send], 0);
+        let t = new_token("ci", &[Scope::Send], None, 0);
         assert!(t.token.starts_with("hrld_"));
         assert!(
             t.token[5..]
@@ -261,13 +286,26 @@ mod tests {
             token_id: None,
             name: "a".into(),
             scopes: vec![Scope::Admin],
+            tenant: None,
         };
         assert!(c.can(Scope::Send) && c.can(Scope::Read));
         let r = Caller {
             token_id: None,
             name: "r".into(),
             scopes: vec![Scope::Read],
+            tenant: None,
         };
         assert!(r.require(Scope::Send).is_err());
+        let t = Caller {
+            tenant: Some("app_1".into()),
+            scopes: vec![Scope::Admin],
+            ..r
+        };
+        assert!(matches!(
+            t.require(Scope::Read),
+            Err(AuthError::OutsideTenant)
+        ));
+        assert!(t.require_scope(Scope::Admin).is_ok());
+        assert!(t.sees_tenant("app_1") && !t.sees_tenant("app_2"));
     }
 }

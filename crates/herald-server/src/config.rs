@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn the_tokens_herald_makes_pass_the_admin_token_check() {
         for _ in 0..1000 {
-            let t = crate::auth::new_token("admin", &[crate::auth::Scope::Admin], 0).token;
+            let t = crate::auth::new_token("admin", &[crate::auth::Scope::Admin], None, 0).token;
             check_admin_token(&t).unwrap_or_else(|e| panic!("{t}: {e}"));
         }
     }

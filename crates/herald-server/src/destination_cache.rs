@@ -4,8 +4,9 @@
 use herald_core::breaker::Breaker;
 use herald_core::crypto::SecretBox;
 use herald_core::destination::DestinationSpec;
+use herald_core::ids::{TENANT_SEPARATOR, destination_key, split_destination_key};
 use herald_store::{DestinationRow, DestinationState, Store};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -141,44 +142,85 @@ impl Exposure {
     }
 }
 
-/// Every destination, decrypted, by name.
+type Map = BTreeMap<String, Arc<DestinationEntry>>;
+
+/// Every destination, decrypted, by key: the operator's and the tenants' apart, so routing
+/// an operator's message never walks the tenants' destinations, and a tenant's are one
+/// range of keys (`<tenant>.`…).
 #[derive(Default)]
 pub struct DestinationCache {
-    map: RwLock<HashMap<String, Arc<DestinationEntry>>>,
+    map: RwLock<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
+    operator: Map,
+    tenants: Map,
+}
+
+impl Maps {
+    fn of(&mut self, key: &str) -> &mut Map {
+        if split_destination_key(key).0.is_some() {
+            &mut self.tenants
+        } else {
+            &mut self.operator
+        }
+    }
 }
 
 impl DestinationCache {
     /// Replaces the cache with what the store holds.
     pub async fn reload(&self, store: &dyn Store, secrets: &SecretBox) -> Result<(), String> {
         let rows = store.list_destinations().await.map_err(|e| e.to_string())?;
-        let mut map = HashMap::with_capacity(rows.len());
+        let mut maps = Maps::default();
         for row in rows {
             let e = DestinationEntry::from_row(row, secrets)?;
-            map.insert(e.name.clone(), Arc::new(e));
+            maps.of(&e.name).insert(e.name.clone(), Arc::new(e));
         }
-        *self.map.write().expect("destination cache lock") = map;
+        *self.map.write().expect("destination cache lock") = maps;
         Ok(())
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<DestinationEntry>> {
-        self.map
-            .read()
-            .expect("destination cache lock")
-            .get(name)
-            .cloned()
+    /// A destination by key.
+    pub fn get(&self, key: &str) -> Option<Arc<DestinationEntry>> {
+        let maps = self.map.read().expect("destination cache lock");
+        if split_destination_key(key).0.is_some() {
+            maps.tenants.get(key).cloned()
+        } else {
+            maps.operator.get(key).cloned()
+        }
     }
 
-    /// All destinations, sorted by name.
+    /// Every destination, the operator's and every tenant's, sorted by key.
     pub fn all(&self) -> Vec<Arc<DestinationEntry>> {
-        let mut v: Vec<_> = self
-            .map
-            .read()
-            .expect("destination cache lock")
+        let maps = self.map.read().expect("destination cache lock");
+        let mut v: Vec<_> = maps
+            .operator
             .values()
+            .chain(maps.tenants.values())
             .cloned()
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// One tenant's destinations (`None`: the operator's), sorted by key.
+    pub fn of_tenant(&self, tenant: Option<&str>) -> Vec<Arc<DestinationEntry>> {
+        let maps = self.map.read().expect("destination cache lock");
+        match tenant {
+            None => maps.operator.values().cloned().collect(),
+            Some(t) => {
+                let from = destination_key(Some(t), "");
+                let to = format!("{t}{}", (TENANT_SEPARATOR as u8 + 1) as char);
+                maps.tenants
+                    .range::<str, _>((
+                        std::ops::Bound::Included(from.as_str()),
+                        std::ops::Bound::Excluded(to.as_str()),
+                    ))
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            }
+        }
     }
 
     pub(crate) fn insert(&self, e: DestinationEntry) -> Arc<DestinationEntry> {
@@ -186,14 +228,16 @@ impl DestinationCache {
         self.map
             .write()
             .expect("destination cache lock")
+            .of(&e.name)
             .insert(e.name.clone(), e.clone());
         e
     }
 
-    pub(crate) fn remove(&self, name: &str) {
+    pub(crate) fn remove(&self, key: &str) {
         self.map
             .write()
             .expect("destination cache lock")
-            .remove(name);
+            .of(key)
+            .remove(key);
     }
 }

@@ -9,7 +9,7 @@ use herald_core::breaker::Breaker;
 use herald_core::clock::{now_ms, rfc3339};
 use herald_core::delivery::{AttemptOutcome, SendReport};
 use herald_core::destination::{DestinationSpec, KindSpec};
-use herald_core::ids::MessageId;
+use herald_core::ids::{MessageId, split_destination_key};
 use herald_core::message::{Message, MessageBody};
 use herald_store::NewAudit;
 use herald_store::{DestinationHold, DestinationRow, StoreError};
@@ -68,15 +68,23 @@ fn blocked_addresses(state: &AppState, name: &str, spec: &DestinationSpec) -> Ve
     warnings
 }
 
-/// Validates and stores a destination, then refreshes the cache and wakes the dispatcher.
+/// Validates and stores a destination under its key (its name, or `<tenant>.<name>` for a
+/// tenant's), then refreshes the cache and wakes the dispatcher.
 pub async fn put(
     state: &AppState,
     name: &str,
     mut spec: DestinationSpec,
     actor: &str,
 ) -> Result<PutOutcome, DestinationError> {
-    spec.validate(name, &state.channels.templates)
+    let (tenant, local) = split_destination_key(name);
+    spec.validate(local, &state.channels.templates)
         .map_err(DestinationError::Invalid)?;
+    if tenant.is_some() && spec.fallback.is_some() {
+        return Err(DestinationError::field(
+            "fallback",
+            "a tenant's destinations have no fallback (fallbacks are the operator's)",
+        ));
+    }
     check_fallback(state, name, &spec)?;
     herald_channels::secrets::check_kind(&spec.kind, &state.channels.secrets)
         .map_err(|(field, why)| DestinationError::field(&field, why))?;

@@ -6,7 +6,7 @@ use crate::state::AppState;
 use base64::Engine;
 use herald_core::ValidationErrors;
 use herald_core::audit::canonical_json;
-use herald_core::ids::{DeliveryId, MessageId};
+use herald_core::ids::{DeliveryId, MessageId, destination_key};
 use herald_core::message::{AttachmentLimits, Message, MessageBody, MessageInput, check_file};
 use herald_core::template::context;
 use herald_store::{AcceptOutcome, IdempotencyRecord, NewDelivery, NewMessage, StoreError};
@@ -69,6 +69,9 @@ pub struct Accepted {
 pub struct Submission {
     pub input: MessageInput,
     pub header_key: Option<String>,
+    /// Part of what a repeat must match to be a replay, beside the event type and body
+    /// (the Svix-compatible API's `Idempotency-Key` next to an `eventId` as the key).
+    pub replay_context: Option<String>,
 }
 
 /// Who submits messages.
@@ -80,6 +83,11 @@ pub struct Submitter {
     /// message, with the details in the server log only: a fetch error can reveal what an
     /// internal name resolves to.
     pub sees_fetch_errors: bool,
+    /// The tenant the messages belong to (`None`: the operator's): they are routed only to
+    /// its destinations, and `to` names its destinations.
+    pub tenant: Option<String>,
+    /// Keys are remembered per tenant, whoever sends (Svix's `eventId`), not per token.
+    pub keys_per_tenant: bool,
 }
 
 impl Submitter {
@@ -87,6 +95,8 @@ impl Submitter {
         Submitter {
             actor: caller.actor(),
             sees_fetch_errors: caller.can(crate::auth::Scope::Admin),
+            tenant: caller.tenant.clone(),
+            keys_per_tenant: false,
         }
     }
 
@@ -95,12 +105,25 @@ impl Submitter {
         Submitter {
             actor: name.to_string(),
             sees_fetch_errors: true,
+            tenant: None,
+            keys_per_tenant: false,
         }
     }
 
-    /// The key an `Idempotency-Key` is stored under: the client's key within its scope.
+    /// For messages of one tenant (Svix-compatible API, operational events).
+    pub fn in_tenant(mut self, tenant: Option<String>) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    /// The key an `Idempotency-Key` is stored under: the client's key within its scope
+    /// (and its tenant).
     fn scoped_key(&self, key: &str) -> String {
-        format!("{}\u{1f}{key}", self.actor)
+        match &self.tenant {
+            Some(t) if self.keys_per_tenant => format!("tenant\u{1f}{t}\u{1f}{key}"),
+            Some(t) => format!("{}\u{1f}{t}\u{1f}{key}", self.actor),
+            None => format!("{}\u{1f}{key}", self.actor),
+        }
     }
 }
 
@@ -118,11 +141,12 @@ pub async fn submit(
     // In a cluster a destination may have been created on another node a moment ago.
     if state.store.remote_signals().is_some()
         && subs.iter().any(|s| {
-            s.input
-                .to
-                .iter()
-                .flatten()
-                .any(|n| state.destinations.get(n).is_none())
+            s.input.to.iter().flatten().any(|n| {
+                state
+                    .destinations
+                    .get(&destination_key(who.tenant.as_deref(), n))
+                    .is_none()
+            })
         })
         && let Err(e) = state
             .destinations
@@ -227,7 +251,9 @@ async fn prepare(
     // What was asked, before `url` attachments are fetched: a repeat with the same key is
     // the same request even if the file behind the URL changed since. Only a keyed request
     // is ever compared, so only a keyed one is hashed.
-    let request_hash = key.as_ref().map(|_| request_hash(&event_type, &body));
+    let request_hash = key
+        .as_ref()
+        .map(|_| request_hash(&event_type, &body, sub.replay_context.as_deref()));
     fetch_attachments(state, &mut body, limits, who.sees_fetch_errors).await?;
     let message = Message {
         id: MessageId::new(),
@@ -236,7 +262,7 @@ async fn prepare(
         created_at: now,
         body,
     };
-    let destinations = route(state, &message)?;
+    let destinations = route(state, &message, who.tenant.as_deref())?;
     let deliveries: Vec<NewDelivery> = destinations
         .into_iter()
         .map(|d| NewDelivery {
@@ -282,6 +308,7 @@ async fn prepare(
             deliveries,
             idempotency,
             actor: who.actor.clone(),
+            tenant: who.tenant.clone(),
         },
         // Kept parsed for the attempts of deliveries leased at accept (serialised once for
         // the store, never parsed back in this process).
@@ -336,20 +363,30 @@ async fn fetch_attachments(
 
 /// SHA-256 over the canonical form of what was asked, so key order and whitespace do not
 /// make an identical request look different.
-fn request_hash(event_type: &str, body: &MessageBody) -> String {
-    let v = json!({"event_type": event_type, "body": body});
+fn request_hash(event_type: &str, body: &MessageBody, context: Option<&str>) -> String {
+    let mut v = json!({"event_type": event_type, "body": body});
+    if let Some(c) = context {
+        v["context"] = json!(c);
+    }
     hex::encode(Sha256::digest(canonical_json(&v).as_bytes()))
 }
 
-/// A 422 naming the destinations in `to` that do not exist.
-pub(crate) fn check_to(state: &AppState, to: &[String]) -> Result<(), IngestError> {
+/// The keys of the destinations named in `to` (names of `tenant`'s destinations), or a
+/// 422 naming those that do not exist.
+pub(crate) fn check_to(
+    state: &AppState,
+    to: &[String],
+    tenant: Option<&str>,
+) -> Result<Vec<String>, IngestError> {
+    let keys: Vec<String> = to.iter().map(|n| destination_key(tenant, n)).collect();
     let unknown: Vec<&str> = to
         .iter()
-        .filter(|n| state.destinations.get(n).is_none())
-        .map(String::as_str)
+        .zip(&keys)
+        .filter(|(_, k)| state.destinations.get(k).is_none())
+        .map(|(n, _)| n.as_str())
         .collect();
     if unknown.is_empty() {
-        Ok(())
+        Ok(keys)
     } else {
         Err(IngestError::field(
             "to",
@@ -358,15 +395,18 @@ pub(crate) fn check_to(state: &AppState, to: &[String]) -> Result<(), IngestErro
     }
 }
 
-/// The destinations a message goes to: its explicit `to`, or every enabled destination
-/// whose `events` and `filter` accept it.
-pub(crate) fn route(state: &AppState, message: &Message) -> Result<Vec<String>, IngestError> {
+/// The keys of the destinations a message of `tenant` goes to: its explicit `to`, or every
+/// enabled destination of the tenant whose `events` and `filter` accept it.
+pub(crate) fn route(
+    state: &AppState,
+    message: &Message,
+    tenant: Option<&str>,
+) -> Result<Vec<String>, IngestError> {
     if let Some(to) = &message.body.to {
-        check_to(state, to)?;
-        return Ok(to.clone());
+        return check_to(state, to, tenant);
     }
     let mut out = Vec::new();
-    for d in state.destinations.all() {
+    for d in state.destinations.of_tenant(tenant) {
         if !d.enabled() || !d.spec.accepts_event(&message.event_type) {
             continue;
         }

@@ -28,6 +28,7 @@ pub mod listener;
 pub mod operational;
 pub mod state;
 pub mod telemetry;
+pub mod tenants;
 pub mod ui;
 pub mod waiting;
 
@@ -258,7 +259,7 @@ async fn bootstrap_admin(state: &AppState) -> Result<Option<String>, String> {
     {
         return Ok(None);
     }
-    let t = new_token("admin", &[Scope::Admin], herald_core::clock::now_ms());
+    let t = new_token("admin", &[Scope::Admin], None, herald_core::clock::now_ms());
     state
         .store
         .create_token(t.record, "system")

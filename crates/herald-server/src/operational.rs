@@ -42,6 +42,7 @@ async fn announce_disabled(state: &AppState, destination: &str, reason: &str) {
     let sub = crate::ingest::Submission {
         input,
         header_key: None,
+        replay_context: None,
     };
     let herald = crate::ingest::Submitter::system("herald");
     match crate::ingest::submit(state, vec![sub], &herald).await {

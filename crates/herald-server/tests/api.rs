@@ -513,6 +513,8 @@ async fn the_openapi_document_lists_every_route_with_full_paths() {
         "/api/v1/dlq/{queue}/replay/{item_id}",
         "/api/v1/audit/verify",
         "/api/v1/tokens",
+        "/api/v1/tenants",
+        "/api/v1/tenants/{id}",
     ] {
         assert!(
             spec["paths"][path].is_object(),

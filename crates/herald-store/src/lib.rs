@@ -285,6 +285,61 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<ErrorGroupRecord>>;
 
+    // ----- tenants and the event-type catalog -----------------------------------------
+
+    /// Creates or replaces a tenant (audited `tenant.created` / `tenant.updated`).
+    async fn put_tenant(&self, t: TenantRecord, actor: &str) -> Result<TenantPut>;
+    /// A tenant by its id or its uid.
+    async fn get_tenant(&self, id_or_uid: &str) -> Result<Option<TenantRecord>>;
+    /// Tenants by id, oldest first, after `after`.
+    async fn list_tenants(&self, after: Option<&str>, limit: u32) -> Result<Vec<TenantRecord>>;
+    /// Deletes a tenant with its destinations (their unfinished deliveries discarded);
+    /// its messages stay until pruned. `false` if unknown.
+    async fn delete_tenant(&self, id: &str, actor: &str, now: i64) -> Result<bool>;
+    /// Creates or replaces an event type; `true` when it was created.
+    async fn put_event_type(&self, e: EventTypeRecord, actor: &str) -> Result<bool>;
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventTypeRecord>>;
+    /// Event types by name after `after`; archived ones only when asked.
+    async fn list_event_types(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        include_archived: bool,
+    ) -> Result<Vec<EventTypeRecord>>;
+    /// Archives an event type, or with `expunge` deletes it. `false` if unknown.
+    async fn delete_event_type(
+        &self,
+        name: &str,
+        expunge: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool>;
+    /// Messages, newest first.
+    async fn list_messages(&self, q: &MessageQuery) -> Result<Vec<MessageRecord>>;
+    /// A destination's attempts, newest first, after `after`.
+    async fn list_destination_attempts(
+        &self,
+        destination: &str,
+        after: Option<AttemptCursor>,
+        limit: u32,
+    ) -> Result<Vec<DestinationAttempt>>;
+    /// A message's attempts to every destination, newest first.
+    async fn list_message_attempts(
+        &self,
+        message: &MessageId,
+        limit: u32,
+    ) -> Result<Vec<DestinationAttempt>>;
+    /// Sends a stored message to a destination again: a new pending delivery `delivery`
+    /// (audited `message.resent`). `false` when the message is unknown.
+    async fn resend(
+        &self,
+        message: &MessageId,
+        destination: &str,
+        delivery: DeliveryId,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool>;
+
     // ----- tokens ---------------------------------------------------------------------
 
     async fn create_token(&self, t: TokenRecord, actor: &str) -> Result<()>;

@@ -7,6 +7,7 @@ use herald_core::ids::{DeliveryId, ErrorGroupId, LeaseToken, MessageId};
 use herald_core::rate_limit::RateLimit;
 use herald_core::scope::Scope;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// A message to accept, with one delivery per routed destination.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct NewMessage {
     pub idempotency: Option<IdempotencyRecord>,
     /// Who submitted it (token name), for the audit log.
     pub actor: String,
+    /// The tenant it belongs to (`None`: the operator's).
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +76,8 @@ pub struct MessageRecord {
     pub idempotency_key: Option<String>,
     pub body: String,
     pub created_at: i64,
+    /// The tenant it belongs to (`None`: the operator's).
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -311,6 +316,8 @@ pub struct TokenRecord {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The one tenant it may see and act in (`None`: the operator's token, every tenant).
+    pub tenant: Option<String>,
 }
 
 /// An audit entry to append; the store assigns `seq` and the hashes.
@@ -406,4 +413,80 @@ pub struct SessionRecord {
     pub csrf: String,
     pub created_at: i64,
     pub expires_at: i64,
+}
+
+/// A tenant (Svix: an application): one customer of the platform running Herald. Its
+/// destinations are keyed `<id>.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// `app_<32 hex>`.
+    pub id: String,
+    /// The platform's own id for it, unique.
+    pub uid: Option<String>,
+    pub name: String,
+    pub metadata: BTreeMap<String, String>,
+    /// Messages per second accepted for it, over all its destinations.
+    pub rate_limit: Option<u32>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What [`Store::put_tenant`](crate::Store::put_tenant) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantPut {
+    Created,
+    Updated,
+    /// Another tenant has this `uid`; nothing was written.
+    UidTaken,
+}
+
+/// One event type of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTypeRecord {
+    pub name: String,
+    pub description: String,
+    /// JSON object: schema version (`"1"`) to a JSON Schema.
+    pub schemas: Option<String>,
+    pub archived: bool,
+    pub deprecated: bool,
+    pub feature_flag: Option<String>,
+    pub group_name: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Filters for listing messages, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    /// Only this tenant's (`None`: the operator's own messages).
+    pub tenant: Option<String>,
+    /// Only these event types (any of them; empty: all).
+    pub event_types: Vec<String>,
+    /// Only the message accepted with this idempotency key (Svix: `eventId`).
+    pub idempotency_key: Option<String>,
+    /// Only ids older than this one (the previous page's last id).
+    pub before_id: Option<String>,
+    /// Created before / after (epoch ms).
+    pub created_before: Option<i64>,
+    pub created_after: Option<i64>,
+    pub limit: u32,
+}
+
+/// An attempt with the delivery and message it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationAttempt {
+    pub delivery_id: DeliveryId,
+    pub message_id: MessageId,
+    pub destination: String,
+    /// Made by hand: the delivery was a resend, or this attempt came after a replay.
+    pub manual: bool,
+    pub attempt: AttemptRecord,
+}
+
+/// Where a page of a destination's attempts starts: after this attempt (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptCursor {
+    pub started_at: i64,
+    pub delivery_id: String,
+    pub number: u32,
 }

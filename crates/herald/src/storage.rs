@@ -149,7 +149,7 @@ pub async fn create_token(
         })
         .collect::<Result<Vec<_>, _>>()?;
     // The API's rules for a token, checked before the store is opened.
-    let t = make_token(name, parsed, herald_core::clock::now_ms()).map_err(|e| match e {
+    let t = make_token(name, parsed, None, herald_core::clock::now_ms()).map_err(|e| match e {
         TokenRequestError::Name => format!("the token name must be {e}"),
         TokenRequestError::NoScope => format!("--scopes: {e}"),
     })?;

@@ -276,7 +276,7 @@ async fn notify_with_key(state: AppState, key: String, req: Request) -> ApiResul
 
     let keyed: Vec<_> = state
         .destinations
-        .all()
+        .of_tenant(None)
         .into_iter()
         .filter(|d| d.enabled() && d.spec.tags.contains(&routing))
         .collect();
@@ -318,6 +318,7 @@ async fn notify_with_key(state: AppState, key: String, req: Request) -> ApiResul
         vec![Submission {
             input,
             header_key: None,
+            replay_context: None,
         }],
         &ingest::Submitter::of(&caller),
     )

@@ -95,7 +95,7 @@ pub async fn list(
     Ok(Json(DestinationList {
         items: state
             .destinations
-            .all()
+            .of_tenant(None)
             .iter()
             .map(|e| view(e, exposure))
             .collect(),

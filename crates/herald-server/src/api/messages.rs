@@ -52,7 +52,11 @@ pub async fn create(
     let header_key = idempotency_header(&headers)?;
     let mut results = ingest::submit(
         &state,
-        vec![Submission { input, header_key }],
+        vec![Submission {
+            input,
+            header_key,
+            replay_context: None,
+        }],
         &ingest::Submitter::of(&caller),
     )
     .await?;
@@ -105,6 +109,7 @@ pub async fn batch(
                 subs.push(Submission {
                     input,
                     header_key: None,
+                    replay_context: None,
                 });
                 positions.push(i);
             }

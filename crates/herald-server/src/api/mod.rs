@@ -14,6 +14,8 @@ pub mod messages;
 pub mod openapi;
 pub mod problem;
 pub mod sentry;
+pub mod svix;
+pub mod tenants;
 pub mod tokens;
 pub mod views;
 
@@ -73,8 +75,17 @@ pub fn router(state: AppState) -> Router {
         .route("/error-groups/{id}", get(errors::get))
         .route("/error-groups/{id}/resolve", post(errors::resolve))
         .route("/error-groups/{id}/unresolve", post(errors::unresolve))
+        .route("/tenants", post(tenants::create).get(tenants::list))
+        .route(
+            "/tenants/{id}",
+            get(tenants::get)
+                .put(tenants::put)
+                .patch(tenants::patch)
+                .delete(tenants::delete),
+        )
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .merge(svix::router())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::Extension(BodyLimit(max_body)))
         .merge(messages);
@@ -143,7 +154,11 @@ async fn problems_everywhere(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    // Problem documents pass, and so do the dashboard's HTML error pages.
+    // Problem documents pass, and so do the dashboard's HTML error pages and the
+    // Svix-compatible API's own error bodies.
+    if resp.extensions().get::<svix::Shaped>().is_some() {
+        return resp;
+    }
     let done = resp
         .headers()
         .get(header::CONTENT_TYPE)

@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         super::audit::list, super::audit::verify, super::audit::public_key, super::audit::checkpoint,
         super::errors::create, super::errors::list, super::errors::get, super::errors::resolve, super::errors::unresolve,
         super::sentry::envelope, super::sentry::store, super::apprise::notify, super::apprise::notify_by_header,
+        super::tenants::create, super::tenants::list, super::tenants::get, super::tenants::put, super::tenants::patch, super::tenants::delete,
         super::tokens::create, super::tokens::list, super::tokens::revoke,
         super::health::healthz, super::health::readyz,
     ),
@@ -30,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         (name = "audit", description = "Hash-chained audit log"),
         (name = "errors", description = "Error reports, groups and alerts"),
         (name = "ingest", description = "Sentry- and Apprise-compatible ingest"),
+        (name = "tenants", description = "Tenants (Svix applications): the platform's customers; the Svix-compatible API is documented in docs/svix-compatibility.md"),
         (name = "tokens", description = "API tokens"),
         (name = "health", description = "Liveness and readiness"),
     )

@@ -4,6 +4,7 @@ use crate::attachments::AttachmentError;
 use crate::auth::AuthError;
 use crate::destinations::DestinationError;
 use crate::ingest::IngestError;
+use crate::tenants::TenantError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::error::{FieldError, ValidationErrors};
@@ -147,6 +148,7 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Store(s) => ApiError::Store(s),
             AuthError::MissingScope(_) => ApiError::Forbidden(e.to_string()),
+            AuthError::OutsideTenant => ApiError::NotFound(e.to_string()),
             AuthError::NoToken | AuthError::Invalid => ApiError::Unauthorized(e.to_string()),
         }
     }
@@ -161,6 +163,17 @@ impl From<IngestError> for ApiError {
             }
             IngestError::Store(s) => ApiError::Store(s),
             IngestError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        match e {
+            TenantError::Invalid(v) => ApiError::Validation(v),
+            TenantError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            TenantError::UidTaken(_) => ApiError::Conflict(e.to_string()),
+            TenantError::Store(s) => ApiError::Store(s),
         }
     }
 }

@@ -17,6 +17,9 @@ use utoipa::ToSchema;
 pub struct TokenInput {
     pub name: String,
     pub scopes: Vec<Scope>,
+    /// A tenant's id or uid: the token then sees and acts only inside that tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -24,6 +27,8 @@ pub struct TokenCreated {
     pub id: String,
     pub name: String,
     pub scopes: Vec<Scope>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// The secret token; shown only in this answer.
     pub token: String,
 }
@@ -37,7 +42,18 @@ pub async fn create(
     ApiJson(input): ApiJson<TokenInput>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     caller.require(Scope::Admin)?;
-    let t = make_token(&input.name, input.scopes, now_ms())
+    let tenant = match &input.tenant {
+        Some(t) => Some(
+            state
+                .store
+                .get_tenant(t)
+                .await?
+                .ok_or_else(|| ApiError::field("tenant", format!("no tenant {t:?}")))?
+                .id,
+        ),
+        None => None,
+    };
+    let t = make_token(&input.name, input.scopes, tenant.as_deref(), now_ms())
         .map_err(|e| ApiError::field(e.field(), e.to_string()))?;
     let scopes = t.record.scopes.clone();
     state
@@ -50,6 +66,7 @@ pub async fn create(
             id: t.record.id,
             name: t.record.name,
             scopes,
+            tenant,
             token: t.token,
         }),
     ))

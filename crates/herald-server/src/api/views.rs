@@ -160,6 +160,9 @@ pub struct TokenView {
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// The tenant it is confined to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl From<TokenRecord> for TokenView {
@@ -171,6 +174,7 @@ impl From<TokenRecord> for TokenView {
             created_at: rfc3339(t.created_at),
             last_used_at: t.last_used_at.map(rfc3339),
             revoked_at: t.revoked_at.map(rfc3339),
+            tenant: t.tenant,
         }
     }
 }

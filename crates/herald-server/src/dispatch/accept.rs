@@ -84,6 +84,7 @@ impl Dispatcher {
                         idempotency_key: m.idempotency.as_ref().map(|k| k.key.clone()),
                         body: m.body.clone(),
                         created_at: m.created_at,
+                        tenant: m.tenant.clone(),
                     },
                     lease_token: token,
                 };

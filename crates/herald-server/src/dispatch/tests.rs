@@ -220,6 +220,7 @@ fn message(dest: &str) -> NewMessage {
         }],
         idempotency: None,
         actor: "test".into(),
+        tenant: None,
     }
 }
 
@@ -249,6 +250,7 @@ fn unstored_ready(dest: &str) -> Ready {
                 idempotency_key: None,
                 body: r#"{"text":"hi"}"#.into(),
                 created_at: now,
+                tenant: None,
             },
             lease_token: LeaseToken::new(),
         },

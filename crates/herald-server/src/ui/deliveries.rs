@@ -118,7 +118,7 @@ pub async fn page(
         context! {
             search => &search,
             statuses => STATUSES,
-            destinations => state.destinations.all().iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+            destinations => state.destinations.of_tenant(None).iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
             rows => rows.iter().map(|d| row(d, now)).collect::<Vec<_>>(),
             next,
             paged => q.before.is_some(),

@@ -38,7 +38,7 @@ fn shown(t: Option<&str>, now: i64) -> Option<String> {
 pub async fn page(State(state): State<AppState>, user: UiUser) -> UiResult {
     let now = now_ms();
     let mut rows = Vec::new();
-    for e in state.destinations.all() {
+    for e in state.destinations.of_tenant(None) {
         let h = health_of(&state, &e).await?;
         let last = state
             .store

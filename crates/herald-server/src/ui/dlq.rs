@@ -32,7 +32,7 @@ pub async fn page(
     Query(p): Query<DlqParams>,
 ) -> UiResult {
     let mut queues = Vec::new();
-    for e in state.destinations.all() {
+    for e in state.destinations.of_tenant(None) {
         let dead = state.store.queue_counts(&e.name).await?.dead;
         queues.push(context! { name => e.name.clone(), dead, selected => e.name == p.queue });
     }

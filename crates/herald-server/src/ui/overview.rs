@@ -26,7 +26,7 @@ pub async fn page(State(state): State<AppState>, user: UiUser) -> UiResult {
     let accepted = state.store.count_messages_since(since).await?;
     let (mut attempts, mut delivered, mut dead_total) = (0u64, 0u64, 0u64);
     let mut rows = Vec::new();
-    for e in state.destinations.all() {
+    for e in state.destinations.of_tenant(None) {
         let stats = state.store.attempt_stats(&e.name, since).await?;
         let counts = state.store.queue_counts(&e.name).await?;
         attempts += stats.total;

@@ -98,6 +98,8 @@ async fn get(state: &AppState, id: &str) -> Result<Option<Session>, UiError> {
                 token_id: r.token_id.clone().filter(|t| !t.starts_with(ENV_BINDING)),
                 name: r.name,
                 scopes: r.scopes,
+                // Sign-in refuses a tenant's token: a session is always the operator's.
+                tenant: None,
             },
             binding: r.token_id,
             csrf: r.csrf,
@@ -277,6 +279,7 @@ mod tests {
             token_id: None,
             name: "ops".into(),
             scopes: vec![Scope::Read],
+            tenant: None,
         }
     }
 

@@ -54,6 +54,12 @@ pub async fn submit(
         }
         Err(e) => return Err(e.into()),
     };
+    if caller.tenant.is_some() {
+        return Ok(refuse(
+            StatusCode::FORBIDDEN,
+            "That token belongs to one tenant: it opens that tenant's portal, not the operator's dashboard.",
+        ));
+    }
     if !caller.can(Scope::Read) {
         return Ok(refuse(
             StatusCode::FORBIDDEN,

@@ -45,9 +45,9 @@ pub(super) async fn accept_batch(
     for chunk in insert_chunks(&new) {
         let mut q = sqlx::query(AssertSqlSafe(values_sql_for(
             w.dialect,
-            "INSERT INTO messages (id, event_type, idempotency_key, body, created_at)",
+            "INSERT INTO messages (id, event_type, idempotency_key, body, created_at, tenant)",
             chunk.len(),
-            5,
+            6,
         )));
         for m in chunk {
             q = q
@@ -55,7 +55,8 @@ pub(super) async fn accept_batch(
                 .bind(&m.event_type)
                 .bind(m.idempotency.as_ref().map(|i| &i.key))
                 .bind(&m.body)
-                .bind(m.created_at);
+                .bind(m.created_at)
+                .bind(&m.tenant);
         }
         q.execute(&mut w.conn).await?;
     }
@@ -120,7 +121,10 @@ pub(super) async fn accept_batch(
                 .iter()
                 .map(|d| d.destination.as_str())
                 .collect();
-            let detail = json!({"event_type": m.event_type, "destinations": destinations});
+            let mut detail = json!({"event_type": m.event_type, "destinations": destinations});
+            if let Some(t) = &m.tenant {
+                detail["tenant"] = json!(t);
+            }
             new_audit(
                 m.created_at,
                 &m.actor,
@@ -178,7 +182,7 @@ pub(super) async fn accept_messages(
 
 pub(super) async fn get_message(store: &SqlStore, id: &str) -> Result<Option<MessageRecord>> {
     let row = sqlx::query(
-        "SELECT id, event_type, idempotency_key, body, created_at FROM messages WHERE id = $1",
+        "SELECT id, event_type, idempotency_key, body, created_at, tenant FROM messages WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&store.reads)
@@ -192,4 +196,49 @@ pub(super) async fn count_messages_since(store: &SqlStore, since: i64) -> Result
         .fetch_one(&store.reads)
         .await?;
     Ok(n as u64)
+}
+
+pub(super) async fn list_messages(
+    store: &SqlStore,
+    q: &MessageQuery,
+) -> Result<Vec<MessageRecord>> {
+    let mut f = Filtered::new(
+        "SELECT id, event_type, idempotency_key, body, created_at, tenant FROM messages WHERE 1 = 1",
+    );
+    let types = q.event_types.len();
+    if q.tenant.is_some() {
+        f.and(true, "tenant = ?");
+    } else {
+        f.and_fixed("tenant IS NULL");
+    }
+    if types > 0 {
+        let marks = vec!["?"; types].join(", ");
+        f.and(true, &format!("event_type IN ({marks})"));
+    }
+    f.and(q.idempotency_key.is_some(), "idempotency_key = ?");
+    f.and(q.before_id.is_some(), "id < ?");
+    f.and(q.created_before.is_some(), "created_at < ?");
+    f.and(q.created_after.is_some(), "created_at > ?");
+    let sql = f.newest_first("id");
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    if let Some(t) = &q.tenant {
+        query = query.bind(t);
+    }
+    for t in &q.event_types {
+        query = query.bind(t);
+    }
+    if let Some(k) = &q.idempotency_key {
+        query = query.bind(k);
+    }
+    if let Some(b) = &q.before_id {
+        query = query.bind(b);
+    }
+    if let Some(b) = q.created_before {
+        query = query.bind(b);
+    }
+    if let Some(a) = q.created_after {
+        query = query.bind(a);
+    }
+    let rows = query.bind(q.limit as i64).fetch_all(&store.reads).await?;
+    rows.iter().map(|r| message_from_row(r, "")).collect()
 }

@@ -6,15 +6,16 @@ pub(super) async fn create_token(store: &SqlStore, t: TokenRecord, actor: &str) 
     let actor = actor.to_string();
     store.write(move |w| {
         Box::pin(async move {
-            sqlx::query("INSERT INTO tokens (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)")
+            sqlx::query("INSERT INTO tokens (id, name, hash, scopes, created_at, tenant) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(&t.id)
                 .bind(&t.name)
                 .bind(&t.hash)
                 .bind(Scope::join(&t.scopes))
                 .bind(t.created_at)
+                .bind(&t.tenant)
                 .execute(&mut w.conn)
                 .await?;
-            audit(w, &new_audit(t.created_at, &actor, "token.created", &t.id, json!({"name": t.name, "scopes": t.scopes}))).await
+            audit(w, &new_audit(t.created_at, &actor, "token.created", &t.id, json!({"name": t.name, "scopes": t.scopes, "tenant": t.tenant}))).await
         })
     })
     .await

@@ -90,7 +90,7 @@ pub(super) async fn claim_in(w: &mut Writer, req: &ClaimRequest) -> Result<Claim
     // no index).
     for chunk in insert_chunks(&leased) {
         let sql = format!(
-            "SELECT {DELIVERY_COLS}, m.id AS m_id, m.event_type AS m_event_type, m.idempotency_key AS m_idempotency_key, m.body AS m_body, m.created_at AS m_created_at
+            "SELECT {DELIVERY_COLS}, m.id AS m_id, m.event_type AS m_event_type, m.idempotency_key AS m_idempotency_key, m.body AS m_body, m.created_at AS m_created_at, m.tenant AS m_tenant
              FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.id IN ({})",
             placeholders(w.dialect, chunk.len())
         );

@@ -57,30 +57,90 @@ pub(super) async fn list_attempts(
     .bind(delivery_id)
     .fetch_all(&store.reads)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let outcome: String = r.try_get("outcome")?;
-            Ok(AttemptRecord {
-                number: r.try_get::<i64, _>("number")? as u32,
-                started_at: r.try_get("started_at")?,
-                duration_ms: r.try_get("duration_ms")?,
-                outcome: AttemptOutcome::parse(&outcome)
-                    .ok_or_else(|| StoreError::Corrupt(format!("attempt outcome {outcome:?}")))?,
-                status_code: r
-                    .try_get::<Option<i64>, _>("status_code")?
-                    .map(|c| c as u16),
-                error_class: r
-                    .try_get::<Option<String>, _>("error_class")?
-                    .as_deref()
-                    .and_then(ErrorClass::parse),
-                error: r.try_get("error")?,
-                response_excerpt: r.try_get("response_excerpt")?,
-                exchange: r
-                    .try_get::<Option<String>, _>("exchange")?
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-            })
-        })
-        .collect()
+    rows.iter().map(attempt_from_row).collect()
+}
+
+fn attempt_from_row(r: &AnyRow) -> Result<AttemptRecord> {
+    let outcome: String = r.try_get("outcome")?;
+    Ok(AttemptRecord {
+        number: r.try_get::<i64, _>("number")? as u32,
+        started_at: r.try_get("started_at")?,
+        duration_ms: r.try_get("duration_ms")?,
+        outcome: AttemptOutcome::parse(&outcome)
+            .ok_or_else(|| StoreError::Corrupt(format!("attempt outcome {outcome:?}")))?,
+        status_code: r
+            .try_get::<Option<i64>, _>("status_code")?
+            .map(|c| c as u16),
+        error_class: r
+            .try_get::<Option<String>, _>("error_class")?
+            .as_deref()
+            .and_then(ErrorClass::parse),
+        error: r.try_get("error")?,
+        response_excerpt: r.try_get("response_excerpt")?,
+        exchange: r
+            .try_get::<Option<String>, _>("exchange")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
+pub(super) async fn list_destination_attempts(
+    store: &SqlStore,
+    destination: &str,
+    after: Option<AttemptCursor>,
+    limit: u32,
+) -> Result<Vec<DestinationAttempt>> {
+    let cursor = after.unwrap_or(AttemptCursor {
+        started_at: i64::MAX,
+        delivery_id: String::new(),
+        number: 0,
+    });
+    let sql = format!(
+        "SELECT {ATTEMPT_WITH_DELIVERY} WHERE a.destination = $1
+           AND (a.started_at < $2 OR (a.started_at = $2 AND (a.delivery_id < $3 OR (a.delivery_id = $3 AND a.number < $4))))
+         ORDER BY a.started_at DESC, a.delivery_id DESC, a.number DESC LIMIT $5"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(destination)
+        .bind(cursor.started_at)
+        .bind(&cursor.delivery_id)
+        .bind(cursor.number as i64)
+        .bind(limit as i64)
+        .fetch_all(&store.reads)
+        .await?;
+    rows.iter().map(destination_attempt_from_row).collect()
+}
+
+/// An attempt joined with its delivery, for [`DestinationAttempt`].
+const ATTEMPT_WITH_DELIVERY: &str = "a.delivery_id, d.message_id, d.destination,
+    CASE WHEN d.manual = 1 OR (d.budget_base > 0 AND a.number > d.budget_base) THEN 1 ELSE 0 END AS manual,
+    a.number, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error_class, a.error, a.response_excerpt, a.exchange
+    FROM attempts a JOIN deliveries d ON d.id = a.delivery_id";
+
+fn destination_attempt_from_row(r: &AnyRow) -> Result<DestinationAttempt> {
+    Ok(DestinationAttempt {
+        delivery_id: DeliveryId::stored(r.try_get("delivery_id")?),
+        message_id: MessageId::stored(r.try_get("message_id")?),
+        destination: r.try_get("destination")?,
+        manual: r.try_get::<i64, _>("manual")? != 0,
+        attempt: attempt_from_row(r)?,
+    })
+}
+
+pub(super) async fn list_message_attempts(
+    store: &SqlStore,
+    message: &str,
+    limit: u32,
+) -> Result<Vec<DestinationAttempt>> {
+    let sql = format!(
+        "SELECT {ATTEMPT_WITH_DELIVERY} WHERE d.message_id = $1
+         ORDER BY a.started_at DESC, a.delivery_id DESC, a.number DESC LIMIT $2"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(message)
+        .bind(limit as i64)
+        .fetch_all(&store.reads)
+        .await?;
+    rows.iter().map(destination_attempt_from_row).collect()
 }
 
 pub(super) async fn queue_counts(store: &SqlStore, destination: &str) -> Result<QueueCounts> {

@@ -170,3 +170,45 @@ pub(super) async fn discard_dead(
         })
         .await
 }
+
+pub(super) async fn resend(
+    store: &SqlStore,
+    message: &str,
+    destination: &str,
+    delivery: DeliveryId,
+    actor: &str,
+    now: i64,
+) -> Result<bool> {
+    let (message, destination, actor) = (
+        message.to_string(),
+        destination.to_string(),
+        actor.to_string(),
+    );
+    store
+        .write(move |w| {
+            Box::pin(async move {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM messages WHERE id = $1")
+                    .bind(&message)
+                    .fetch_optional(&mut w.conn)
+                    .await?;
+                if exists.is_none() {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO deliveries (id, message_id, destination, status, next_attempt_at, manual, created_at, updated_at)
+                     VALUES ($1, $2, $3, 'pending', $4, 1, $4, $4)",
+                )
+                .bind(delivery.as_str())
+                .bind(&message)
+                .bind(&destination)
+                .bind(now)
+                .execute(&mut w.conn)
+                .await?;
+                w.new_work = true;
+                let detail = json!({"destination": destination, "delivery": delivery.as_str()});
+                audit(w, &new_audit(now, &actor, "message.resent", &message, detail)).await?;
+                Ok(true)
+            })
+        })
+        .await
+}

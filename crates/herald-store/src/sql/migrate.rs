@@ -13,6 +13,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../../migrations/0009_attempt_exchange.sql"),
     ),
+    (10, include_str!("../../migrations/0010_tenants.sql")),
 ];
 
 /// The schema version this Herald migrates to.

@@ -17,7 +17,8 @@
 //! One file per topic: this one holds the types, settings and [`SqlStore`] itself;
 //! `migrate` the schema; `writer` and `group` the writer task and its group commit;
 //! `audit` the chain; `rows` the row mapping and SQL helpers; `accept`, `claim`, `finish`,
-//! `dlq`, `error_groups`, `destinations`, `deliveries`, `access` (tokens, sessions) and
+//! `dlq`, `error_groups`, `destinations`, `deliveries`, `access` (tokens, sessions), `tenants`
+//! (tenants and the event-type catalog) and
 //! `meta` (readiness, settings, pruning) what their names say; `store` maps each [`Store`]
 //! method to the function of its topic.
 
@@ -58,6 +59,7 @@ mod meta;
 mod migrate;
 mod rows;
 mod store;
+mod tenants;
 mod writer;
 
 use accept::*;

@@ -34,6 +34,7 @@ pub(super) fn message_from_row(r: &AnyRow, prefix: &str) -> Result<MessageRecord
         idempotency_key: r.try_get(col("idempotency_key").as_str())?,
         body: r.try_get(col("body").as_str())?,
         created_at: r.try_get(col("created_at").as_str())?,
+        tenant: r.try_get(col("tenant").as_str())?,
     })
 }
 
@@ -63,6 +64,7 @@ pub(super) fn token_from_row(r: &AnyRow) -> Result<TokenRecord> {
         created_at: r.try_get("created_at")?,
         last_used_at: r.try_get("last_used_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        tenant: r.try_get("tenant")?,
     })
 }
 
@@ -103,14 +105,26 @@ impl Filtered {
         }
     }
 
-    /// Appends ` AND <fragment>` when `on`, its `?` becoming the next numbered placeholder.
+    /// Appends ` AND <fragment>` when `on`, each `?` becoming the next numbered placeholder.
     pub(super) fn and(&mut self, on: bool, fragment: &str) {
         if on {
-            self.n += 1;
             self.sql.push_str(" AND ");
-            self.sql
-                .push_str(&fragment.replace('?', &format!("${}", self.n)));
+            let mut parts = fragment.split('?');
+            if let Some(first) = parts.next() {
+                self.sql.push_str(first);
+            }
+            for part in parts {
+                self.n += 1;
+                self.sql.push_str(&format!("${}", self.n));
+                self.sql.push_str(part);
+            }
         }
+    }
+
+    /// Appends a fixed condition without placeholders.
+    pub(super) fn and_fixed(&mut self, condition: &str) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(condition);
     }
 
     /// The query, newest first by `id`, with the limit as the last placeholder.

@@ -237,4 +237,79 @@ impl Store for SqlStore {
     fn single_node(&self) -> bool {
         self.dialect == Dialect::Sqlite
     }
+
+    async fn put_tenant(&self, t: TenantRecord, actor: &str) -> Result<TenantPut> {
+        tenants::put_tenant(self, t, actor).await
+    }
+
+    async fn get_tenant(&self, id_or_uid: &str) -> Result<Option<TenantRecord>> {
+        tenants::get_tenant(self, id_or_uid).await
+    }
+
+    async fn list_tenants(&self, after: Option<&str>, limit: u32) -> Result<Vec<TenantRecord>> {
+        tenants::list_tenants(self, after, limit).await
+    }
+
+    async fn delete_tenant(&self, id: &str, actor: &str, now: i64) -> Result<bool> {
+        tenants::delete_tenant(self, id, actor, now).await
+    }
+
+    async fn put_event_type(&self, e: EventTypeRecord, actor: &str) -> Result<bool> {
+        tenants::put_event_type(self, e, actor).await
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventTypeRecord>> {
+        tenants::get_event_type(self, name).await
+    }
+
+    async fn list_event_types(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        include_archived: bool,
+    ) -> Result<Vec<EventTypeRecord>> {
+        tenants::list_event_types(self, after, limit, include_archived).await
+    }
+
+    async fn delete_event_type(
+        &self,
+        name: &str,
+        expunge: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool> {
+        tenants::delete_event_type(self, name, expunge, actor, now).await
+    }
+
+    async fn list_messages(&self, q: &MessageQuery) -> Result<Vec<MessageRecord>> {
+        accept::list_messages(self, q).await
+    }
+
+    async fn list_destination_attempts(
+        &self,
+        destination: &str,
+        after: Option<AttemptCursor>,
+        limit: u32,
+    ) -> Result<Vec<DestinationAttempt>> {
+        deliveries::list_destination_attempts(self, destination, after, limit).await
+    }
+
+    async fn list_message_attempts(
+        &self,
+        message: &MessageId,
+        limit: u32,
+    ) -> Result<Vec<DestinationAttempt>> {
+        deliveries::list_message_attempts(self, message.as_str(), limit).await
+    }
+
+    async fn resend(
+        &self,
+        message: &MessageId,
+        destination: &str,
+        delivery: DeliveryId,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool> {
+        dlq::resend(self, message.as_str(), destination, delivery, actor, now).await
+    }
 }

@@ -17,6 +17,7 @@ mod dashboard;
 mod error_groups;
 mod finish;
 mod lifecycle;
+mod tenants;
 mod writer;
 
 /// One store under test: "two nodes" are two stores on one database (on SQLite, where one
@@ -88,6 +89,7 @@ fn message(dest: &str, key: Option<(&str, &str)>) -> NewMessage {
             expires_at: i64::MAX,
         }),
         actor: "test".into(),
+        tenant: None,
     }
 }
 

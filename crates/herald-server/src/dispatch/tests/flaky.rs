@@ -235,4 +235,75 @@ impl Store for Flaky {
     fn single_node(&self) -> bool {
         !self.shared && self.inner.single_node()
     }
+    async fn put_tenant(&self, t: TenantRecord, actor: &str) -> Result<TenantPut> {
+        self.inner.put_tenant(t, actor).await
+    }
+    async fn get_tenant(&self, id_or_uid: &str) -> Result<Option<TenantRecord>> {
+        self.inner.get_tenant(id_or_uid).await
+    }
+    async fn list_tenants(&self, after: Option<&str>, limit: u32) -> Result<Vec<TenantRecord>> {
+        self.inner.list_tenants(after, limit).await
+    }
+    async fn delete_tenant(&self, id: &str, actor: &str, now: i64) -> Result<bool> {
+        self.inner.delete_tenant(id, actor, now).await
+    }
+    async fn put_event_type(&self, e: EventTypeRecord, actor: &str) -> Result<bool> {
+        self.inner.put_event_type(e, actor).await
+    }
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventTypeRecord>> {
+        self.inner.get_event_type(name).await
+    }
+    async fn list_event_types(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        include_archived: bool,
+    ) -> Result<Vec<EventTypeRecord>> {
+        self.inner
+            .list_event_types(after, limit, include_archived)
+            .await
+    }
+    async fn delete_event_type(
+        &self,
+        name: &str,
+        expunge: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.inner
+            .delete_event_type(name, expunge, actor, now)
+            .await
+    }
+    async fn list_messages(&self, q: &MessageQuery) -> Result<Vec<MessageRecord>> {
+        self.inner.list_messages(q).await
+    }
+    async fn list_destination_attempts(
+        &self,
+        destination: &str,
+        after: Option<AttemptCursor>,
+        limit: u32,
+    ) -> Result<Vec<DestinationAttempt>> {
+        self.inner
+            .list_destination_attempts(destination, after, limit)
+            .await
+    }
+    async fn list_message_attempts(
+        &self,
+        message: &MessageId,
+        limit: u32,
+    ) -> Result<Vec<DestinationAttempt>> {
+        self.inner.list_message_attempts(message, limit).await
+    }
+    async fn resend(
+        &self,
+        message: &MessageId,
+        destination: &str,
+        delivery: DeliveryId,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.inner
+            .resend(message, destination, delivery, actor, now)
+            .await
+    }
 }
