@@ -889,6 +889,37 @@ pub fn mask_headers(headers: &mut BTreeMap<String, String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotated_out_secret_signs_until_its_time_is_up() {
+        let old = SigningKey::generate();
+        let new = SigningKey::generate();
+        let mut w: WebhookSpec = serde_json::from_value(serde_json::json!({
+            "url": "http://127.0.0.1:9/", "secret": old
+        }))
+        .unwrap();
+        w.rotate_secret(new.clone(), 2_000, 1_000);
+        assert_eq!(
+            w.signing_secrets(1_500),
+            [new.as_str(), old.as_str()],
+            "new first"
+        );
+        assert_eq!(
+            w.signing_secrets(2_000),
+            [new.as_str()],
+            "the overlap is over"
+        );
+        let mut errs = ValidationErrors::new();
+        w.validate(&mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        // Rotating again drops what has expired and keeps what still overlaps.
+        let third = SigningKey::generate();
+        w.rotate_secret(third.clone(), 5_000, 2_500);
+        assert_eq!(w.signing_secrets(3_000), [third.as_str(), new.as_str()]);
+        let mut masked = w.clone();
+        masked.mask();
+        assert!(masked.retired_secrets.iter().all(|r| r.secret != new));
+    }
     use crate::destination::DestinationSpec;
     use serde_json::json;
 

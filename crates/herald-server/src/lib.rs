@@ -208,6 +208,7 @@ pub async fn start(config: Config) -> Result<Herald, String> {
         auth: Arc::new(Authenticator::new(config.admin_token.clone())),
         signer: Arc::new(signer),
         config: config.clone(),
+        quotas: Arc::default(),
     };
     state
         .destinations

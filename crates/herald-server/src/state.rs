@@ -22,4 +22,6 @@ pub struct AppState {
     /// Signs audit checkpoints.
     pub signer: Arc<CheckpointSigner>,
     pub config: Arc<Config>,
+    /// Tenants' message quotas on this node.
+    pub quotas: Arc<crate::tenants::Quotas>,
 }

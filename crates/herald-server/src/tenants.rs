@@ -7,8 +7,10 @@ use crate::auth::Caller;
 use crate::state::AppState;
 use herald_core::ValidationErrors;
 use herald_core::ids::TenantId;
+use herald_core::rate_limit::{RateLimit, TokenBucket};
 use herald_store::{StoreError, TenantPut, TenantRecord};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 /// What a tenant is made or replaced from.
 #[derive(Debug, Clone, Default)]
@@ -184,6 +186,44 @@ pub async fn delete(state: &AppState, t: &TenantRecord, actor: &str) -> Result<(
     Ok(())
 }
 
+/// Tenants' message quotas (`rate_limit`, messages per second with a burst of as many),
+/// kept by this node: on top of each destination's limit, which holds cluster-wide.
+#[derive(Default)]
+pub struct Quotas {
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+}
+
+/// More tenants than this with a quota in use at once, and the buckets start over full
+/// (memory stays bounded; a tenant gains at most one burst).
+const MAX_BUCKETS: usize = 100_000;
+
+impl Quotas {
+    /// Takes one message from the tenant's quota, or says when the next one fits (epoch
+    /// ms). Tenants without a quota always pass.
+    pub fn admit(&self, t: &TenantRecord, now: i64) -> Result<(), i64> {
+        let Some(rate) = t.rate_limit.filter(|r| *r > 0) else {
+            return Ok(());
+        };
+        let limit = RateLimit {
+            per_ms: f64::from(rate) / 1000.0,
+            burst: f64::from(rate),
+        };
+        let mut buckets = self.buckets.lock().expect("quota lock");
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&t.id) {
+            buckets.clear();
+        }
+        let bucket = buckets
+            .entry(t.id.clone())
+            .or_insert_with(|| TokenBucket::full(&limit, now));
+        if bucket.available(&limit, now) >= 1 {
+            bucket.take(&limit, 1, now);
+            Ok(())
+        } else {
+            Err(bucket.next_token_at(&limit).max(now + 1))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +245,28 @@ mod tests {
         let errs = bad.validate().unwrap_err();
         let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "uid", "rate_limit"]);
+    }
+
+    #[test]
+    fn a_quota_admits_its_rate_and_says_when_the_next_fits() {
+        let q = Quotas::default();
+        let t = TenantRecord {
+            id: "app_1".into(),
+            uid: None,
+            name: "t".into(),
+            metadata: BTreeMap::new(),
+            rate_limit: Some(2),
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert!(q.admit(&t, 1_000).is_ok() && q.admit(&t, 1_000).is_ok());
+        let next = q.admit(&t, 1_000).unwrap_err();
+        assert!(next > 1_000 && next <= 1_500, "{next}");
+        assert!(q.admit(&t, 1_500).is_ok(), "refilled");
+        let free = TenantRecord {
+            rate_limit: None,
+            ..t
+        };
+        assert!((0..100).all(|_| q.admit(&free, 1_000).is_ok()));
     }
 }

@@ -547,3 +547,47 @@ async fn deleting_an_application_removes_its_endpoints_and_discards_their_delive
         .expect("audited");
     assert_eq!(deleted["detail"]["tenant"], a_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applications_throttle_rate_holds_messages_back_with_retry_after() {
+    let rx = FakeReceiver::start().await;
+    let h = TestHerald::start().await;
+    let (s, a) = h
+        .call(
+            Method::POST,
+            "/api/v1/app",
+            Some(json!({"name": "slow", "throttleRate": 2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let a_id = a["id"].as_str().unwrap();
+    endpoint(&h, a_id, &rx.url("/slow")).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(message(&h, &h.token, a_id, None).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::ACCEPTED,
+            StatusCode::ACCEPTED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let resp = h
+        .http
+        .post(h.url(&format!("/api/v1/app/{a_id}/msg")))
+        .bearer_auth(&h.token)
+        .json(&json!({"eventType": "x", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1).contains(&wait), "{wait}");
+    assert_eq!(rx.wait_for(2, WAIT).await.len(), 2);
+}

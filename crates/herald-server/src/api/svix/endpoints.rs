@@ -166,13 +166,19 @@ async fn spec_of(
             ));
         }
     }
+    // 2.x SDKs call the filter `eventTypes`, 1.x `filterTypes`: errors name what was sent.
+    let field = if input.event_types.is_some() {
+        "eventTypes"
+    } else {
+        "filterTypes"
+    };
     let types = input.event_types.or(input.filter_types);
     let events = match types {
         None => vec!["*".to_string()],
         Some(t) if t.is_empty() => {
             return Err(SvixError::body_field(
-                "filterTypes",
-                "eventTypes can't be empty",
+                field,
+                format!("{field} can't be empty"),
             ));
         }
         Some(t) => {
@@ -185,7 +191,7 @@ async fn spec_of(
             }
             if !missing.is_empty() {
                 return Err(SvixError::body_field(
-                    "filterTypes",
+                    field,
                     format!(
                         "The following event types don't exist: {}",
                         missing.join(", ")

@@ -90,6 +90,12 @@ pub async fn send(
     let Value::Object(payload) = m.payload else {
         return Err(SvixError::body_field("payload", "must be a JSON object"));
     };
+    let now = herald_core::clock::now_ms();
+    if let Err(next) = state.quotas.admit(tenant, now) {
+        return Err(SvixError::TooMany {
+            retry_after_s: ((next - now) as u64).div_ceil(1000).max(1),
+        });
+    }
     let input: MessageInput = serde_json::from_value(json!({
         "event_type": m.event_type,
         "payload": payload,
@@ -594,15 +600,7 @@ pub async fn attempted_endpoints(
         .filter(|d| d.attempt_count > 0 || d.status == DeliveryStatus::Delivered)
         .filter_map(|d| {
             let e = state.destinations.get(&d.destination)?;
-            let (status, status_text) = match d.status {
-                DeliveryStatus::Delivered => (0, "success"),
-                DeliveryStatus::Pending | DeliveryStatus::InFlight if d.attempt_count > 0 => {
-                    (3, "sending")
-                }
-                DeliveryStatus::Pending | DeliveryStatus::InFlight => (1, "pending"),
-                DeliveryStatus::Dead | DeliveryStatus::FailedOver => (2, "fail"),
-                DeliveryStatus::Discarded => (4, "canceled"),
-            };
+            let (status, status_text) = delivery_status(&d);
             Some(MessageEndpointOut {
                 endpoint: endpoint_out(&e),
                 status,
@@ -615,6 +613,82 @@ pub async fn attempted_endpoints(
         .collect();
     let out = page(items, limit, |o| o.endpoint.id.clone());
     Ok(Json(out))
+}
+
+/// Where a delivery stands, as Svix's message status and its text.
+fn delivery_status(d: &herald_store::DeliveryRecord) -> (u8, &'static str) {
+    match d.status {
+        DeliveryStatus::Delivered => (0, "success"),
+        DeliveryStatus::Pending | DeliveryStatus::InFlight if d.attempt_count > 0 => (3, "sending"),
+        DeliveryStatus::Pending | DeliveryStatus::InFlight => (1, "pending"),
+        DeliveryStatus::Dead | DeliveryStatus::FailedOver => (2, "fail"),
+        DeliveryStatus::Discarded => (4, "canceled"),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointMessageOut {
+    #[serde(flatten)]
+    message: MessageOut,
+    status: u8,
+    status_text: &'static str,
+    next_attempt: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct AttemptedMessagesQuery {
+    limit: Option<u32>,
+    iterator: Option<String>,
+    with_content: Option<bool>,
+}
+
+/// `GET /app/{app_id}/endpoint/{endpoint_id}/msg`: the messages sent to the endpoint,
+/// newest delivery first, with where each stands (the iterator is a delivery's id).
+pub async fn attempted_messages(
+    State(state): State<AppState>,
+    SvixCaller(caller): SvixCaller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    uri: Uri,
+) -> SvixResult<Json<ListResponse<EndpointMessageOut>>> {
+    require(&caller, Scope::Read)?;
+    let q: AttemptedMessagesQuery = query(&uri)?;
+    let limit = limit(q.limit)?;
+    let tenant = app(&state, &caller, &app_id).await?;
+    let e = find_endpoint(&state, &tenant, &endpoint_id)?;
+    let deliveries = state
+        .store
+        .list_deliveries(&DeliveryQuery {
+            destination: Some(e.name.clone()),
+            before: q.iterator.filter(|i| !i.starts_with('-')),
+            limit: limit + 1,
+            ..Default::default()
+        })
+        .await?;
+    let with_content = q.with_content.unwrap_or(true);
+    let mut items = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        let Some(m) = state.store.get_message(&d.message_id).await? else {
+            continue;
+        };
+        let (status, status_text) = delivery_status(&d);
+        items.push((
+            d.id.to_string(),
+            EndpointMessageOut {
+                message: message_out(&m, with_content),
+                status,
+                status_text,
+                next_attempt: d.next_attempt_at.filter(|_| status == 3).map(time),
+            },
+        ));
+    }
+    let out = page(items, limit, |(id, _)| id.clone());
+    Ok(Json(ListResponse {
+        data: out.data.into_iter().map(|(_, m)| m).collect(),
+        iterator: out.iterator,
+        prev_iterator: out.prev_iterator,
+        done: out.done,
+    }))
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub enum SvixError {
         detail: String,
     },
     Validation(Vec<(Vec<String>, String)>),
+    /// The application's `throttleRate` is spent: 429 with `Retry-After`.
+    TooMany {
+        retry_after_s: u64,
+    },
 }
 
 impl SvixError {
@@ -160,7 +164,15 @@ impl From<crate::destinations::DestinationError> for SvixError {
 
 impl IntoResponse for SvixError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, body) = match self {
+            SvixError::TooMany { retry_after_s } => {
+                retry_after = Some(retry_after_s);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({"code": "rate_limited", "detail": "the application's throttleRate is spent; retry after Retry-After"}),
+                )
+            }
             SvixError::Http {
                 status,
                 code,
@@ -175,6 +187,10 @@ impl IntoResponse for SvixError {
             ),
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(s) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
         resp.extensions_mut().insert(Shaped);
         resp
     }
@@ -441,7 +457,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/app/{app_id}/endpoint/{endpoint_id}/msg",
-            get(not_implemented),
+            get(messages::attempted_messages),
         )
         .route(
             "/app/{app_id}/endpoint/{endpoint_id}/transformation",
