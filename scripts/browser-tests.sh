@@ -3,7 +3,8 @@
 # controlled by playwright-core (Node; pinned in tests/browser/package-lock.json). Installs
 # what is missing (idempotent, quick when present), builds herald, starts a real
 # `herald serve` on a free loopback port with a fresh data directory, and runs
-# tests/browser/dashboard.test.mjs against it. Screenshots go to target/browser-screenshots/.
+# tests/browser/dashboard.test.mjs and tests/browser/portal.test.mjs (the customer portal)
+# against it. Screenshots go to target/browser-screenshots/.
 # Closing line: `browser: N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,6 +81,9 @@ set +e
 HERALD_URL="$url" HERALD_ADMIN_TOKEN="$admin" SCREENSHOTS="$shots" \
     node tests/browser/dashboard.test.mjs
 status=$?
+# The customer portal's story runs against the same Herald (its own tenants and tokens).
+HERALD_URL="$url" HERALD_ADMIN_TOKEN="$admin" SCREENSHOTS="$shots" \
+    node tests/browser/portal.test.mjs || status=1
 set -e
 if [ "$status" -ne 0 ]; then
     echo "-- herald's log (last 30 lines):" >&2

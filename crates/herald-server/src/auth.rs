@@ -117,6 +117,7 @@ pub fn new_token(name: &str, scopes: &[Scope], tenant: Option<&str>, now: i64) -
             last_used_at: None,
             revoked_at: None,
             tenant: tenant.map(str::to_string),
+            expires_at: None,
         },
     }
 }
@@ -221,6 +222,9 @@ impl Authenticator {
         let presented = hash_secret(secret);
         if !bool::from(presented.as_bytes().ct_eq(record.hash.as_bytes()))
             || record.revoked_at.is_some()
+            || record
+                .expires_at
+                .is_some_and(|e| e <= herald_core::clock::now_ms())
         {
             return Err(AuthError::Invalid);
         }

@@ -81,6 +81,8 @@ pub struct Config {
     pub max_decompressed_bytes: usize,
     /// `[store]`: how the node reaches and checks its database.
     pub store: StoreSettings,
+    /// `[portal]`: embedding, access links.
+    pub portal: PortalSettings,
     /// `[http]`: the listener's limits against slow and idle clients.
     pub http: HttpSettings,
     /// `[secrets]`: what `${env:…}`/`${file:…}` references may read.
@@ -141,6 +143,31 @@ impl Config {
             env_prefix: self.secrets.env_prefix.clone(),
             file_dirs: self.secrets.file_dirs.clone(),
             forbidden,
+        }
+    }
+}
+
+/// `[portal]`: the customer portal (`/portal`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalSettings {
+    /// Who may embed the portal in a frame (CSP `frame-ancestors`), e.g.
+    /// `["https://app.example.com"]`; empty: nobody.
+    pub frame_ancestors: Vec<String>,
+    /// How long a portal access link opens the portal (and how long at most its session
+    /// lasts).
+    pub access_ttl: HumanDuration,
+    /// The base URL portal links start with (`https://herald.example.com`); otherwise the
+    /// address the access request was made to.
+    pub public_url: Option<String>,
+}
+
+impl Default for PortalSettings {
+    fn default() -> Self {
+        PortalSettings {
+            frame_ancestors: Vec::new(),
+            access_ttl: HumanDuration(Duration::from_secs(3600)),
+            public_url: None,
         }
     }
 }
@@ -228,6 +255,7 @@ impl Default for Config {
             max_decompressed_bytes: 8 << 20,
             store: StoreSettings::default(),
             http: HttpSettings::default(),
+            portal: PortalSettings::default(),
             secrets: SecretSettings::default(),
             destinations: BTreeMap::new(),
         }
@@ -294,6 +322,28 @@ impl Config {
             || self.http.max_connections == 0
         {
             return Err("configuration: http.header_timeout, http.idle_timeout and http.max_connections must be above zero".into());
+        }
+        for a in &self.portal.frame_ancestors {
+            let ok = a == "'self'"
+                || ((a.starts_with("https://") || a.starts_with("http://"))
+                    && !a.contains([' ', ';', ',', '\'', '"']));
+            if !ok {
+                return Err(format!(
+                    "configuration: portal.frame_ancestors: {a:?} is not an origin (https://app.example.com) or 'self'"
+                ));
+            }
+        }
+        if self.portal.access_ttl.0.as_secs() < 60
+            || self.portal.access_ttl.0.as_secs() > 7 * 86_400
+        {
+            return Err("configuration: portal.access_ttl must be between 1m and 7d".into());
+        }
+        if let Some(u) = &self.portal.public_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(
+                "configuration: portal.public_url must start with https:// or http://".into(),
+            );
         }
         self.database().map_err(|e| format!("configuration: {e}"))?;
         Ok(())

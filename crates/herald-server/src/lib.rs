@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod keys;
 pub mod listener;
 pub mod operational;
+pub mod portal;
 pub mod state;
 pub mod telemetry;
 pub mod tenants;

@@ -186,6 +186,52 @@ pub async fn delete(state: &AppState, t: &TenantRecord, actor: &str) -> Result<(
     Ok(())
 }
 
+/// A portal access link: a token confined to the tenant, good for `ttl`, and the URL
+/// that turns it into a portal session. Audited (`token.created`); revoking the token
+/// (`DELETE /tokens/{id}`) ends the sessions it opened.
+pub struct PortalAccess {
+    pub url: String,
+    pub token: String,
+    pub token_id: String,
+    pub expires_at: i64,
+}
+
+pub async fn portal_access(
+    state: &AppState,
+    t: &TenantRecord,
+    actor: &str,
+    base_url: &str,
+) -> Result<PortalAccess, TenantError> {
+    let now = herald_core::clock::now_ms();
+    let ttl = state.config.portal.access_ttl.0.as_millis() as i64;
+    let mut made = crate::auth::new_token("portal", &[crate::auth::Scope::Admin], Some(&t.id), now);
+    made.record.expires_at = Some(now + ttl);
+    state.store.create_token(made.record.clone(), actor).await?;
+    let base = state
+        .config
+        .portal
+        .public_url
+        .as_deref()
+        .unwrap_or(base_url)
+        .trim_end_matches('/');
+    Ok(PortalAccess {
+        url: format!("{base}/portal/access?token={}", made.token),
+        token: made.token,
+        token_id: made.record.id,
+        expires_at: now + ttl,
+    })
+}
+
+/// The base URL a request was made to (`Host`, or what a proxy reports), for links.
+pub fn base_url_of(headers: &axum::http::HeaderMap) -> String {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    let host = get("x-forwarded-host")
+        .or_else(|| get("host"))
+        .unwrap_or("127.0.0.1:8080");
+    let scheme = get("x-forwarded-proto").unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
 /// Tenants' message quotas (`rate_limit`, messages per second with a burst of as many),
 /// kept by this node: on top of each destination's limit, which holds cluster-wide.
 #[derive(Default)]

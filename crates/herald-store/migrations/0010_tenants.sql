@@ -30,6 +30,9 @@ ALTER TABLE messages ADD COLUMN tenant TEXT;
 CREATE INDEX messages_tenant ON messages(tenant, id) WHERE tenant IS NOT NULL;
 
 ALTER TABLE tokens ADD COLUMN tenant TEXT;
+ALTER TABLE tokens ADD COLUMN expires_at BIGINT;    -- portal tokens are short-lived
+
+ALTER TABLE ui_sessions ADD COLUMN tenant TEXT;     -- a customer portal session's tenant
 
 -- A delivery made or revived by hand (a resend, a DLQ replay, a recover): its later
 -- attempts are the Svix API's "manual" ones.

@@ -318,6 +318,8 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
     /// The one tenant it may see and act in (`None`: the operator's token, every tenant).
     pub tenant: Option<String>,
+    /// When it stops opening Herald (epoch ms; `None`: never). Portal access tokens.
+    pub expires_at: Option<i64>,
 }
 
 /// An audit entry to append; the store assigns `seq` and the hashes.
@@ -413,6 +415,9 @@ pub struct SessionRecord {
     pub csrf: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// A customer portal session: the tenant it is confined to (`None`: a dashboard
+    /// session, the operator's).
+    pub tenant: Option<String>,
 }
 
 /// A tenant (Svix: an application): one customer of the platform running Herald. Its

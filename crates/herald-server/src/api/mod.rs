@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(tenants::patch)
                 .delete(tenants::delete),
         )
+        .route("/tenants/{id}/portal-access", post(tenants::portal_access))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .merge(svix::router())
@@ -113,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(crate::ui::router())
+        .merge(crate::portal::router())
         .fallback(not_found)
         .layer(axum::middleware::map_response(problems_everywhere))
         .layer(PropagateRequestIdLayer::x_request_id())

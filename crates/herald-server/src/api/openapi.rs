@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
         super::audit::list, super::audit::verify, super::audit::public_key, super::audit::checkpoint,
         super::errors::create, super::errors::list, super::errors::get, super::errors::resolve, super::errors::unresolve,
         super::sentry::envelope, super::sentry::store, super::apprise::notify, super::apprise::notify_by_header,
-        super::tenants::create, super::tenants::list, super::tenants::get, super::tenants::put, super::tenants::patch, super::tenants::delete,
+        super::tenants::create, super::tenants::list, super::tenants::get, super::tenants::put, super::tenants::patch, super::tenants::delete, super::tenants::portal_access,
         super::tokens::create, super::tokens::list, super::tokens::revoke,
         super::health::healthz, super::health::readyz,
     ),

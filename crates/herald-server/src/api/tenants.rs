@@ -207,6 +207,41 @@ pub async fn patch(
     Ok(Json(t.into()))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct PortalAccessView {
+    /// Opens the customer portal for this tenant (give it to the customer, or put it in a
+    /// frame).
+    pub url: String,
+    /// The token in the URL: confined to the tenant, revocable with `DELETE /tokens/{id}`.
+    pub token: String,
+    pub token_id: String,
+    pub expires_at: String,
+}
+
+/// A customer portal link for a tenant (admins).
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/portal-access", tag = "tenants", params(("id" = String, Path, description = "id or uid")),
+    responses((status = 201, body = PortalAccessView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn portal_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<(StatusCode, Json<PortalAccessView>)> {
+    caller.require(Scope::Admin)?;
+    let t = tenants::find(&state, &caller, &id).await?;
+    let base = tenants::base_url_of(&headers);
+    let a = tenants::portal_access(&state, &t, &caller.actor(), &base).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PortalAccessView {
+            url: a.url,
+            token: a.token,
+            token_id: a.token_id,
+            expires_at: rfc3339(a.expires_at),
+        }),
+    ))
+}
+
 /// Delete a tenant with its destinations (their unfinished deliveries are discarded).
 #[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "id or uid")),
     responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]

@@ -139,6 +139,11 @@ fn asset_urls() -> &'static (String, String) {
     })
 }
 
+/// The dashboard's stylesheet URL (the portal uses it too).
+pub fn css_url() -> Value {
+    Value::from_safe_string(asset_urls().0.clone())
+}
+
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "herald.css" => (CSS, "text/css; charset=utf-8"),
@@ -227,6 +232,14 @@ impl UiError {
             message: message.into(),
             sign_in: false,
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> String {
+        self.message.clone()
     }
 
     /// Sends the browser to the sign-in page.

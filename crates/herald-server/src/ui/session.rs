@@ -21,6 +21,8 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 pub const COOKIE_NAME: &str = "herald_session";
+/// The customer portal's cookie (`Path=/portal`): a session confined to one tenant.
+pub const PORTAL_COOKIE: &str = "herald_portal";
 /// A session lasts this long from sign-in (no sliding renewal).
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 
@@ -63,6 +65,15 @@ const ENV_BINDING: &str = "env:";
 /// it was made with: a stored token by its id (revoking it ends the session), the fixed
 /// admin token by its keyed fingerprint (changing it ends the session).
 pub async fn create(state: &AppState, caller: Caller) -> Result<String, UiError> {
+    create_for(state, caller, SESSION_TTL).await
+}
+
+/// [`create`] for `ttl`; a caller confined to a tenant makes a portal session.
+pub async fn create_for(
+    state: &AppState,
+    caller: Caller,
+    ttl: Duration,
+) -> Result<String, UiError> {
     let id = random(43);
     let now = herald_core::clock::now_ms();
     let binding = match &caller.token_id {
@@ -81,7 +92,8 @@ pub async fn create(state: &AppState, caller: Caller) -> Result<String, UiError>
             scopes: caller.scopes.clone(),
             csrf: random(32),
             created_at: now,
-            expires_at: now + SESSION_TTL.as_millis() as i64,
+            expires_at: now + ttl.as_millis() as i64,
+            tenant: caller.tenant.clone(),
         })
         .await?;
     Ok(id)
@@ -98,8 +110,7 @@ async fn get(state: &AppState, id: &str) -> Result<Option<Session>, UiError> {
                 token_id: r.token_id.clone().filter(|t| !t.starts_with(ENV_BINDING)),
                 name: r.name,
                 scopes: r.scopes,
-                // Sign-in refuses a tenant's token: a session is always the operator's.
-                tenant: None,
+                tenant: r.tenant,
             },
             binding: r.token_id,
             csrf: r.csrf,
@@ -110,11 +121,11 @@ async fn get(state: &AppState, id: &str) -> Result<Option<Session>, UiError> {
 /// and is not revoked, or the fixed admin token is the same as then.
 async fn still_bound(state: &AppState, s: &Session) -> Result<bool, UiError> {
     match (&s.caller.token_id, &s.binding) {
-        (Some(token_id), _) => Ok(state
-            .store
-            .get_token(token_id)
-            .await?
-            .is_some_and(|t| t.revoked_at.is_none())),
+        (Some(token_id), _) => Ok(state.store.get_token(token_id).await?.is_some_and(|t| {
+            t.revoked_at.is_none()
+                && t.expires_at
+                    .is_none_or(|e| e > herald_core::clock::now_ms())
+        })),
         // Made with the fixed admin token: the one configured now must be the same.
         (None, Some(binding)) => Ok(state.config.admin_token.as_deref().is_some_and(|t| {
             !t.is_empty() && bool::from(env_binding(state, t).as_bytes().ct_eq(binding.as_bytes()))
@@ -131,23 +142,52 @@ pub async fn end(state: &AppState, id: &str) -> Result<(), UiError> {
 
 /// The session id from the request's cookies.
 pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE_NAME)
+}
+
+/// The value of cookie `name`.
+pub fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_string())
+}
+
+/// Whether the request came over HTTPS through a proxy that says so.
+fn over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// The `Set-Cookie` value of a portal session. Over HTTPS it is `SameSite=None; Secure;
+/// Partitioned`, so the portal also works embedded in the platform's own pages (a
+/// partitioned cookie is kept per embedding site); over plain HTTP `SameSite=Lax`.
+pub fn set_portal_cookie(id: &str, headers: &HeaderMap, ttl: Duration) -> String {
+    let site = if over_https(headers) {
+        "SameSite=None; Secure; Partitioned"
+    } else {
+        "SameSite=Lax"
+    };
+    format!(
+        "{PORTAL_COOKIE}={id}; HttpOnly; {site}; Path=/portal; Max-Age={}",
+        ttl.as_secs()
+    )
+}
+
+pub fn clear_portal_cookie() -> String {
+    format!("{PORTAL_COOKIE}=; HttpOnly; SameSite=Lax; Path=/portal; Max-Age=0")
 }
 
 /// The `Set-Cookie` value for a new session (`Secure` when the request came over HTTPS
 /// through a proxy that says so).
 pub fn set_cookie(id: &str, headers: &HeaderMap) -> String {
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let secure = over_https(headers);
     format!(
         "{COOKIE_NAME}={id}; HttpOnly; SameSite=Strict; Path=/ui; Max-Age={}{}",
         SESSION_TTL.as_secs(),
@@ -234,12 +274,30 @@ pub fn check_origin(headers: &HeaderMap) -> Result<(), UiError> {
 /// Resolves the session, and re-checks that its token is still valid (revocation ends the
 /// session at once).
 pub async fn user(state: &AppState, headers: &HeaderMap) -> Result<Option<UiUser>, UiError> {
-    let Some(id) = cookie_value(headers) else {
+    session_user(state, headers, COOKIE_NAME, false).await
+}
+
+/// The customer portal's session: always confined to one tenant.
+pub async fn portal_user(state: &AppState, headers: &HeaderMap) -> Result<Option<UiUser>, UiError> {
+    session_user(state, headers, PORTAL_COOKIE, true).await
+}
+
+async fn session_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    cookie: &str,
+    portal: bool,
+) -> Result<Option<UiUser>, UiError> {
+    let Some(id) = cookie_named(headers, cookie) else {
         return Ok(None);
     };
     let Some(s) = get(state, &id).await? else {
         return Ok(None);
     };
+    // A portal session never opens the dashboard, nor a dashboard session the portal.
+    if s.caller.tenant.is_some() != portal {
+        return Ok(None);
+    }
     if !still_bound(state, &s).await? {
         end(state, &id).await?;
         return Ok(None);

@@ -6,13 +6,14 @@ pub(super) async fn create_token(store: &SqlStore, t: TokenRecord, actor: &str) 
     let actor = actor.to_string();
     store.write(move |w| {
         Box::pin(async move {
-            sqlx::query("INSERT INTO tokens (id, name, hash, scopes, created_at, tenant) VALUES ($1, $2, $3, $4, $5, $6)")
+            sqlx::query("INSERT INTO tokens (id, name, hash, scopes, created_at, tenant, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                 .bind(&t.id)
                 .bind(&t.name)
                 .bind(&t.hash)
                 .bind(Scope::join(&t.scopes))
                 .bind(t.created_at)
                 .bind(&t.tenant)
+                .bind(t.expires_at)
                 .execute(&mut w.conn)
                 .await?;
             audit(w, &new_audit(t.created_at, &actor, "token.created", &t.id, json!({"name": t.name, "scopes": t.scopes, "tenant": t.tenant}))).await
@@ -88,7 +89,7 @@ pub(super) async fn create_session(store: &SqlStore, s: SessionRecord) -> Result
                 .execute(&mut w.conn)
                 .await?;
             sqlx::query(
-                "INSERT INTO ui_sessions (id_hash, token_id, name, scopes, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO ui_sessions (id_hash, token_id, name, scopes, csrf, created_at, expires_at, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&s.id_hash)
             .bind(&s.token_id)
@@ -97,6 +98,7 @@ pub(super) async fn create_session(store: &SqlStore, s: SessionRecord) -> Result
             .bind(&s.csrf)
             .bind(s.created_at)
             .bind(s.expires_at)
+            .bind(&s.tenant)
             .execute(&mut w.conn)
             .await?;
             Ok(())
@@ -125,6 +127,7 @@ pub(super) async fn get_session(
             csrf: r.try_get("csrf")?,
             created_at: r.try_get("created_at")?,
             expires_at: r.try_get("expires_at")?,
+            tenant: r.try_get("tenant")?,
         })
     })
     .transpose()

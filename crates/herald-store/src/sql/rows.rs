@@ -65,6 +65,7 @@ pub(super) fn token_from_row(r: &AnyRow) -> Result<TokenRecord> {
         last_used_at: r.try_get("last_used_at")?,
         revoked_at: r.try_get("revoked_at")?,
         tenant: r.try_get("tenant")?,
+        expires_at: r.try_get("expires_at")?,
     })
 }
 

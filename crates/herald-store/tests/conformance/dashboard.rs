@@ -175,6 +175,7 @@ async fn a_dashboard_session_opened_on_one_node_is_known_to_the_other_until_it_e
             csrf: "c".into(),
             created_at: now,
             expires_at: now + 1_000,
+            tenant: Some("app_1".into()),
         };
         be.a.create_session(s.clone()).await.unwrap();
         assert_eq!(

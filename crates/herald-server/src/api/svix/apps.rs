@@ -223,6 +223,30 @@ pub async fn patch(
     ))
 }
 
+#[derive(Serialize)]
+pub struct PortalAccessOut {
+    url: String,
+    token: String,
+}
+
+/// `POST /auth/app-portal-access/{app_id}`: a link to the customer portal for this app
+/// (a token confined to it, short-lived and revocable).
+pub async fn portal_access(
+    State(state): State<AppState>,
+    SvixCaller(caller): SvixCaller,
+    Path(app_id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> SvixResult<Json<PortalAccessOut>> {
+    caller.require(Scope::Admin)?;
+    let t = app(&state, &caller, &app_id).await?;
+    let base = tenants::base_url_of(&headers);
+    let access = tenants::portal_access(&state, &t, &caller.actor(), &base).await?;
+    Ok(Json(PortalAccessOut {
+        url: access.url,
+        token: access.token,
+    }))
+}
+
 pub async fn delete(
     State(state): State<AppState>,
     SvixCaller(caller): SvixCaller,

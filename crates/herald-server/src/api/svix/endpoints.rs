@@ -32,29 +32,29 @@ const MAX_GRACE_SECONDS: i64 = 7 * 86_400;
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointIn {
-    url: Option<String>,
+    pub(crate) url: Option<String>,
     #[serde(default)]
-    description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(default)]
-    uid: Option<String>,
+    pub(crate) uid: Option<String>,
     #[serde(default)]
-    disabled: Option<bool>,
+    pub(crate) disabled: Option<bool>,
     #[serde(default)]
-    filter_types: Option<Vec<String>>,
+    pub(crate) filter_types: Option<Vec<String>>,
     #[serde(default)]
-    event_types: Option<Vec<String>>,
+    pub(crate) event_types: Option<Vec<String>>,
     #[serde(default)]
-    channels: Option<Vec<String>>,
+    pub(crate) channels: Option<Vec<String>>,
     #[serde(default)]
-    secret: Option<String>,
+    pub(crate) secret: Option<String>,
     #[serde(default)]
-    metadata: Option<BTreeMap<String, String>>,
+    pub(crate) metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    throttle_rate: Option<u32>,
+    pub(crate) throttle_rate: Option<u32>,
     #[serde(default)]
-    rate_limit: Option<u32>,
+    pub(crate) rate_limit: Option<u32>,
     #[serde(default)]
-    headers: Option<BTreeMap<String, String>>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Serialize, Clone)]
@@ -307,10 +307,47 @@ pub async fn create(
 ) -> SvixResult<(StatusCode, Json<EndpointOut>)> {
     require(&caller, Scope::Admin)?;
     let a = app(&state, &caller, &app_id).await?;
-    let spec = spec_of(&state, &a, None, body, None).await?;
-    let key = destination_key(Some(&a.id), &new_id(ENDPOINT));
-    let (_, e) = save(&state, &caller, &key, spec).await?;
+    let e = create_endpoint(&state, &caller, &a, body).await?;
     Ok((StatusCode::CREATED, Json(endpoint_out(&e))))
+}
+
+/// Makes an endpoint of `app` (a new `ep_…` id).
+pub(crate) async fn create_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    app: &TenantRecord,
+    input: EndpointIn,
+) -> SvixResult<Arc<DestinationEntry>> {
+    let spec = spec_of(state, app, None, input, None).await?;
+    let key = destination_key(Some(&app.id), &new_id(ENDPOINT));
+    Ok(save(state, caller, &key, spec).await?.1)
+}
+
+/// The endpoint's fields as an [`EndpointIn`] (secret and headers left as they are).
+pub(crate) fn input_of(e: &DestinationEntry) -> EndpointIn {
+    let out = endpoint_out(e);
+    EndpointIn {
+        url: Some(out.url),
+        description: Some(out.description),
+        uid: out.uid,
+        disabled: Some(out.disabled),
+        event_types: out.event_types,
+        metadata: Some(out.metadata),
+        throttle_rate: out.throttle_rate,
+        ..Default::default()
+    }
+}
+
+/// Replaces an endpoint's fields with `input` (its secret and headers stay unless given).
+pub(crate) async fn update_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    app: &TenantRecord,
+    e: &DestinationEntry,
+    input: EndpointIn,
+) -> SvixResult<Arc<DestinationEntry>> {
+    let spec = spec_of(state, app, Some(&e.spec), input, Some(&e.name)).await?;
+    Ok(save(state, caller, &e.name, spec).await?.1)
 }
 
 pub async fn get(
@@ -339,7 +376,7 @@ pub async fn put(
     match find(&state, &a, &endpoint_id) {
         Ok(e) => {
             let spec = spec_of(&state, &a, Some(&e.spec), body, Some(&e.name)).await?;
-            let (_, e) = save(&state, &caller, &e.name.clone(), spec).await?;
+            let (_, e) = save(&state, &caller, &e.name, spec).await?;
             Ok((StatusCode::OK, Json(endpoint_out(&e))).into_response())
         }
         Err(_) => {
@@ -411,7 +448,7 @@ pub async fn patch(
         headers: None,
     };
     let spec = spec_of(&state, &a, Some(&e.spec), input, Some(&e.name)).await?;
-    let (_, e) = save(&state, &caller, &e.name.clone(), spec).await?;
+    let (_, e) = save(&state, &caller, &e.name, spec).await?;
     Ok(Json(endpoint_out(&e)))
 }
 
@@ -423,6 +460,16 @@ pub async fn delete(
     require(&caller, Scope::Admin)?;
     let a = app(&state, &caller, &app_id).await?;
     let e = find(&state, &a, &endpoint_id)?;
+    delete_endpoint(&state, &caller, &e).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes an endpoint; its unfinished deliveries are discarded.
+pub(crate) async fn delete_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    e: &DestinationEntry,
+) -> SvixResult<()> {
     let now = herald_core::clock::now_ms();
     if !state
         .store
@@ -432,7 +479,7 @@ pub async fn delete(
         return Err(SvixError::not_found("Endpoint"));
     }
     state.destinations.remove(&e.name);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// `GET …/secret`: the current signing secret (audited `destination.revealed`).
@@ -444,7 +491,18 @@ pub async fn secret(
     require(&caller, Scope::Admin)?;
     let a = app(&state, &caller, &app_id).await?;
     let e = find(&state, &a, &endpoint_id)?;
-    let key = webhook(&e)
+    let key = reveal_secret(&state, &caller, &a, &e).await?;
+    Ok(Json(json!({"key": key})))
+}
+
+/// The endpoint's current signing secret, audited `destination.revealed`.
+pub(crate) async fn reveal_secret(
+    state: &AppState,
+    caller: &Caller,
+    app: &TenantRecord,
+    e: &DestinationEntry,
+) -> SvixResult<String> {
+    let key = webhook(e)
         .and_then(|w| w.secret.as_ref())
         .and_then(|s| s.as_slice().first().cloned())
         .ok_or_else(|| SvixError::not_found("Endpoint secret"))?;
@@ -455,10 +513,10 @@ pub async fn secret(
             actor: caller.actor(),
             action: "destination.revealed".into(),
             resource: e.name.clone(),
-            detail: json!({"destination": e.name, "tenant": a.id, "field": "secret"}),
+            detail: json!({"destination": e.name, "tenant": app.id, "field": "secret"}),
         }])
         .await?;
-    Ok(Json(json!({"key": key})))
+    Ok(key)
 }
 
 #[derive(Deserialize, Default)]
@@ -482,14 +540,27 @@ pub async fn rotate(
     require(&caller, Scope::Admin)?;
     let a = app(&state, &caller, &app_id).await?;
     let e = find(&state, &a, &endpoint_id)?;
-    let grace = body.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    let new = rotate_secret(&state, &caller, &e, body.key, body.grace_period_seconds).await?;
+    Ok(Json(json!({"key": new})))
+}
+
+/// Replaces the endpoint's secret (`key`, or a generated one); the old one keeps signing
+/// for `grace` seconds (24 h by default). Returns the new secret.
+pub(crate) async fn rotate_secret(
+    state: &AppState,
+    caller: &Caller,
+    e: &DestinationEntry,
+    key: Option<String>,
+    grace: Option<i64>,
+) -> SvixResult<String> {
+    let grace = grace.unwrap_or(DEFAULT_GRACE_SECONDS);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(SvixError::body_field(
             "gracePeriodSeconds",
             format!("0–{MAX_GRACE_SECONDS} seconds"),
         ));
     }
-    let new = match body.key {
+    let new = match key {
         Some(k) => {
             SigningKey::parse(&k).map_err(|why| SvixError::body_field("key", why))?;
             k
@@ -505,8 +576,8 @@ pub async fn rotate(
     };
     let now = herald_core::clock::now_ms();
     w.rotate_secret(new.clone(), now + grace * 1000, now);
-    save(&state, &caller, &e.name.clone(), spec).await?;
-    Ok(Json(json!({"key": new})))
+    save(state, caller, &e.name, spec).await?;
+    Ok(new)
 }
 
 #[derive(Serialize)]
@@ -554,6 +625,20 @@ async fn change_headers(
     let given = body
         .headers
         .ok_or_else(|| SvixError::body_field("headers", "field required"))?;
+    set_headers(state, caller, &e, given, body.delete_headers, replace).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets headers (`None` deletes one), deletes `delete`, or with `replace` makes `given`
+/// the whole set.
+pub(crate) async fn set_headers(
+    state: &AppState,
+    caller: &Caller,
+    e: &DestinationEntry,
+    given: BTreeMap<String, Option<String>>,
+    delete: Vec<String>,
+    replace: bool,
+) -> SvixResult<()> {
     let mut spec = e.spec.clone();
     let KindSpec::Webhook(w) = &mut spec.kind else {
         return Err(SvixError::bad_request(
@@ -574,11 +659,11 @@ async fn change_headers(
             }
         }
     }
-    for k in body.delete_headers {
+    for k in delete {
         w.headers.remove(&k);
     }
-    save(state, caller, &e.name.clone(), spec).await?;
-    Ok(StatusCode::NO_CONTENT)
+    save(state, caller, &e.name, spec).await?;
+    Ok(())
 }
 
 pub async fn put_headers(
@@ -627,17 +712,7 @@ pub async fn recover(
         parse_time(u, "until")?;
     }
     let now = herald_core::clock::now_ms();
-    let filter = ReplayFilter {
-        event_type: None,
-        since: Some(since),
-    };
-    let n = state
-        .store
-        .replay_all_dead(&e.name, &filter, &caller.actor(), now)
-        .await?;
-    if n > 0 {
-        state.dispatch.dispatcher.wake();
-    }
+    let n = recover_since(&state, &caller, &e, since).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -648,6 +723,28 @@ pub async fn recover(
             "recovered": n,
         })),
     ))
+}
+
+/// Sends every delivery to the endpoint that died since `since` again; how many.
+pub(crate) async fn recover_since(
+    state: &AppState,
+    caller: &Caller,
+    e: &DestinationEntry,
+    since: i64,
+) -> SvixResult<u64> {
+    let filter = ReplayFilter {
+        event_type: None,
+        since: Some(since),
+    };
+    let now = herald_core::clock::now_ms();
+    let n = state
+        .store
+        .replay_all_dead(&e.name, &filter, &caller.actor(), now)
+        .await?;
+    if n > 0 {
+        state.dispatch.dispatcher.wake();
+    }
+    Ok(n)
 }
 
 #[derive(Deserialize)]

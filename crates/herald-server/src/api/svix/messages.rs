@@ -49,6 +49,12 @@ pub struct MessageOut {
     tags: Option<Vec<String>>,
 }
 
+impl MessageOut {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 fn message_out(m: &MessageRecord, with_content: bool) -> MessageOut {
     let payload = if with_content {
         serde_json::from_str::<MessageBody>(&m.body)

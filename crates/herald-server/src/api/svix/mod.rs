@@ -5,9 +5,9 @@
 //! and attempts Herald's own: the domain modules do the work, this layer only translates.
 
 mod apps;
-mod endpoints;
+pub(crate) mod endpoints;
 mod event_types;
-mod messages;
+pub(crate) mod messages;
 
 use super::extract::read_json_body;
 use super::problem::ApiError;
@@ -414,8 +414,11 @@ pub fn router() -> Router<AppState> {
         )
         .route("/health", get(health))
         // Known Svix routes Herald does not serve (yet).
-        .route("/auth/app-portal-access/{app_id}", post(not_implemented))
-        .route("/auth/dashboard-access/{app_id}", post(not_implemented))
+        .route(
+            "/auth/app-portal-access/{app_id}",
+            post(apps::portal_access),
+        )
+        .route("/auth/dashboard-access/{app_id}", post(apps::portal_access))
         .route("/auth/logout", post(not_implemented))
         .route(
             "/operational-webhook/endpoint",
