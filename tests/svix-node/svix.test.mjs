@@ -407,10 +407,15 @@ test("an unknown application is a 404 (H12)", TIMEOUT, async () => {
   await rejectsWith(404, () => svix.message.create(missing, { eventType: SIGNUP, payload: { lost: true } }));
 });
 
-test("health answers 2xx; app portal access is a clean 501 for now (H1, H11)", TIMEOUT, async () => {
+test("health answers 2xx; app portal access gives a link that opens the portal (H1, H11)", TIMEOUT, async () => {
   await svix.health.get();
   const app = await newApp();
-  // The SDK keeps a 5xx body as text.
-  const err = await rejectsWith(501, () => svix.authentication.appPortalAccess(app.id, {}));
-  assert.equal(JSON.parse(err.body).code, "not_implemented");
+  const access = await svix.authentication.appPortalAccess(app.id, {});
+  assert.ok(access.url.includes("/portal/access?token="), access.url);
+  assert.ok(access.token && access.url.includes(access.token));
+  // The link sets the portal's session cookie and sends the browser to the portal.
+  const res = await fetch(access.url, { redirect: "manual" });
+  assert.equal(res.status, 303);
+  assert.match(res.headers.get("set-cookie") || "", /^herald_portal=/);
+  assert.equal(res.headers.get("location"), "/portal");
 });

@@ -42,8 +42,8 @@ The Herald behaviour each test relies on (named in each test's docstring):
 - H10 `recover` (202, `{id: qtask_…, status, task: "endpoint.recover", updatedAt}`) re-sends,
       as manual attempts, messages whose delivery to the endpoint failed since `since`; a
       4xx answer is a failure (Herald stops retrying it: a permanent failure).
-- H11 `POST /auth/app-portal-access/{app_id}` answers a clean 501 until the customer portal
-      exists (issue 20 keeps it open).
+- H11 `POST /auth/app-portal-access/{app_id}` answers `{url, token}`: the URL opens the
+      customer portal for that app; an unknown app is 404.
 - H12 Errors use Svix's shapes: `{"code", "detail"}` (401 for a wrong token, 404 unknown
       id, 409 conflict), 422 `{"detail": [{"loc", "msg", "type"}]}`; a Svix route Herald does
       not implement answers 404 or 501 with a JSON `{"code", "detail"}` body — never 500,
@@ -500,11 +500,24 @@ def test_send_example_uses_the_schema_example(sx, event_types, app, hook):
     assert json.loads(rec.body) == SIGNUP_EXAMPLE
 
 
-def test_app_portal_access_and_health(sx, app):
-    """H1, H11: the customer portal is not built yet, so portal access is a clean 501."""
+def test_app_portal_access_and_health(herald_server, sx, app):
+    """H1, H11."""
+    access = sx.authentication.app_portal_access(app.id, AppPortalAccessIn())
+    assert access.url.startswith(f"{herald_server.url}/portal/access?token=")
+    assert access.token and access.token in access.url
+    # The link opens the customer portal: a session cookie, then the portal's page.
+    import http.cookiejar
+
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    with opener.open(access.url, timeout=10) as r:
+        assert r.status == 200 and r.url.endswith("/portal")
+        assert "text/html" in r.headers.get("content-type", "")
+        assert b"Endpoints" in r.read()
     with pytest.raises(HttpError) as info:
-        sx.authentication.app_portal_access(app.id, AppPortalAccessIn())
-    assert info.value.status_code == 501 and info.value.code == "not_implemented"
+        sx.authentication.app_portal_access(f"nope-{uuid.uuid4().hex[:8]}", AppPortalAccessIn())
+    assert info.value.status_code == 404
     sx.health.get()  # any 2xx
 
 

@@ -357,6 +357,65 @@ async fn a_tenants_token_gets_404_for_every_object_of_another_tenant() {
         let (s, answer) = h.call_as(&ta, method.clone(), &path, body).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
     }
+    // The customer portal: a session opened with A's token sees none of B's objects.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let opened = plain
+        .get(h.url(&format!("/portal/access?token={ta}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::SEE_OTHER);
+    let cookie = opened.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = plain
+        .get(h.url("/portal"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(a_ep) && !html.contains(b_ep),
+        "only A's endpoints"
+    );
+    for path in [
+        format!("/portal/endpoints/{b_ep}"),
+        format!("/portal/messages/{b_msg}"),
+    ] {
+        let r = plain
+            .get(h.url(&path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "portal {path}");
+    }
+    // The portal's cookie opens no dashboard, and the dashboard refuses the token itself.
+    let ui = plain
+        .get(h.url("/ui"))
+        .header("cookie", cookie.replace("herald_portal", "herald_session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), StatusCode::SEE_OTHER, "to the sign-in page");
+    let signin = plain
+        .post(h.url("/ui/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ta}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), StatusCode::FORBIDDEN);
+
     // Nothing of B changed.
     let (s, _) = h
         .call(
@@ -477,6 +536,20 @@ async fn svix_errors_have_svix_shapes_and_unknown_routes_answer_json() {
                 "/api/v1/auth/app-portal-access/{}",
                 a["id"].as_str().unwrap()
             ),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        b["url"]
+            .as_str()
+            .unwrap()
+            .contains("/portal/access?token=hrld_")
+    );
+    let (s, b) = h
+        .call(
+            Method::POST,
+            "/api/v1/operational-webhook/endpoint",
             Some(json!({})),
         )
         .await;
