@@ -549,7 +549,7 @@ async fn svix_errors_have_svix_shapes_and_unknown_routes_answer_json() {
     let (s, b) = h
         .call(
             Method::POST,
-            "/api/v1/operational-webhook/endpoint",
+            "/api/v1/app/x/integration",
             Some(json!({})),
         )
         .await;
@@ -663,4 +663,89 @@ async fn an_applications_throttle_rate_holds_messages_back_with_retry_after() {
         .unwrap();
     assert!((1..=1).contains(&wait), "{wait}");
     assert_eq!(rx.wait_for(2, WAIT).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operational_webhooks_hear_about_tenants_endpoints_and_customers_never_do() {
+    let rx = FakeReceiver::start().await;
+    rx.respond_with(|r| (r.path == "/gone").then(|| herald_testkit::receiver::Reply::status(410)));
+    let h = TestHerald::start().await;
+    let (s, op) = h
+        .call(
+            Method::POST,
+            "/api/v1/operational-webhook/endpoint",
+            Some(json!({"url": rx.url("/ops"), "filterTypes": ["endpoint.disabled", "message.attempt.exhausted"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    let (s, bad) = h
+        .call(
+            Method::POST,
+            "/api/v1/operational-webhook/endpoint",
+            Some(json!({"url": rx.url("/ops"), "filterTypes": ["user.signup"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    let (_, list) = h
+        .call(Method::GET, "/api/v1/operational-webhook/endpoint", None)
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    let a = app(&h, "ops-story").await;
+    let a_id = a["id"].as_str().unwrap();
+    let ep = endpoint(&h, a_id, &rx.url("/gone")).await;
+    let ep = ep["id"].as_str().unwrap();
+    let sibling = endpoint(&h, a_id, &rx.url("/customer")).await;
+    let (s, m) = message(&h, &h.token, a_id, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{m}");
+
+    // 410: the delivery dies and the endpoint is disabled; the platform hears both.
+    let got = rx.wait_for(4, WAIT).await;
+    let ops: Vec<_> = got.iter().filter(|r| r.path == "/ops").collect();
+    let mut types: Vec<String> = ops
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["endpoint.disabled", "message.attempt.exhausted"]);
+    for r in &ops {
+        assert!(r.header("svix-signature").is_some(), "signed like Svix");
+        assert_eq!(r.json()["data"]["appId"], a_id);
+        assert_eq!(r.json()["data"]["endpointId"], ep);
+        assert_eq!(r.json()["data"]["appUid"], "ops-story");
+    }
+    let exhausted = ops
+        .iter()
+        .find(|r| r.json()["type"] == "message.attempt.exhausted")
+        .unwrap();
+    assert_eq!(exhausted.json()["data"]["msgId"], m["id"]);
+    assert_eq!(
+        exhausted.json()["data"]["lastAttempt"]["responseStatusCode"],
+        410
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let customer: Vec<_> = rx
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/customer")
+        .collect();
+    assert_eq!(
+        customer.len(),
+        1,
+        "the customer gets its message, no operational event"
+    );
+    assert_eq!(customer[0].json(), json!({"user": "u1"}));
+    let _ = sibling;
+
+    // A tenant's token does not reach them.
+    let ta = tenant_token(&h, a_id, &["admin"]).await;
+    let (s, _) = h
+        .call_as(
+            &ta,
+            Method::GET,
+            "/api/v1/operational-webhook/endpoint",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

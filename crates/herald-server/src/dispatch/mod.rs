@@ -109,6 +109,13 @@ pub enum DispatchEvent {
     /// failure): someone should hear about it
     /// ([`DISABLED_EVENT`](crate::operational::DISABLED_EVENT)).
     DestinationDisabled { destination: String, reason: String },
+    /// A delivery to a tenant's destination ran out of attempts (went dead): the
+    /// platform's operational webhooks hear of it (`message.attempt.exhausted`).
+    AttemptsExhausted {
+        delivery_id: herald_core::ids::DeliveryId,
+        destination: String,
+        status_code: Option<u16>,
+    },
 }
 
 #[derive(Clone, Default)]

@@ -109,6 +109,17 @@ pub(super) async fn record(ctx: &DispatchContext, finish: FinishAttempt, until: 
     if matches!(finish.next, NextState::FailedOver { .. }) {
         ctx.dispatcher.wake();
     }
+    if matches!(finish.next, NextState::Dead)
+        && herald_core::ids::split_destination_key(&destination)
+            .0
+            .is_some()
+    {
+        let _ = ctx.events.send(DispatchEvent::AttemptsExhausted {
+            delivery_id: finish.delivery_id.clone(),
+            destination: destination.clone(),
+            status_code: finish.attempt.as_ref().and_then(|a| a.status_code),
+        });
+    }
     if let Some(reason) = outcome.disabled {
         tracing::warn!(destination = %destination, %reason, "destination disabled");
         if let Some(d) = ctx.destinations.get(&destination) {

@@ -10,6 +10,7 @@ use super::{
 use crate::api::tenants::serde_with_null;
 use crate::auth::{Caller, Scope};
 use crate::destinations::{self, DestinationEntry};
+use crate::operational::{OPERATIONAL_EVENTS, OPERATIONAL_TENANT};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -184,9 +185,19 @@ async fn spec_of(
         Some(t) => {
             let mut missing = Vec::new();
             for name in &t {
-                match state.store.get_event_type(name).await? {
-                    Some(et) if !et.archived => {}
-                    _ => missing.push(name.as_str()),
+                // Operational webhooks filter on the operational events, others on the
+                // catalog.
+                let known = if app.id == OPERATIONAL_TENANT {
+                    OPERATIONAL_EVENTS.contains(&name.as_str())
+                } else {
+                    state
+                        .store
+                        .get_event_type(name)
+                        .await?
+                        .is_some_and(|et| !et.archived)
+                };
+                if !known {
+                    missing.push(name.as_str());
                 }
             }
             if !missing.is_empty() {

@@ -8,6 +8,7 @@ mod apps;
 pub(crate) mod endpoints;
 mod event_types;
 pub(crate) mod messages;
+mod operational;
 
 use super::extract::read_json_body;
 use super::problem::ApiError;
@@ -422,11 +423,21 @@ pub fn router() -> Router<AppState> {
         .route("/auth/logout", post(not_implemented))
         .route(
             "/operational-webhook/endpoint",
-            get(not_implemented).post(not_implemented),
+            get(operational::list).post(operational::create),
         )
         .route(
-            "/operational-webhook/endpoint/{*rest}",
-            axum::routing::any(not_implemented),
+            "/operational-webhook/endpoint/{endpoint_id}",
+            get(operational::get)
+                .put(operational::put)
+                .delete(operational::delete),
+        )
+        .route(
+            "/operational-webhook/endpoint/{endpoint_id}/secret",
+            get(operational::secret),
+        )
+        .route(
+            "/operational-webhook/endpoint/{endpoint_id}/secret/rotate",
+            post(operational::rotate),
         )
         .route(
             "/app/{app_id}/msg/{msg_id}/content",
