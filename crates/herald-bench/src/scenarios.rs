@@ -6,7 +6,7 @@ use crate::delivered::Delivered;
 use crate::herald::{MASTER_KEY, Node, binary};
 use crate::postgres::{Probe, drop_database};
 use crate::report::{Figure, Results};
-use crate::single::{DRAIN, Load};
+use crate::single::{DRAIN, Load, Requests};
 use crate::sink::Sink;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -214,13 +214,23 @@ fn single_figures<'a>(
     target: Option<&str>,
     runs: impl Iterator<Item = (f64, &'a Delivered)> + Clone,
 ) {
-    let ceilings: Vec<f64> = runs.clone().map(|(c, _)| c).collect();
     figures.push(Figure::new(
         &format!("{label}: raw ceiling"),
         "req/s",
-        ceilings.clone(),
+        runs.clone().map(|(c, _)| c).collect(),
         None,
     ));
+    delivered_figures(figures, label, target, runs);
+}
+
+/// Delivered msgs/s as a share of each run's own ceiling, and submitted → delivered.
+fn delivered_figures<'a>(
+    figures: &mut Vec<Figure>,
+    label: &str,
+    target: Option<&str>,
+    runs: impl Iterator<Item = (f64, &'a Delivered)> + Clone,
+) {
+    let ceilings: Vec<f64> = runs.clone().map(|(c, _)| c).collect();
     figures.push(Figure::against_own_ceiling(
         &format!("{label}: delivered"),
         "msgs/s",
@@ -417,6 +427,11 @@ fn message(i: u64, to: &str) -> Value {
     json!({"event_type": "bench.tick", "text": format!("message {i}"), "payload": {"i": i}, "to": [to]})
 }
 
+/// Single messages to destination `to` through the native API.
+fn native(to: &'static str) -> Requests {
+    Arc::new(move |i| ("/api/v1/messages".to_string(), message(i, to)))
+}
+
 async fn post_ok(node: &Node, path: &str, body: &Value) -> Result<(), String> {
     let r = node
         .http
@@ -516,7 +531,7 @@ async fn end_to_end_single(bin: &Path, args: &Args, clients: usize) -> Result<Si
     let node = Arc::new(Node::start(bin).await?);
     node.webhook("hook", &sink.url(), true).await?;
     sink.track();
-    let load = Load::start(&[node], "hook", clients, args.seconds, message);
+    let load = Load::start(&[node], clients, args.seconds, native("hook"));
     load.drain(&sink).await;
     let done = load.stop().await?;
     Ok(SingleRun {
@@ -576,7 +591,7 @@ async fn cluster_on(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before = probe.counters().await?;
     sink.track();
-    let load = Load::start(&started, "hook", args.concurrency, args.seconds, message);
+    let load = Load::start(&started, args.concurrency, args.seconds, native("hook"));
     load.window_start().await;
     let (pg0, herald0, machine0) = (
         probe.server_cpu().await?,
