@@ -181,6 +181,11 @@ impl Node {
         self.status_bytes("VmHWM:")
     }
 
+    /// Resident memory (VmRSS) of the herald process now, in bytes.
+    pub fn rss(&self) -> Option<u64> {
+        self.status_bytes("VmRSS:")
+    }
+
     /// A size field (kB) of `/proc/<pid>/status`, in bytes.
     fn status_bytes(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
