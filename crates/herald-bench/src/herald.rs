@@ -93,9 +93,15 @@ impl Node {
 
     /// Posts one message (`POST /api/v1/messages`) and returns its id from the 202.
     pub async fn submit(&self, message: &Value) -> Result<String, String> {
+        self.submit_to("/api/v1/messages", message).await
+    }
+
+    /// Posts one message to `path` (the native API's or an application's
+    /// `/api/v1/app/{app}/msg`) and returns its id from the 202.
+    pub async fn submit_to(&self, path: &str, message: &Value) -> Result<String, String> {
         let r = self
             .http
-            .post(self.url("/api/v1/messages"))
+            .post(self.url(path))
             .bearer_auth(TOKEN)
             .json(message)
             .send()
@@ -103,7 +109,7 @@ impl Node {
             .map_err(|e| e.to_string())?;
         let status = r.status();
         if status.as_u16() != 202 {
-            return Err(format!("/api/v1/messages: {status}"));
+            return Err(format!("{path}: {status}"));
         }
         let v: Value = r.json().await.map_err(|e| e.to_string())?;
         v["id"]
@@ -172,9 +178,18 @@ impl Node {
 
     /// Peak resident memory (VmHWM) of the herald process, in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        self.status_bytes("VmHWM:")
+    }
+
+    /// Resident memory (VmRSS) of the herald process now, in bytes.
+    pub fn rss(&self) -> Option<u64> {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// A size field (kB) of `/proc/<pid>/status`, in bytes.
+    fn status_bytes(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }

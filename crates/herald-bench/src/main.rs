@@ -11,6 +11,7 @@
 //! target/release/herald-bench --quick          # a short smoke run
 //! target/release/herald-bench --only e2e-single,cluster \
 //!     --postgres postgres://postgres@127.0.0.1:5432/test
+//! target/release/herald-bench --only tenants --tenants 10000
 //! ```
 
 mod cpu;
@@ -21,6 +22,7 @@ mod report;
 mod scenarios;
 mod single;
 mod sink;
+mod tenants;
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -29,7 +31,7 @@ use std::process::ExitCode;
 #[derive(Parser, Clone)]
 #[command(
     name = "herald-bench",
-    about = "Measure Herald: ingest, end-to-end throughput, latency, backlog, memory, a cluster."
+    about = "Measure Herald: ingest, end-to-end throughput, latency, backlog, memory, a cluster, many tenants."
 )]
 pub struct Args {
     /// The herald binary to start (default: `herald` next to this binary).
@@ -53,8 +55,11 @@ pub struct Args {
     /// The large backlog (pending deliveries) of the backlog and memory scenarios.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u64,
+    /// Applications (tenants) of the `tenants` scenario, with 5 endpoints each.
+    #[arg(long, default_value_t = 100_000)]
+    pub tenants: u64,
     /// Only these scenarios (comma-separated): ceiling, ingest, batch, e2e, e2e-single,
-    /// latency, backlog, cluster.
+    /// latency, backlog, cluster, tenants.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// A Postgres server (base URL): the end-to-end scenario also runs on a fresh database
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         args.runs = 1;
         args.seconds = 2;
         args.backlog = args.backlog.min(20_000);
+        args.tenants = args.tenants.min(200);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

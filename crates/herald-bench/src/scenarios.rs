@@ -6,8 +6,9 @@ use crate::delivered::Delivered;
 use crate::herald::{MASTER_KEY, Node, binary};
 use crate::postgres::{Probe, drop_database};
 use crate::report::{Figure, Results};
-use crate::single::{DRAIN, Load};
+use crate::single::{DRAIN, Load, Requests};
 use crate::sink::Sink;
+use crate::tenants::{self, ENDPOINTS, Side};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every scenario, by the name `--only` takes.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "ceiling",
     "ingest",
     "batch",
@@ -24,6 +25,7 @@ pub const SCENARIOS: [&str; 8] = [
     "latency",
     "backlog",
     "cluster",
+    "tenants",
 ];
 
 const BATCH: usize = 100;
@@ -100,6 +102,21 @@ pub async fn run_all(args: &Args) -> Result<Results, String> {
                 r.iter().map(|x| (x.ceiling, &x.delivered)),
             );
         }
+    }
+    if args.wants("tenants") {
+        let mut r = Vec::with_capacity(runs);
+        for run in 1..=runs {
+            let x = tenants_run(&bin, args).await?;
+            for side in [&x.one, &x.many] {
+                note_undelivered(
+                    &mut notes,
+                    &format!("{}, run {run}", tenants_label(side)),
+                    &side.delivered,
+                );
+            }
+            r.push(x);
+        }
+        tenants_figures(&mut figures, &r);
     }
     if args.wants("cluster") {
         match args.postgres.as_deref().filter(|u| !u.is_empty()) {
@@ -214,13 +231,23 @@ fn single_figures<'a>(
     target: Option<&str>,
     runs: impl Iterator<Item = (f64, &'a Delivered)> + Clone,
 ) {
-    let ceilings: Vec<f64> = runs.clone().map(|(c, _)| c).collect();
     figures.push(Figure::new(
         &format!("{label}: raw ceiling"),
         "req/s",
-        ceilings.clone(),
+        runs.clone().map(|(c, _)| c).collect(),
         None,
     ));
+    delivered_figures(figures, label, target, runs);
+}
+
+/// Delivered msgs/s as a share of each run's own ceiling, and submitted → delivered.
+fn delivered_figures<'a>(
+    figures: &mut Vec<Figure>,
+    label: &str,
+    target: Option<&str>,
+    runs: impl Iterator<Item = (f64, &'a Delivered)> + Clone,
+) {
+    let ceilings: Vec<f64> = runs.clone().map(|(c, _)| c).collect();
     figures.push(Figure::against_own_ceiling(
         &format!("{label}: delivered"),
         "msgs/s",
@@ -316,6 +343,157 @@ fn cluster_figures(
             }
         }
     }
+}
+
+/// One run of `tenants`: the raw ceiling, then one application, then `--tenants`, each
+/// on a fresh Herald.
+struct TenantsRun {
+    ceiling: f64,
+    one: Side,
+    many: Side,
+}
+
+impl TenantsRun {
+    fn side(&self, many: bool) -> &Side {
+        if many { &self.many } else { &self.one }
+    }
+}
+
+async fn tenants_run(bin: &Path, args: &Args) -> Result<TenantsRun, String> {
+    let ceiling = raw_ceiling(args.concurrency, args.seconds).await?;
+    let one = tenants::run(bin, 1, args.concurrency, args.seconds).await?;
+    let many = tenants::run(bin, args.tenants.max(1), args.concurrency, args.seconds).await?;
+    Ok(TenantsRun { ceiling, one, many })
+}
+
+fn tenants_label(side: &Side) -> String {
+    format!("tenants {}×{ENDPOINTS}", side.tenants)
+}
+
+/// The figures of `tenants`: per side, set-up, memory, accepted and delivered msgs/s with
+/// Herald's CPU; then many against one.
+fn tenants_figures(figures: &mut Vec<Figure>, r: &[TenantsRun]) {
+    let Some(first) = r.first() else {
+        return;
+    };
+    let ceilings: Vec<f64> = r.iter().map(|x| x.ceiling).collect();
+    figures.push(Figure::new(
+        "tenants: raw ceiling",
+        "req/s",
+        ceilings.clone(),
+        None,
+    ));
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    for many in [false, true] {
+        let side = |x| TenantsRun::side(x, many);
+        let label = &tenants_label(side(first));
+        let of = |f: &dyn Fn(&Side) -> f64| r.iter().map(|x| f(side(x))).collect::<Vec<f64>>();
+        figures.push(Figure::new(
+            &format!("{label}: set-up"),
+            "s",
+            of(&|s| s.setup.as_secs_f64()),
+            None,
+        ));
+        if side(first).setup_rates.is_some() {
+            let rate = |last: bool| {
+                of(&|s| {
+                    s.setup_rates
+                        .map_or(f64::NAN, |(a, b)| if last { b } else { a })
+                })
+            };
+            figures.push(Figure::new(
+                &format!("{label}: set-up, first tenth"),
+                "endpoints/s",
+                rate(false),
+                None,
+            ));
+            figures.push(Figure::new(
+                &format!("{label}: set-up, last tenth"),
+                "endpoints/s",
+                rate(true),
+                None,
+            ));
+        }
+        figures.push(Figure::new(
+            &format!("{label}: Herald CPU, set-up"),
+            "% of a core",
+            of(&|s| s.setup_cores * 100.0),
+            None,
+        ));
+        figures.push(Figure::new(
+            &format!("{label}: RSS after start"),
+            "MiB",
+            of(&|s| mib(s.rss_start)),
+            None,
+        ));
+        figures.push(Figure::new(
+            &format!("{label}: RSS after set-up"),
+            "MiB",
+            of(&|s| mib(s.rss_setup)),
+            None,
+        ));
+        figures.push(Figure::against_own_ceiling(
+            &format!("{label}: accepted"),
+            "msgs/s",
+            of(&|s| s.accepted),
+            &ceilings,
+            None,
+        ));
+        delivered_figures(
+            figures,
+            label,
+            None,
+            r.iter().map(|x| (x.ceiling, &side(x).delivered)),
+        );
+        figures.push(Figure::new(
+            &format!("{label}: Herald CPU, load"),
+            "% of a core",
+            of(&|s| s.herald_cores * 100.0),
+            None,
+        ));
+        figures.push(Figure::new(
+            &format!("{label}: machine CPU busy, load"),
+            "% of all",
+            of(&|s| s.machine_busy.map_or(f64::NAN, |b| b * 100.0)),
+            None,
+        ));
+        figures.push(Figure::new(
+            &format!("{label}: peak RSS"),
+            "MiB",
+            of(&|s| mib(s.peak_rss)),
+            None,
+        ));
+    }
+    let many = tenants_label(&first.many);
+    let ratio = |f: &dyn Fn(&Side) -> f64| -> Vec<f64> {
+        r.iter().map(|x| f(&x.many) / f(&x.one)).collect()
+    };
+    figures.push(Figure::new(
+        &format!("{many} vs 1×{ENDPOINTS}: accepted"),
+        "ratio",
+        ratio(&|s| s.accepted),
+        Some("≥ 0.80"),
+    ));
+    figures.push(Figure::new(
+        &format!("{many} vs 1×{ENDPOINTS}: delivered"),
+        "ratio",
+        ratio(&|s| s.delivered.rate()),
+        Some("≥ 0.80"),
+    ));
+    // What the endpoints (with their applications) add to Herald's memory: RSS after the
+    // set-up against the one application's, in the same run.
+    figures.push(Figure::new(
+        &format!("{many}: RSS per 1000 endpoints"),
+        "KiB",
+        r.iter()
+            .map(|x| {
+                let grown = x.many.rss_setup as f64 - x.one.rss_setup as f64;
+                let more = x.many.endpoints() as f64 - x.one.endpoints() as f64;
+                grown / 1024.0 / more * 1000.0
+            })
+            .collect(),
+        None,
+    ));
 }
 
 /// Says so when some messages of a window were not delivered within the drain bound.
@@ -417,6 +595,11 @@ fn message(i: u64, to: &str) -> Value {
     json!({"event_type": "bench.tick", "text": format!("message {i}"), "payload": {"i": i}, "to": [to]})
 }
 
+/// Single messages to destination `to` through the native API.
+fn native(to: &'static str) -> Requests {
+    Arc::new(move |i| ("/api/v1/messages".to_string(), message(i, to)))
+}
+
 async fn post_ok(node: &Node, path: &str, body: &Value) -> Result<(), String> {
     let r = node
         .http
@@ -516,7 +699,7 @@ async fn end_to_end_single(bin: &Path, args: &Args, clients: usize) -> Result<Si
     let node = Arc::new(Node::start(bin).await?);
     node.webhook("hook", &sink.url(), true).await?;
     sink.track();
-    let load = Load::start(&[node], "hook", clients, args.seconds, message);
+    let load = Load::start(&[node], clients, args.seconds, native("hook"));
     load.drain(&sink).await;
     let done = load.stop().await?;
     Ok(SingleRun {
@@ -576,7 +759,7 @@ async fn cluster_on(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before = probe.counters().await?;
     sink.track();
-    let load = Load::start(&started, "hook", args.concurrency, args.seconds, message);
+    let load = Load::start(&started, args.concurrency, args.seconds, native("hook"));
     load.window_start().await;
     let (pg0, herald0, machine0) = (
         probe.server_cpu().await?,

@@ -1,5 +1,6 @@
 //! Single requests with delivery live: a fixed number of clients, each posting one
-//! message per `POST /api/v1/messages` and the next as soon as the 202 is back, spread
+//! message per request (`POST /api/v1/messages`, or an application's
+//! `POST /api/v1/app/{app}/msg`) and the next as soon as the 202 is back, spread
 //! round-robin over one or more nodes — the path Airflow tasks, Django handlers and most
 //! webhook producers take.
 //!
@@ -21,6 +22,9 @@ use tokio::task::JoinHandle;
 pub const WARM_UP: Duration = Duration::from_secs(1);
 /// How long after the window's end its messages may take to arrive.
 pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// What the `i`-th request of a load posts: the path and the message.
+pub type Requests = Arc<dyn Fn(u64) -> (String, Value) + Send + Sync>;
 
 struct Shared {
     start: Instant,
@@ -48,15 +52,9 @@ pub struct Done {
 }
 
 impl Load {
-    /// Starts `clients` clients posting `message(i, to)` to `nodes` in turn; the window
-    /// opens after [`WARM_UP`] and lasts `seconds`.
-    pub fn start(
-        nodes: &[Arc<Node>],
-        to: &str,
-        clients: usize,
-        seconds: u64,
-        message: fn(u64, &str) -> Value,
-    ) -> Self {
+    /// Starts `clients` clients posting `requests(i)` to `nodes` in turn; the window opens
+    /// after [`WARM_UP`] and lasts `seconds`.
+    pub fn start(nodes: &[Arc<Node>], clients: usize, seconds: u64, requests: Requests) -> Self {
         let start = Instant::now() + WARM_UP;
         let shared = Arc::new(Shared {
             start,
@@ -70,9 +68,13 @@ impl Load {
         let nodes: Arc<Vec<Arc<Node>>> = Arc::new(nodes.to_vec());
         let tasks = (0..clients.max(1))
             .map(|_| {
-                let (shared, stop, next, nodes) =
-                    (shared.clone(), stop.clone(), next.clone(), nodes.clone());
-                let to = to.to_string();
+                let (shared, stop, next, nodes, requests) = (
+                    shared.clone(),
+                    stop.clone(),
+                    next.clone(),
+                    nodes.clone(),
+                    requests.clone(),
+                );
                 tokio::spawn(async move {
                     let mut past = false;
                     while !stop.load(Ordering::Relaxed) {
@@ -83,7 +85,8 @@ impl Load {
                             past = true;
                             shared.past.fetch_add(1, Ordering::Relaxed);
                         }
-                        let id = node.submit(&message(i, &to)).await?;
+                        let (path, message) = requests(i);
+                        let id = node.submit_to(&path, &message).await?;
                         shared.accepted.fetch_add(1, Ordering::Relaxed);
                         if t >= shared.start && t < shared.end {
                             shared.sent.lock().expect("window lock").push((id, t));

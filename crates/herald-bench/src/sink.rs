@@ -1,5 +1,6 @@
 //! The fast sink: answers every request `200 ok` and counts it, noting when each message id
-//! first arrived (for latency).
+//! arrived (for latency): its first copy, or its `n`-th when a message goes to `n`
+//! destinations ([`Sink::track_copies`]).
 
 use axum::Router;
 use axum::extract::State;
@@ -13,8 +14,36 @@ use std::time::Instant;
 #[derive(Default)]
 pub struct Inner {
     pub count: AtomicU64,
-    /// webhook-id → first arrival, only while `track` is on.
-    pub arrivals: Mutex<Option<HashMap<String, Instant>>>,
+    /// Arrivals by message id, only while tracking.
+    tracking: Mutex<Option<Tracking>>,
+}
+
+/// Arrivals by message id (`webhook-id`, or `svix-id` for Svix-signed endpoints).
+#[derive(Default)]
+struct Tracking {
+    /// Copies of a message that make it arrived (1: its first).
+    copies: u32,
+    /// Message id → when it arrived.
+    arrived: HashMap<String, Instant>,
+    /// Copies seen of messages not arrived yet (only when `copies` > 1).
+    partial: HashMap<String, u32>,
+}
+
+impl Tracking {
+    fn note(&mut self, id: &str, now: Instant) {
+        if self.arrived.contains_key(id) {
+            return;
+        }
+        if self.copies > 1 {
+            let seen = self.partial.entry(id.to_string()).or_insert(0);
+            *seen += 1;
+            if *seen < self.copies {
+                return;
+            }
+            self.partial.remove(id);
+        }
+        self.arrived.insert(id.to_string(), now);
+    }
 }
 
 #[derive(Clone)]
@@ -45,35 +74,81 @@ impl Sink {
         self.inner.count.load(Ordering::Relaxed)
     }
 
-    /// Starts noting arrivals per message id.
+    /// Starts noting arrivals per message id: a message has arrived with its first copy.
     pub fn track(&self) {
-        *self.inner.arrivals.lock().expect("sink lock") = Some(HashMap::new());
+        self.track_copies(1);
+    }
+
+    /// Starts noting arrivals per message id: a message has arrived when `copies` requests
+    /// carrying its id have (one per destination it was routed to; the sink answers 200,
+    /// so there are no retries to count twice).
+    pub fn track_copies(&self, copies: u32) {
+        *self.inner.tracking.lock().expect("sink lock") = Some(Tracking {
+            copies,
+            ..Tracking::default()
+        });
     }
 
     /// Keeps in `ids` only the messages that have not arrived yet (while tracking).
     pub fn retain_missing(&self, ids: &mut Vec<String>) {
-        if let Some(map) = self.inner.arrivals.lock().expect("sink lock").as_ref() {
-            ids.retain(|id| !map.contains_key(id));
+        if let Some(t) = self.inner.tracking.lock().expect("sink lock").as_ref() {
+            ids.retain(|id| !t.arrived.contains_key(id));
         }
     }
 
     /// The arrivals noted so far; tracking stops.
     pub fn arrivals(&self) -> HashMap<String, Instant> {
         self.inner
-            .arrivals
+            .tracking
             .lock()
             .expect("sink lock")
             .take()
+            .map(|t| t.arrived)
             .unwrap_or_default()
     }
 }
 
 async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> &'static str {
     inner.count.fetch_add(1, Ordering::Relaxed);
-    if let Some(map) = inner.arrivals.lock().expect("sink lock").as_mut()
-        && let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok())
+    if let Some(t) = inner.tracking.lock().expect("sink lock").as_mut()
+        && let Some(id) = ["webhook-id", "svix-id"]
+            .iter()
+            .find_map(|h| headers.get(*h))
+            .and_then(|v| v.to_str().ok())
     {
-        map.entry(id.to_string()).or_insert_with(Instant::now);
+        t.note(id, Instant::now());
     }
     "ok"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_arrives_with_its_last_copy() {
+        let mut t = Tracking {
+            copies: 3,
+            ..Tracking::default()
+        };
+        let (a, b, c) = (
+            Instant::now(),
+            Instant::now() + std::time::Duration::from_millis(1),
+            Instant::now() + std::time::Duration::from_millis(2),
+        );
+        t.note("m1", a);
+        t.note("m1", b);
+        assert!(!t.arrived.contains_key("m1"));
+        t.note("m1", c);
+        t.note("m1", c + std::time::Duration::from_millis(5));
+        assert_eq!(t.arrived.get("m1"), Some(&c));
+        assert!(t.partial.is_empty());
+        let mut first = Tracking {
+            copies: 1,
+            ..Tracking::default()
+        };
+        first.note("m2", a);
+        first.note("m2", b);
+        assert_eq!(first.arrived.get("m2"), Some(&a));
+    }
 }
