@@ -547,11 +547,7 @@ async fn svix_errors_have_svix_shapes_and_unknown_routes_answer_json() {
             .contains("/portal/access?token=hrld_")
     );
     let (s, b) = h
-        .call(
-            Method::POST,
-            "/api/v1/app/x/integration",
-            Some(json!({})),
-        )
+        .call(Method::POST, "/api/v1/app/x/integration", Some(json!({})))
         .await;
     assert_eq!(
         (s, b["code"].as_str()),
